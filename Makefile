@@ -1,0 +1,56 @@
+# Whisper Streaming — set-up, run, test.
+#   make run    install what is missing, then start the whole service (embedded Redis)
+#   make test   install what is missing, then run the whole test suite
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+TOOLS := .tools
+POETRY := $(TOOLS)/poetry/bin/poetry
+STAMP := .venv/.installed-stamp
+
+# Poetry's built-in PyPI source needs a per-version JSON API that some registries and mirrors do
+# not serve; the pypi-mirror plugin makes it use the simple index that pip itself uses.
+export POETRY_PYPI_MIRROR_URL ?= $(shell $(PYTHON) -c 'from pip._internal.models.index import PyPI; print(PyPI.simple_url)' 2>/dev/null || echo https://pypi.org/simple)
+export POETRY_VIRTUALENVS_IN_PROJECT := true
+export POETRY_NO_INTERACTION := 1
+
+.PHONY: help install run test test-fast lint bench clean redis-server
+
+help:
+	@echo "make run   - start the service on http://127.0.0.1:8000 (HOST/PORT override)"
+	@echo "make test  - run the test suite"
+	@echo "make lint  - ruff and mypy"
+	@echo "make bench - benchmarks (writes docs/benchmarks.md figures)"
+
+$(POETRY):
+	$(PYTHON) -m venv $(TOOLS)/poetry
+	$(TOOLS)/poetry/bin/pip install --quiet --upgrade pip
+	$(TOOLS)/poetry/bin/pip install --quiet "poetry>=2.1,<2.6" "poetry-plugin-pypi-mirror>=0.6"
+
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || bash scripts/install-redis.sh
+
+$(STAMP): $(POETRY) pyproject.toml poetry.lock
+	$(POETRY) env use $(PYTHON) >/dev/null
+	$(POETRY) sync --with dev
+	@touch $(STAMP)
+
+install: $(STAMP) redis-server
+
+run: install
+	$(POETRY) run whisper-streaming up
+
+test: install
+	$(POETRY) run pytest
+
+test-fast: install
+	$(POETRY) run pytest -m "not e2e"
+
+lint: install
+	$(POETRY) run ruff check .
+	$(POETRY) run ruff format --check .
+	$(POETRY) run mypy
+
+clean:
+	rm -rf .venv $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

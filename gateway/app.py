@@ -1,0 +1,114 @@
+"""The FastAPI application: WebSocket endpoints, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, WebSocket
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+
+from gateway.router import ResultRouter
+from gateway.session import GatewayContext, LegacySession
+from shared.keys import Keys
+from shared.redis_util import connect, live_workers
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    keys = Keys(settings.key_prefix)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        r = connect(settings.effective_redis_url, name=f"gateway-{settings.consumer_name}")
+        router = ResultRouter(r, keys)
+        await router.subscribe()
+        stop = asyncio.Event()
+        router_task = asyncio.create_task(router.run(stop), name="result-router")
+        app.state.ctx = GatewayContext(settings=settings, redis=r, keys=keys, router=router)
+        log.info("gateway listening for results on %s", keys.results_pattern)
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.wait([router_task], timeout=3)
+            await r.aclose()
+
+    app = FastAPI(title="Whisper Streaming", version="0.1.0", lifespan=lifespan)
+
+    async def legacy(ws: WebSocket, endpoint: str) -> None:
+        await ws.accept()
+        await LegacySession(ws, app.state.ctx, endpoint).run()
+
+    @app.websocket("/")
+    async def ws_root(ws: WebSocket) -> None:
+        await legacy(ws, "/")
+
+    @app.websocket("/ws")
+    async def ws_ws(ws: WebSocket) -> None:
+        await legacy(ws, "/ws")
+
+    @app.get("/", response_class=PlainTextResponse)
+    async def index() -> str:
+        return (
+            "Whisper Streaming gateway. Stream 16 kHz PCM16 mono over a WebSocket to / or /ws; "
+            "see docs/protocol.md.\n"
+        )
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        ctx: GatewayContext = app.state.ctx
+        detail: dict[str, object] = {"redis": False, "vad_workers": 0, "asr_workers": 0}
+        try:
+            detail["redis"] = bool(await ctx.redis.ping())
+            ttl = settings.heartbeat_ttl_s
+            detail["vad_workers"] = await live_workers(ctx.redis, keys, "vad", ttl)
+            detail["asr_workers"] = await live_workers(ctx.redis, keys, "asr", ttl)
+        except (RedisError, OSError) as exc:
+            detail["error"] = str(exc)
+        detail["results_subscribed"] = ctx.router.connected.is_set()
+        ready = bool(
+            detail["redis"]
+            and detail["vad_workers"]
+            and detail["asr_workers"]
+            and detail["results_subscribed"]
+        )
+        detail["status"] = "ready" if ready else "not ready"
+        return JSONResponse(detail, status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def main(settings: Settings | None = None) -> None:
+    import uvicorn
+
+    from shared.logs import configure
+
+    settings = settings or Settings()
+    configure(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        ws_max_size=max(2 * settings.max_frame_bytes, 1 << 20),
+        timeout_graceful_shutdown=int(settings.eof_timeout_s),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Parsing what clients send on the predecessor-compatible endpoint (pure: no I/O).
+
+The wire format is the VoiceStreamAI one that the predecessor's browser page and Locust test
+speak; see docs/protocol.md. Errors carry the close code the connection must end with.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from shared.languages import UnknownLanguage, normalize_language
+
+CLOSE_NORMAL = 1000
+CLOSE_UNSUPPORTED = 1003
+CLOSE_INVALID_PAYLOAD = 1007
+CLOSE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN_LATER = 1013
+
+
+class ProtocolError(Exception):
+    """A client message that ends the session with an error frame and ``close_code``."""
+
+    def __init__(self, code: str, message: str, close_code: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.close_code = close_code
+
+    def frame(self) -> dict[str, str]:
+        return {"type": "error", "code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """What a config frame sets. ``sample_rate`` is what the client *said*; on the legacy
+    endpoint the audio is 16 kHz whatever it says (the predecessor's page sends its
+    AudioContext rate but downsamples itself)."""
+
+    sample_rate: int = 16000
+    channels: int = 1
+    language: str | None = None
+    chunk_length_seconds: float | None = None
+    chunk_offset_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Eof:
+    """``{"type": "eof"}``: flush the buffered speech, send the last finals, close."""
+
+
+ClientMessage = ClientConfig | Eof
+
+
+def _number(data: dict[str, Any], key: str, *, integer: bool = False) -> float | int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ProtocolError("invalid_config", f"'{key}' must be a number", CLOSE_INVALID_PAYLOAD)
+    if integer and int(value) != value:
+        raise ProtocolError("invalid_config", f"'{key}' must be an integer", CLOSE_INVALID_PAYLOAD)
+    return int(value) if integer else float(value)
+
+
+def parse_config(data: Any) -> ClientConfig:
+    if not isinstance(data, dict):
+        raise ProtocolError("invalid_config", "'data' must be an object", CLOSE_INVALID_PAYLOAD)
+    rate = _number(data, "sampleRate", integer=True)
+    if rate is not None and not 8000 <= rate <= 192_000:
+        raise ProtocolError(
+            "invalid_config", "'sampleRate' must be between 8000 and 192000", CLOSE_INVALID_PAYLOAD
+        )
+    channels = _number(data, "channels", integer=True)
+    if channels is not None and not 1 <= channels <= 8:
+        raise ProtocolError("invalid_config", "'channels' must be 1 to 8", CLOSE_INVALID_PAYLOAD)
+    language = data.get("language")
+    if language is not None and not isinstance(language, str):
+        raise ProtocolError(
+            "invalid_config", "'language' must be a string or null", CLOSE_INVALID_PAYLOAD
+        )
+    try:
+        code = normalize_language(language)
+    except UnknownLanguage as exc:
+        raise ProtocolError("invalid_config", str(exc), CLOSE_INVALID_PAYLOAD) from exc
+    args = data.get("processing_args")
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise ProtocolError(
+            "invalid_config", "'processing_args' must be an object", CLOSE_INVALID_PAYLOAD
+        )
+    strategy = data.get("processing_strategy")
+    if strategy is not None and not isinstance(strategy, str):
+        raise ProtocolError(
+            "invalid_config", "'processing_strategy' must be a string", CLOSE_INVALID_PAYLOAD
+        )
+    return ClientConfig(
+        sample_rate=int(rate or 16000),
+        channels=int(channels or 1),
+        language=code,
+        chunk_length_seconds=_number(args, "chunk_length_seconds"),
+        chunk_offset_seconds=_number(args, "chunk_offset_seconds"),
+    )
+
+
+def parse_text_frame(text: str) -> ClientMessage:
+    """One text frame: a config or a control message. Unknown fields are ignored."""
+    try:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ProtocolError(
+            "invalid_json", f"text frame is not JSON: {exc}", CLOSE_INVALID_PAYLOAD
+        ) from exc
+    if not isinstance(obj, dict):
+        raise ProtocolError(
+            "invalid_message", "a text frame must be a JSON object", CLOSE_INVALID_PAYLOAD
+        )
+    kind = obj.get("type")
+    if kind == "config":
+        return parse_config(obj.get("data"))
+    if kind == "eof":
+        return Eof()
+    raise ProtocolError(
+        "unsupported_message",
+        f"unknown message type {kind!r} (expected 'config' or 'eof')",
+        CLOSE_UNSUPPORTED,
+    )

@@ -1,0 +1,73 @@
+"""Every Redis stream, consumer group, channel and key name the service uses.
+
+deploy/ manifests (KEDA ScaledObjects, Grafana queries) mirror these constants; a test compares
+them. All names can be put under a namespace (``KEY_PREFIX``) so that several deployments, or
+several test runs, can share one Redis without seeing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SESSIONS_STREAM = "sessions"
+"""New sessions are announced here; VAD workers share it through ``VAD_GROUP``."""
+
+ASR_JOBS_STREAM = "asr:jobs"
+"""Speech segments cut by the VAD workers; ASR workers share it through ``ASR_GROUP``."""
+
+ASR_DEAD_LETTER_STREAM = "asr:dead"
+"""Jobs that could not be decoded or failed too often, with their error."""
+
+VAD_GROUP = "vad"
+ASR_GROUP = "asr"
+
+AUDIO_STREAM_PREFIX = "audio:"
+TRANSCRIPT_STREAM_PREFIX = "transcript:"
+SESSION_HASH_PREFIX = "session:"
+RESULTS_CHANNEL_PREFIX = "results:"
+HEARTBEATS_PREFIX = "heartbeats:"
+
+STREAM_DATA_FIELD = b"d"
+"""Each stream entry carries one field: the msgpack-encoded message."""
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Names under one namespace; ``Keys("")`` gives the bare names above."""
+
+    prefix: str = ""
+
+    @property
+    def sessions(self) -> str:
+        return self.prefix + SESSIONS_STREAM
+
+    @property
+    def asr_jobs(self) -> str:
+        return self.prefix + ASR_JOBS_STREAM
+
+    @property
+    def asr_dead(self) -> str:
+        return self.prefix + ASR_DEAD_LETTER_STREAM
+
+    def audio(self, session_id: str) -> str:
+        return f"{self.prefix}{AUDIO_STREAM_PREFIX}{session_id}"
+
+    def transcript(self, session_id: str) -> str:
+        return f"{self.prefix}{TRANSCRIPT_STREAM_PREFIX}{session_id}"
+
+    def session(self, session_id: str) -> str:
+        return f"{self.prefix}{SESSION_HASH_PREFIX}{session_id}"
+
+    def results(self, session_id: str) -> str:
+        return f"{self.prefix}{RESULTS_CHANNEL_PREFIX}{session_id}"
+
+    @property
+    def results_pattern(self) -> str:
+        return f"{self.prefix}{RESULTS_CHANNEL_PREFIX}*"
+
+    def session_from_channel(self, channel: str) -> str:
+        return channel[len(self.prefix) + len(RESULTS_CHANNEL_PREFIX) :]
+
+    def heartbeats(self, role: str) -> str:
+        """Sorted set of worker name -> last heartbeat (unix seconds) for ``role``."""
+        return f"{self.prefix}{HEARTBEATS_PREFIX}{role}"

@@ -1,0 +1,40 @@
+"""Prometheus metrics of every process, defined once. Names are mirrored by deploy/grafana."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+
+# gateway
+SESSIONS_ACTIVE = Gauge("whisper_sessions_active", "WebSocket sessions open on this gateway")
+SESSIONS_TOTAL = Counter("whisper_sessions_total", "Sessions opened", ["endpoint"])
+AUDIO_BYTES = Counter("whisper_audio_bytes_total", "PCM bytes received from clients")
+FRAMES_REJECTED = Counter("whisper_frames_rejected_total", "Client frames refused", ["code"])
+FINALS_SENT = Counter("whisper_finals_sent_total", "Final results sent to clients")
+FINAL_LATENCY = Histogram(
+    "whisper_final_latency_seconds",
+    "From the arrival of a segment's last audio at the gateway to its final being sent",
+    buckets=LATENCY_BUCKETS,
+)
+
+# VAD worker
+VAD_SESSIONS = Gauge("whisper_vad_sessions_owned", "Sessions owned by this VAD worker")
+VAD_SEGMENTS = Counter("whisper_vad_segments_total", "Segments cut", ["reason"])
+VAD_AUDIO_SECONDS = Counter("whisper_vad_audio_seconds_total", "Audio seconds run through VAD")
+VAD_BAD_MESSAGES = Counter("whisper_vad_bad_messages_total", "Undecodable stream entries skipped")
+
+# ASR worker
+ASR_JOBS = Counter("whisper_asr_jobs_total", "Jobs finished", ["outcome"])
+ASR_PROCESSING = Histogram(
+    "whisper_asr_processing_seconds", "Transcription time per job", buckets=LATENCY_BUCKETS
+)
+ASR_QUEUE_WAIT = Histogram(
+    "whisper_asr_queue_wait_seconds", "Time a job waited on asr:jobs", buckets=LATENCY_BUCKETS
+)
+ASR_RTF = Histogram(
+    "whisper_asr_realtime_factor",
+    "Processing seconds per audio second",
+    buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0),
+)
+ASR_DEAD_LETTERS = Counter("whisper_asr_dead_letters_total", "Jobs moved to the dead-letter stream")

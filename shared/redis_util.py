@@ -1,0 +1,84 @@
+"""Redis helpers shared by the gateway and the workers: connections, groups, heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared.keys import STREAM_DATA_FIELD, Keys
+
+log = logging.getLogger(__name__)
+
+
+def connect(url: str, *, name: str = "whisper-streaming") -> aioredis.Redis:
+    """An asyncio client with bytes responses and reconnection with exponential backoff."""
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=False,
+        client_name=name,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        health_check_interval=15,
+        socket_keepalive=True,
+    )
+
+
+async def ensure_group(r: aioredis.Redis, stream: str, group: str, start_id: str = "0") -> None:
+    """``XGROUP CREATE ... MKSTREAM``, ignoring only BUSYGROUP (the group already exists)."""
+    try:
+        await r.xgroup_create(stream, group, id=start_id, mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def entry_data(fields: dict[bytes, bytes]) -> bytes:
+    """The payload of a stream entry written by :func:`entry`; empty if it has none."""
+    return fields.get(STREAM_DATA_FIELD, b"")
+
+
+def entry(data: bytes) -> dict[bytes, bytes]:
+    return {STREAM_DATA_FIELD: data}
+
+
+class Heartbeat:
+    """Keeps ``heartbeats:{role}`` (a sorted set of name -> unix time) fresh for one worker."""
+
+    def __init__(self, r: aioredis.Redis, keys: Keys, role: str, name: str, interval_s: float):
+        self._r = r
+        self._key = keys.heartbeats(role)
+        self._name = name
+        self._interval = interval_s
+
+    async def beat(self) -> None:
+        await self._r.zadd(self._key, {self._name: time.time()})
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.beat()
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                log.warning("heartbeat failed: %s", exc)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self._interval)
+            except TimeoutError:
+                pass
+
+    async def remove(self) -> None:
+        await self._r.zrem(self._key, self._name)
+
+
+async def live_workers(r: aioredis.Redis, keys: Keys, role: str, ttl_s: float) -> int:
+    """Workers of ``role`` whose last heartbeat is younger than ``ttl_s``; prunes stale ones."""
+    now = time.time()
+    key = keys.heartbeats(role)
+    await r.zremrangebyscore(key, "-inf", now - 10 * ttl_s)
+    return int(await r.zcount(key, now - ttl_s, "+inf"))

