@@ -25,7 +25,7 @@ def pcm16_to_float32(pcm: bytes) -> np.ndarray:
 
 def float32_to_pcm16(audio: np.ndarray) -> bytes:
     clipped = np.clip(audio, -1.0, 32767.0 / 32768.0)
-    return (clipped * 32768.0).round().astype("<i2").tobytes()
+    return bytes((clipped * 32768.0).round().astype("<i2").tobytes())
 
 
 def decode_file(source: str | Path | BinaryIO, sample_rate: int = SAMPLE_RATE) -> np.ndarray:

@@ -45,14 +45,17 @@ class Utterance:
 def librispeech(held_out_only: bool = False) -> list[Utterance]:
     base = corpus_dir() / "librispeech"
     refs = dict(
-        line.rstrip("\n").split("\t", 1) for line in (base / "transcripts.tsv").read_text().splitlines()
+        line.rstrip("\n").split("\t", 1)
+        for line in (base / "transcripts.tsv").read_text().splitlines()
     )
     out = []
     with (base / "splits.tsv").open() as fh:
         for row in csv.DictReader(fh, delimiter="\t"):
             if held_out_only and row["subset"] == "train-clean-5":
                 continue
-            out.append(Utterance(row["utt_id"], base / row["file"], refs[row["utt_id"]], row["subset"]))
+            out.append(
+                Utterance(row["utt_id"], base / row["file"], refs[row["utt_id"]], row["subset"])
+            )
     return out
 
 
@@ -174,7 +177,9 @@ class Service:
 
 
 @pytest.fixture(scope="session")
-def service(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def service(
+    redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
     """The service as ``whisper-streaming up`` runs it (one gateway, one VAD and two ASR workers),
     shared by the end-to-end tests; each test's sessions are isolated by their session ids."""
     log_dir = tmp_path_factory.mktemp("service")
@@ -196,7 +201,9 @@ def service(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactor
     ]
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz", 90, procs)
-        yield Service(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", redis_server.url, prefix, procs)
+        yield Service(
+            f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", redis_server.url, prefix, procs
+        )
     finally:
         for p in reversed(procs):
             p.stop()

@@ -60,7 +60,10 @@ class EmbeddedRedis:
             "--save", "", "--appendonly", "yes" if self.appendonly else "no",
             "--daemonize", "no", "--loglevel", "warning",
         ]  # fmt: skip
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Own session: a Ctrl-C meant for `up` must not kill Redis before the workers drain.
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -83,6 +86,8 @@ class EmbeddedRedis:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -103,7 +108,9 @@ class Stack:
         env = dict(self.env)
         env["CONSUMER_NAME"] = f"{socket.gethostname()}-{role}-{index}-{os.getpid()}"
         cmd = [sys.executable, "-m", "whisper_streaming.cli", role]
-        child = Child(role, subprocess.Popen(cmd, env=env))
+        # Own process group: a Ctrl-C in the terminal reaches only this supervisor, which then
+        # stops the children in order with one SIGTERM each.
+        child = Child(role, subprocess.Popen(cmd, env=env, start_new_session=True))
         self.children.append(child)
         return child
 

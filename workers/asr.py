@@ -86,12 +86,21 @@ class DecodeOptions:
         )
 
 
+MAX_WORDS_PER_SECOND = 7.0
+"""Fast speech runs at 4 to 5 words a second; a segment far above that is invented text."""
+
+
 def is_hallucination(seg: Any, opts: DecodeOptions) -> bool:
-    """Whisper's classic failure on silence and noise: confident-looking text ("Thank you.") where
-    the model itself says there is probably no speech, or degenerate repetition."""
+    """Whisper's classic failures on silence, noise and trailing audio: confident-looking text
+    ("Thank you.") where the model itself says there is probably no speech, degenerate repetition,
+    or a run of words squeezed into a fraction of a second (seen with a prompt on tiny.en)."""
     if seg.compression_ratio > opts.compression_ratio_threshold:
         return True
-    return bool(seg.no_speech_prob > opts.no_speech_threshold and seg.avg_logprob < -0.5)
+    if seg.no_speech_prob > opts.no_speech_threshold and seg.avg_logprob < -0.5:
+        return True
+    duration = max(0.0, float(seg.end) - float(seg.start))
+    n_words = len(seg.text.split())
+    return n_words > MAX_WORDS_PER_SECOND * duration + 2
 
 
 class Transcriber:

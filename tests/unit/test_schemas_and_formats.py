@@ -58,7 +58,10 @@ def test_decode_as_checks_the_type() -> None:
 
 
 def test_normalize_and_wer_agree_with_jiwer() -> None:
-    assert normalize("Good morning, everyone! It's well-known.") == "good morning everyone it's well known"
+    assert (
+        normalize("Good morning, everyone! It's well-known.")
+        == "good morning everyone it's well known"
+    )
     pairs = [("HE HOPED THERE WOULD BE STEW", "He hoped there'd be a stew."), ("A B C", "a c d e")]
     ours = wer(pairs)
     theirs = jiwer.wer([normalize(r) for r, _ in pairs], [normalize(h) for _, h in pairs])

@@ -1,0 +1,113 @@
+"""The ASR worker as a real process against a real redis-server, with the bundled model."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import msgpack
+import redis.asyncio as aioredis
+
+from shared.audio import decode_file, float32_to_pcm16
+from shared.keys import ASR_GROUP, Keys
+from shared.redis_util import entry
+from shared.schemas import AsrJob, Transcript, decode_as, encode
+from whisper_streaming.evaluation import wer
+
+
+async def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await predicate()
+        if value:
+            return value
+        await asyncio.sleep(interval)
+    raise TimeoutError("condition not met in time")
+
+
+async def test_job_is_transcribed_published_kept_and_acked(
+    spawn, redis_client: aioredis.Redis, key_prefix: str, corpus
+) -> None:
+    keys = Keys(key_prefix)
+    worker = spawn("asr-worker")
+    audio = decode_file(corpus / "librispeech" / "1089-134691-0001.flac")
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(keys.results("s1"))
+    job = AsrJob(
+        session_id="s1", segment=0, start=10.0, end=10.0 + len(audio) / 16000,
+        pcm=float32_to_pcm16(audio), language="en", enqueued_at=time.time(),
+    )  # fmt: skip
+    await redis_client.xadd(keys.asr_jobs, entry(encode(job)))
+
+    async def published():
+        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+        return msg
+
+    msg = await wait_for(published, 90)
+    result = decode_as(msg["data"], Transcript)
+    ref = "FOR A FULL HOUR HE HAD PACED UP AND DOWN WAITING BUT HE COULD WAIT NO LONGER"
+    assert wer([(ref, result.text)]).wer <= 0.15, result.text
+    assert result.segment == 0 and result.language == "en"
+    # word times are seconds of session audio: shifted by the segment's start
+    assert result.words and all(10.0 <= w.start <= w.end <= job.end + 0.5 for w in result.words)
+    assert result.processing_time > 0
+    kept = await redis_client.xrange(keys.transcript("s1"))
+    assert len(kept) == 1
+    assert 0 < await redis_client.ttl(keys.transcript("s1"))
+    pending = await redis_client.xpending(keys.asr_jobs, ASR_GROUP)
+    assert pending["pending"] == 0
+    assert await redis_client.xlen(keys.asr_jobs) == 0
+    await pubsub.aclose()
+    assert worker.alive()
+
+
+async def test_poison_jobs_go_to_dead_letter_and_worker_carries_on(
+    spawn, redis_client: aioredis.Redis, key_prefix: str, corpus
+) -> None:
+    keys = Keys(key_prefix)
+    worker = spawn("asr-worker")
+    await redis_client.xadd(keys.asr_jobs, {b"d": b"\xc1\xc1 not msgpack"})
+    await redis_client.xadd(keys.asr_jobs, {b"d": msgpack.packb({"type": "asr_job", "v": 1})})
+    await redis_client.xadd(keys.asr_jobs, {b"other": b"field"})
+    audio = decode_file(corpus / "librispeech" / "1089-134691-0000.flac")
+    good = AsrJob(
+        session_id="s2", segment=0, start=0, end=len(audio) / 16000, pcm=float32_to_pcm16(audio),
+        language="en",
+    )  # fmt: skip
+    await redis_client.xadd(keys.asr_jobs, entry(encode(good)))
+
+    async def transcribed():
+        return await redis_client.xrange(keys.transcript("s2"))
+
+    kept = await wait_for(transcribed, 90)
+    assert "wait no longer" in decode_as(kept[0][1][b"d"], Transcript).text.lower()
+    dead = await redis_client.xrange(keys.asr_dead)
+    assert len(dead) == 3
+    assert all(b"schema" in fields[b"error"] for _id, fields in dead)
+    assert (await redis_client.xpending(keys.asr_jobs, ASR_GROUP))["pending"] == 0
+    assert worker.alive()
+
+
+async def test_silence_and_noise_give_no_text(
+    spawn, redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    """No "Thank you." hallucinations: silence and white noise come back empty."""
+    import numpy as np
+
+    keys = Keys(key_prefix)
+    spawn("asr-worker")
+    rng = np.random.default_rng(0)
+    silence = np.zeros(16000 * 3, dtype=np.float32)
+    noise = (rng.standard_normal(16000 * 3) * 0.05).astype(np.float32)
+    for i, audio in enumerate([silence, noise]):
+        job = AsrJob(
+            session_id="s3", segment=i, start=i * 3.0, end=i * 3.0 + 3, pcm=float32_to_pcm16(audio)
+        )
+        await redis_client.xadd(keys.asr_jobs, entry(encode(job)))
+
+    async def both():
+        got = await redis_client.xrange(keys.transcript("s3"))
+        return got if len(got) == 2 else None
+
+    results = [decode_as(f[b"d"], Transcript) for _id, f in await wait_for(both, 90)]
+    assert [r.text for r in results] == ["", ""], [r.text for r in results]

@@ -1,0 +1,109 @@
+"""The VAD worker as a real process against a real redis-server, on real recordings."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from shared.audio import decode_file, float32_to_pcm16
+from shared.keys import VAD_GROUP, Keys
+from shared.redis_util import entry
+from shared.schemas import (
+    AsrJob,
+    AudioChunk,
+    AudioEnd,
+    SessionDone,
+    SessionStart,
+    decode,
+    decode_as,
+    encode,
+)
+
+
+async def stream_session(
+    r: aioredis.Redis, keys: Keys, sid: str, pcm: bytes, chunk: int = 3200
+) -> None:
+    await r.xadd(keys.sessions, entry(encode(SessionStart(session_id=sid, language="en"))))
+    seq = 0
+    for i in range(0, len(pcm), chunk):
+        seq += 1
+        await r.xadd(
+            keys.audio(sid),
+            entry(encode(AudioChunk(session_id=sid, seq=seq, pcm=pcm[i : i + chunk]))),
+        )
+    await r.xadd(keys.audio(sid), entry(encode(AudioEnd(session_id=sid, seq=seq + 1))))
+
+
+async def test_segments_cover_the_speech_and_session_is_released(
+    spawn, redis_client: aioredis.Redis, key_prefix: str, corpus
+) -> None:
+    keys = Keys(key_prefix)
+    spawn("vad-worker")
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(keys.results("jfk"))
+    audio = decode_file(corpus / "long" / "jfk.flac")  # 44.1 kHz stereo, decoded to 16 kHz mono
+    await stream_session(redis_client, keys, "jfk", float32_to_pcm16(audio))
+
+    done = None
+    deadline = time.monotonic() + 60
+    while done is None and time.monotonic() < deadline:
+        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+        if msg:
+            done = decode(msg["data"])
+    assert isinstance(done, SessionDone)
+    assert abs(done.audio_seconds - 11.0) < 0.05
+
+    jobs = [decode_as(f[b"d"], AsrJob) for _id, f in await redis_client.xrange(keys.asr_jobs)]
+    assert len(jobs) == done.segments >= 2
+    assert [j.segment for j in jobs] == list(range(len(jobs)))
+    for a, b in zip(jobs, jobs[1:], strict=False):
+        assert a.end <= b.start
+    for j in jobs:
+        assert len(j.pcm) == round((j.end - j.start) * 16000) * 2
+        assert j.language == "en"
+    speech = sum(j.end - j.start for j in jobs)
+    assert 6.0 < speech <= 11.0  # JFK speaks for most of the 11 s, with pauses
+    assert jobs[0].start < 1.0 and jobs[-1].end > 10.0
+
+    # the session entry was acked and deleted; the audio stream expires
+    assert (await redis_client.xpending(keys.sessions, VAD_GROUP))["pending"] == 0
+    assert await redis_client.xlen(keys.sessions) == 0
+    assert 0 < await redis_client.ttl(keys.audio("jfk"))
+    await pubsub.aclose()
+
+
+async def test_session_is_pending_while_owned_and_bad_entries_are_skipped(
+    spawn, redis_client: aioredis.Redis, key_prefix: str, corpus
+) -> None:
+    keys = Keys(key_prefix)
+    worker = spawn("vad-worker")
+    await redis_client.xadd(keys.sessions, {b"d": b"garbage"})
+    await redis_client.xadd(keys.sessions, entry(encode(SessionStart(session_id="live"))))
+    await redis_client.xadd(keys.audio("live"), {b"d": b"\x00\x01 bad"})
+    audio = decode_file(corpus / "librispeech" / "1089-134691-0000.flac")
+    await redis_client.xadd(
+        keys.audio("live"),
+        entry(encode(AudioChunk(session_id="live", seq=1, pcm=float32_to_pcm16(audio)))),
+    )
+
+    async def owned():
+        try:
+            info = await redis_client.xpending(keys.sessions, VAD_GROUP)
+        except ResponseError:  # the worker has not created its group yet
+            return False
+        return info["pending"] == 1 and await redis_client.xlen(keys.sessions) == 1
+
+    deadline = time.monotonic() + 30
+    while not await owned():
+        assert time.monotonic() < deadline, "session was not taken"
+        await asyncio.sleep(0.1)
+    # the open utterance is only cut at the end of the session
+    await redis_client.xadd(keys.audio("live"), entry(encode(AudioEnd(session_id="live", seq=2))))
+    deadline = time.monotonic() + 30
+    while await redis_client.xlen(keys.asr_jobs) < 1:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    assert worker.alive()
