@@ -42,6 +42,8 @@ run: install
 	$(POETRY) run whisper-streaming up
 
 test: install
+	$(POETRY) run ruff check .
+	$(POETRY) run mypy
 	$(POETRY) run pytest
 
 test-fast: install

