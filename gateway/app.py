@@ -12,8 +12,12 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
+from gateway.legacy import LegacySession
+from gateway.native import NativeSession
+from gateway.native_protocol import parse_options
+from gateway.protocol import ProtocolError
 from gateway.router import ResultRouter
-from gateway.session import GatewayContext, LegacySession
+from gateway.session import GatewayContext
 from shared.keys import Keys
 from shared.redis_util import connect, live_workers
 from shared.settings import Settings
@@ -37,6 +41,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             stop.set()
+            await app.state.ctx.background.cancel_all()
             await asyncio.wait([router_task], timeout=3)
             await r.aclose()
 
@@ -44,7 +49,20 @@ def create_app(settings: Settings) -> FastAPI:
 
     async def legacy(ws: WebSocket, endpoint: str) -> None:
         await ws.accept()
-        await LegacySession(ws, app.state.ctx, endpoint).run()
+        session = LegacySession(ws, app.state.ctx)
+        session.endpoint = endpoint
+        await session.run()
+
+    @app.websocket("/v1/listen")
+    async def listen(ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            options = parse_options(dict(ws.query_params), None, settings.endpointing_min_ms)
+        except ProtocolError as exc:
+            await ws.send_json(exc.frame())
+            await ws.close(exc.close_code)
+            return
+        await NativeSession(ws, app.state.ctx, options).run()
 
     @app.websocket("/")
     async def ws_root(ws: WebSocket) -> None:

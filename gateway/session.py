@@ -1,9 +1,10 @@
-"""One WebSocket session on the predecessor-compatible endpoint (``/`` and ``/ws``).
+"""One WebSocket session: the part both endpoints share.
 
-Receives audio, coalesces it into ~100 ms entries on ``audio:{session}``, announces the session on
-the ``sessions`` stream with its first audio, and sends each final to the client in segment order.
-On ``{"type": "eof"}`` or a close, the buffered speech is flushed through the pipeline and its
-finals are sent before the socket is closed normally.
+A session receives audio, coalesces it into ~100 ms entries on ``audio:{session}``, announces
+itself on the ``sessions`` stream with its first audio, and sends each final to the client in
+segment order. When it ends (eof, close, or a protocol error) the buffered speech is flushed
+through the pipeline and its finals are sent before the socket is closed. Subclasses say how text
+frames are read and how results are written (:mod:`gateway.legacy`, :mod:`gateway.native`).
 """
 
 from __future__ import annotations
@@ -12,40 +13,39 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from gateway.ordering import ArrivalClock, Coalescer, ReorderBuffer
-from gateway.protocol import (
-    CLOSE_NORMAL,
-    CLOSE_TOO_BIG,
-    ClientConfig,
-    Eof,
-    ProtocolError,
-    parse_text_frame,
-)
+from gateway.protocol import CLOSE_NORMAL, CLOSE_TOO_BIG, ProtocolError
 from gateway.router import ResultRouter
 from shared import metrics
-from shared.audio import SAMPLE_RATE, PcmCarry
+from shared.audio import SAMPLE_RATE, PcmCarry, StreamResampler
 from shared.keys import Keys
 from shared.redis_util import entry, entry_data
 from shared.schemas import (
     AudioChunk,
+    AudioControl,
     AudioEnd,
     SchemaError,
     SessionDone,
     SessionStart,
     StreamMessage,
     Transcript,
+    VadEvent,
     decode_as,
     encode,
 )
 from shared.settings import Settings
+from workers.runtime import TaskSet
 
 log = logging.getLogger(__name__)
+
+STOP = "stop"
+"""What a text-frame handler returns to end the session (eof)."""
 
 
 @dataclass
@@ -54,6 +54,8 @@ class GatewayContext:
     redis: aioredis.Redis
     keys: Keys
     router: ResultRouter
+    background: TaskSet = field(default_factory=TaskSet)
+    """Tasks that outlive a socket (a dropped native session's grace timer)."""
 
 
 def final_message(t: Transcript) -> dict[str, Any]:
@@ -75,26 +77,64 @@ def final_message(t: Transcript) -> dict[str, Any]:
     }
 
 
-class LegacySession:
-    def __init__(self, ws: WebSocket, ctx: GatewayContext, endpoint: str) -> None:
+class Session:
+    endpoint = "/"
+
+    def __init__(self, ws: WebSocket, ctx: GatewayContext, session_id: str | None = None) -> None:
         s = ctx.settings
         self.ws = ws
         self.ctx = ctx
-        self.endpoint = endpoint
-        self.session_id = uuid.uuid4().hex
-        self.config = ClientConfig()
+        self.keys = ctx.keys
+        self.session_id = session_id or uuid.uuid4().hex
+        self.language: str | None = None
+        self.interim_results = False
+        self.vad_events = False
+        self.min_silence_ms: int | None = None
         self.announced = False
+        self.ended = False
+        """The session's audio has already ended (resuming a finished session)."""
         self.client_gone = False
         self.samples = 0
         self._seq = 0
         self._carry = PcmCarry()
+        self._resampler: StreamResampler | None = None
         self._coalescer = Coalescer(SAMPLE_RATE * 2 * s.coalesce_ms // 1000, s.coalesce_ms / 1000)
-        self._clock = ArrivalClock()
-        self._reorder: ReorderBuffer[Transcript] = ReorderBuffer()
-        self._total: int | None = None
+        self.clock = ArrivalClock()
+        self.reorder: ReorderBuffer[Transcript] = ReorderBuffer()
+        self.total: int | None = None
+        self.audio_seconds = 0.0
         self._write_lock = asyncio.Lock()
         self._send_lock = asyncio.Lock()
         self._queue: asyncio.Queue[StreamMessage] = asyncio.Queue()
+
+    # -- hooks -------------------------------------------------------------------------------
+
+    async def on_open(self) -> None:
+        """After accept and registration, before reading frames."""
+
+    async def handle_text(self, text: str) -> str | None:
+        """One text frame; return :data:`STOP` to end the session. Raise ProtocolError."""
+        raise NotImplementedError
+
+    async def deliver_final(self, t: Transcript) -> None:
+        raise NotImplementedError
+
+    async def on_partial(self, t: Transcript) -> None:
+        """Interim results are only for endpoints that ask for them."""
+
+    async def on_vad_event(self, event: VadEvent) -> None:
+        """VAD events are only for endpoints that ask for them."""
+
+    async def after_finals(self) -> None:
+        """Called after finals were released in order."""
+
+    async def on_dropped(self) -> bool:
+        """The client went away without eof. Return True to keep the session open (resumable);
+        False ends it now."""
+        return False
+
+    async def on_closing(self) -> None:
+        """All finals were sent; the socket is about to close normally."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -102,12 +142,20 @@ class LegacySession:
         self._queue = self.ctx.router.register(self.session_id)
         metrics.SESSIONS_ACTIVE.inc()
         metrics.SESSIONS_TOTAL.labels(self.endpoint).inc()
-        ticker = asyncio.create_task(self._tick(), name=f"tick-{self.session_id}")
-        sender = asyncio.create_task(self._send_results(), name=f"send-{self.session_id}")
-        close_code = CLOSE_NORMAL
-        reason = "eof"
         try:
-            close_code, reason = await self._receive_loop()
+            await self.on_open()
+        except ProtocolError as exc:  # e.g. resuming an unknown session
+            await self._send(exc.frame())
+            self.ctx.router.unregister(self.session_id)
+            metrics.SESSIONS_ACTIVE.dec()
+            await self._close(exc.close_code)
+            return
+        sender = asyncio.create_task(self._send_results(), name=f"send-{self.session_id}")
+        ticker = asyncio.create_task(self._tick(), name=f"tick-{self.session_id}")
+        close_code, reason = CLOSE_NORMAL, "eof"
+        try:
+            if not self.ended:
+                close_code, reason = await self._receive_loop()
         finally:
             ticker.cancel()
             try:
@@ -128,14 +176,11 @@ class LegacySession:
                     return CLOSE_NORMAL, "disconnect"
                 data = msg.get("bytes")
                 if data is not None:
-                    await self._on_audio(data)
+                    await self.on_audio(data)
                     continue
                 text = msg.get("text")
-                if text is not None:
-                    parsed = parse_text_frame(text)
-                    if isinstance(parsed, Eof):
-                        return CLOSE_NORMAL, "eof"
-                    self._on_config(parsed)
+                if text is not None and await self.handle_text(text) == STOP:
+                    return CLOSE_NORMAL, "eof"
         except ProtocolError as exc:
             metrics.FRAMES_REJECTED.labels(exc.code).inc()
             log.warning("session=%s protocol error %s: %s", self.session_id, exc.code, exc.message)
@@ -148,11 +193,12 @@ class LegacySession:
     async def _end(self, sender: asyncio.Task[None], reason: str) -> None:
         if not self.announced:
             return
-        async with self._write_lock:
-            await self._flush_locked()
-            self._seq += 1
-            end = AudioEnd(session_id=self.session_id, seq=self._seq, reason=reason)
-            await self.ctx.redis.xadd(self.ctx.keys.audio(self.session_id), entry(encode(end)))
+        if self.client_gone and not self.ended and await self.on_dropped():
+            async with self._write_lock:
+                await self._flush_locked()
+            return
+        if not self.ended:
+            await self.end_audio(reason)
         if self.client_gone:
             return  # finals stay on transcript:{session} for the session TTL
         try:
@@ -163,20 +209,36 @@ class LegacySession:
                 self.session_id,
                 self.ctx.settings.eof_timeout_s,
             )
-            await self._fill_gaps()
+            await self.fill_from_transcript()
+        if not self.client_gone:
+            await self.on_closing()
 
-    async def _fill_gaps(self) -> None:
-        entries = await self.ctx.redis.xrange(self.ctx.keys.transcript(self.session_id))
+    async def end_audio(self, reason: str) -> None:
+        async with self._write_lock:
+            await self._flush_locked()
+            self._seq += 1
+            end = AudioEnd(session_id=self.session_id, seq=self._seq, reason=reason)
+            async with self.ctx.redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(self.keys.audio(self.session_id), entry(encode(end)))
+                pipe.expire(self.keys.audio(self.session_id), self.ctx.settings.session_ttl_s)
+                pipe.hset(self.keys.session(self.session_id), "state", "ended")
+                pipe.expire(self.keys.session(self.session_id), self.ctx.settings.session_ttl_s)
+                await pipe.execute()
+
+    async def fill_from_transcript(self) -> None:
+        """Send finals the live path missed, from the durable ``transcript:{session}``."""
+        entries = await self.ctx.redis.xrange(self.keys.transcript(self.session_id))
         for _id, fields in entries:
             try:
                 t = decode_as(entry_data(fields), Transcript)
             except SchemaError:
                 continue
-            for ready in self._reorder.push(t.segment, t):
+            for ready in self.reorder.push(t.segment, t):
                 await self._deliver(ready)
-        if self._total is not None:
-            for ready in self._reorder.skip_to(self._total):
+        if self.total is not None:
+            for ready in self.reorder.skip_to(self.total):
                 await self._deliver(ready)
+        await self.after_finals()
 
     async def _close(self, code: int) -> None:
         if self.client_gone or self.ws.client_state != WebSocketState.CONNECTED:
@@ -188,13 +250,10 @@ class LegacySession:
 
     # -- input -------------------------------------------------------------------------------
 
-    def _on_config(self, config: ClientConfig) -> None:
-        if self.announced:
-            log.info("session=%s config after audio ignored", self.session_id)
-            return
-        self.config = config
+    def set_input_rate(self, rate: int) -> None:
+        self._resampler = None if rate == SAMPLE_RATE else StreamResampler(rate, SAMPLE_RATE)
 
-    async def _on_audio(self, data: bytes) -> None:
+    async def on_audio(self, data: bytes) -> None:
         if len(data) > self.ctx.settings.max_frame_bytes:
             raise ProtocolError(
                 "frame_too_large",
@@ -204,11 +263,13 @@ class LegacySession:
             )
         metrics.AUDIO_BYTES.inc(len(data))
         pcm = self._carry.push(data)
+        if self._resampler is not None:
+            pcm = self._resampler.push(pcm)
         if not pcm:
             return
         now = time.monotonic()
         self.samples += len(pcm) // 2
-        self._clock.mark(self.samples, now)
+        self.clock.mark(self.samples, now)
         async with self._write_lock:
             if not self.announced:
                 await self._announce()
@@ -216,25 +277,46 @@ class LegacySession:
             if chunk:
                 await self._xadd_audio(chunk)
 
+    async def control(self, kind: str) -> None:
+        """Put a control entry on the audio stream, in order with the audio before it."""
+        if not self.announced:
+            return
+        async with self._write_lock:
+            await self._flush_locked()
+            self._seq += 1
+            ctl = AudioControl(session_id=self.session_id, seq=self._seq, kind=kind)
+            await self.ctx.redis.xadd(self.keys.audio(self.session_id), entry(encode(ctl)))
+
     async def _announce(self) -> None:
         start = SessionStart(
             session_id=self.session_id,
             sample_rate=SAMPLE_RATE,
-            language=self.config.language,
+            language=self.language,
             created_at=time.time(),
+            min_silence_ms=self.min_silence_ms,
+            interim_results=self.interim_results,
+            vad_events=self.vad_events,
         )
-        await self.ctx.redis.xadd(
-            self.ctx.keys.sessions,
-            entry(encode(start)),
-            maxlen=self.ctx.settings.sessions_stream_maxlen,
-            approximate=True,
-        )
+        ttl = self.ctx.settings.session_ttl_s
+        async with self.ctx.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                self.keys.session(self.session_id),
+                mapping={"state": "attached", "attach": 1, "endpoint": self.endpoint},
+            )
+            pipe.expire(self.keys.session(self.session_id), ttl)
+            pipe.xadd(
+                self.keys.sessions,
+                entry(encode(start)),
+                maxlen=self.ctx.settings.sessions_stream_maxlen,
+                approximate=True,
+            )
+            await pipe.execute()
         self.announced = True
         log.info(
             "session=%s stage=gateway started (%s, language=%s)",
             self.session_id,
             self.endpoint,
-            self.config.language,
+            self.language,
         )
 
     async def _xadd_audio(self, pcm: bytes) -> None:
@@ -243,7 +325,7 @@ class LegacySession:
             session_id=self.session_id, seq=self._seq, pcm=pcm, received_at=time.time()
         )
         await self.ctx.redis.xadd(
-            self.ctx.keys.audio(self.session_id),
+            self.keys.audio(self.session_id),
             entry(encode(chunk)),
             maxlen=self.ctx.settings.audio_stream_maxlen,
             approximate=True,
@@ -265,24 +347,36 @@ class LegacySession:
     # -- output ------------------------------------------------------------------------------
 
     async def _send_results(self) -> None:
-        while self._total is None or self._reorder.next < self._total:
+        while self.total is None or self.reorder.next < self.total:
             msg = await self._queue.get()
             if isinstance(msg, Transcript):
-                for ready in self._reorder.push(msg.segment, msg):
-                    await self._deliver(ready)
+                if msg.final:
+                    for ready in self.reorder.push(msg.segment, msg):
+                        await self._deliver(ready)
+                    await self.after_finals()
+                elif msg.segment >= self.reorder.next:
+                    await self.on_partial(msg)
+            elif isinstance(msg, VadEvent):
+                await self.on_vad_event(msg)
             elif isinstance(msg, SessionDone):
-                self._total = msg.segments
+                self.total = msg.segments
+                self.audio_seconds = msg.audio_seconds
 
     async def _deliver(self, t: Transcript) -> None:
         if not t.text or self.client_gone:
             return  # silence, a failed segment (dead-lettered), or nobody listening
-        await self._send(final_message(t))
+        await self.deliver_final(t)
         metrics.FINALS_SENT.inc()
-        arrived = self._clock.arrival(int(t.end * SAMPLE_RATE))
+        arrived = self.clock.arrival(int(t.end * SAMPLE_RATE))
         if arrived is not None:
             metrics.FINAL_LATENCY.observe(max(0.0, time.monotonic() - arrived))
 
+    async def send(self, obj: dict[str, Any]) -> None:
+        await self._send(obj)
+
     async def _send(self, obj: dict[str, Any]) -> None:
+        if self.client_gone:
+            return
         async with self._send_lock:
             try:
                 await self.ws.send_json(obj)

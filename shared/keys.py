@@ -15,6 +15,10 @@ SESSIONS_STREAM = "sessions"
 ASR_JOBS_STREAM = "asr:jobs"
 """Speech segments cut by the VAD workers; ASR workers share it through ``ASR_GROUP``."""
 
+ASR_PARTIALS_STREAM = "asr:partials"
+"""Snapshots of open utterances (interim results); served only when no final job waits, and
+dropped unread once stale."""
+
 ASR_DEAD_LETTER_STREAM = "asr:dead"
 """Jobs that could not be decoded or failed too often, with their error."""
 
@@ -44,6 +48,10 @@ class Keys:
     @property
     def asr_jobs(self) -> str:
         return self.prefix + ASR_JOBS_STREAM
+
+    @property
+    def asr_partials(self) -> str:
+        return self.prefix + ASR_PARTIALS_STREAM
 
     @property
     def asr_dead(self) -> str:

@@ -30,6 +30,11 @@ class SessionStart(_Msg, tag="session_start"):
     language: str | None = None
     created_at: float = 0.0
     min_silence_ms: int | None = None
+    """Per-session endpointing; ``None`` uses the worker's ``VAD_MIN_SILENCE_MS``."""
+    interim_results: bool = False
+    """Cut partial jobs of the open utterance (native endpoint)."""
+    vad_events: bool = False
+    """Publish ``speech_started`` / ``utterance_end`` events."""
 
 
 class AudioChunk(_Msg, tag="audio"):
@@ -48,6 +53,22 @@ class AudioEnd(_Msg, tag="audio_end"):
     reason: str = "eof"
 
 
+class AudioControl(_Msg, tag="audio_control"):
+    """A client control on ``audio:{session}``, in order with the audio: ``finalize`` (close the
+    open utterance now) or ``keepalive`` (the client is there, just quiet)."""
+
+    seq: int
+    kind: str
+
+
+class VadEvent(_Msg, tag="vad_event"):
+    """``speech_started`` or ``utterance_end`` of ``segment`` at ``time`` (session seconds)."""
+
+    kind: str
+    segment: int
+    time: float
+
+
 class AsrJob(_Msg, tag="asr_job"):
     """A speech segment to transcribe, on ``asr:jobs``. Times are seconds of session audio."""
 
@@ -58,6 +79,12 @@ class AsrJob(_Msg, tag="asr_job"):
     sample_rate: int = 16000
     language: str | None = None
     final: bool = True
+    """False for a partial job (a snapshot of the open utterance, on ``asr:partials``)."""
+    rev: int = 0
+    """Partial revision within the segment (1, 2, …); newer revisions make older ones stale."""
+    reason: str = "silence"
+    """Why the segment closed: silence, max_length, finalize or flush (``speech_final`` unless
+    max_length)."""
     enqueued_at: float = 0.0
     speech_ended_at: float = 0.0
 
@@ -84,6 +111,8 @@ class Transcript(_Msg, tag="transcript"):
     processing_time: float = 0.0
     queue_time: float = 0.0
     final: bool = True
+    rev: int = 0
+    speech_final: bool = True
     error: str | None = None
     worker: str = ""
 
@@ -95,7 +124,16 @@ class SessionDone(_Msg, tag="session_done"):
     audio_seconds: float = 0.0
 
 
-StreamMessage = SessionStart | AudioChunk | AudioEnd | AsrJob | Transcript | SessionDone
+StreamMessage = (
+    SessionStart
+    | AudioChunk
+    | AudioEnd
+    | AudioControl
+    | VadEvent
+    | AsrJob
+    | Transcript
+    | SessionDone
+)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[StreamMessage] = msgspec.msgpack.Decoder(StreamMessage)

@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     eof_timeout_s: float = Field(
         default=60.0, gt=0, description="How long a closing session waits for its last finals."
     )
+    resume_grace_s: float = Field(
+        default=30.0, ge=0, description="Native sessions outlive a dropped socket this long."
+    )
+    endpointing_min_ms: int = Field(
+        default=100, ge=10, description="Smallest per-session `endpointing` a client may ask for."
+    )
 
     # --- streams and retention -----------------------------------------------------------------
     audio_stream_maxlen: int = Field(
@@ -103,6 +109,15 @@ class Settings(BaseSettings):
         default=15.0, ge=2, le=30, description="Longest segment; cut at the quietest point."
     )
     vad_max_sessions: int = Field(default=64, ge=1, description="Sessions one VAD worker owns.")
+    partial_first_ms: int = Field(
+        default=400, ge=100, description="Interim results: first partial this long after onset."
+    )
+    partial_interval_ms: int = Field(
+        default=600, ge=100, description="Interim results: a new partial per this much audio."
+    )
+    partials_stream_maxlen: int = Field(
+        default=1000, ge=10, description="Bound of asr:partials (stale partials are dropped)."
+    )
 
     # --- ASR -----------------------------------------------------------------------------------
     asr_model: str = Field(
@@ -119,6 +134,9 @@ class Settings(BaseSettings):
     asr_cpu_threads: int = Field(default=0, ge=0, description="0 = as many as cores.")
     asr_beam_size: int = Field(
         default=5, ge=1, le=10, description="Beam width; 1 is faster, 5 is what WER figures use."
+    )
+    asr_partial_beam_size: int = Field(
+        default=1, ge=1, le=10, description="Beam width for interim results (speed over accuracy)."
     )
     asr_condition_on_previous: bool = Field(
         default=True, description="Prompt each segment with the session's previous final text."

@@ -111,13 +111,15 @@ class Transcriber:
         self._opts = options
         self._worker = worker
 
-    def transcribe(self, job: AsrJob, prompt: str | None = None) -> Transcript:
+    def transcribe(
+        self, job: AsrJob, prompt: str | None = None, beam_size: int | None = None
+    ) -> Transcript:
         started = time.monotonic()
         audio = pcm16_to_float32(job.pcm)
         segments, info = self._model.transcribe(
             audio,
             language=job.language,
-            beam_size=self._opts.beam_size,
+            beam_size=beam_size or self._opts.beam_size,
             word_timestamps=True,
             vad_filter=False,
             condition_on_previous_text=False,
@@ -153,5 +155,7 @@ class Transcriber:
             language_probability=round(float(info.language_probability), 4),
             processing_time=round(time.monotonic() - started, 4),
             final=job.final,
+            rev=job.rev,
+            speech_final=job.reason != "max_length",
             worker=self._worker,
         )

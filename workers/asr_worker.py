@@ -54,6 +54,7 @@ class AsrWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         await ensure_group(self.r, self.keys.asr_jobs, ASR_GROUP)
+        await ensure_group(self.r, self.keys.asr_partials, ASR_GROUP)
         beat = Heartbeat(self.r, self.keys, ROLE, self.name, self.s.heartbeat_interval_s)
         tasks = TaskSet()
         tasks.spawn(beat.run(stop), "heartbeat")
@@ -75,12 +76,59 @@ class AsrWorker:
             log.info("asr worker %s stopped", self.name)
 
     async def _read_once(self) -> None:
-        resp = await self.r.xreadgroup(
-            ASR_GROUP, self.name, {self.keys.asr_jobs: ">"}, count=1, block=READ_BLOCK_MS
+        """Finals first: a partial is taken only when no final job is waiting."""
+        jobs, partials = self.keys.asr_jobs, self.keys.asr_partials
+        resp = await self.r.xreadgroup(ASR_GROUP, self.name, {jobs: ">"}, count=1)
+        if not resp:
+            resp = await self.r.xreadgroup(
+                ASR_GROUP, self.name, {jobs: ">", partials: ">"}, count=1, block=READ_BLOCK_MS
+            )
+        finals: list[tuple[bytes, dict[bytes, bytes]]] = []
+        interim: list[tuple[bytes, dict[bytes, bytes]]] = []
+        for stream, entries in resp or []:
+            name = stream.decode() if isinstance(stream, bytes) else stream
+            (finals if name == jobs else interim).extend(entries)
+        for entry_id, fields in finals:
+            await self.handle_safely(entry_id, fields, deliveries=1)
+        for entry_id, fields in interim:
+            await self.handle_partial(entry_id, fields)
+
+    async def handle_partial(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        """Transcribe a partial job unless it is stale; never retried, never dead-lettered."""
+        try:
+            job = decode_as(entry_data(fields), AsrJob)
+            if await self._is_stale(job):
+                metrics.ASR_PARTIALS.labels("stale").inc()
+                return
+            prompt = await self._prompt(job) if self.s.asr_condition_on_previous else None
+            result = await asyncio.to_thread(
+                self.transcriber.transcribe, job, prompt, self.s.asr_partial_beam_size
+            )
+            if await self._is_stale(job, final_only=True):
+                metrics.ASR_PARTIALS.labels("stale").inc()
+                return
+            await self.r.publish(self.keys.results(job.session_id), encode(result))
+            metrics.ASR_PARTIALS.labels("ok").inc()
+        except (RedisConnectionError, RedisTimeoutError):
+            raise
+        except Exception:
+            metrics.ASR_PARTIALS.labels("error").inc()
+            log.exception("partial %s failed; dropped", entry_id)
+        finally:
+            await self.r.xack(self.keys.asr_partials, ASR_GROUP, entry_id)
+            await self.r.xdel(self.keys.asr_partials, entry_id)
+
+    async def _is_stale(self, job: AsrJob, final_only: bool = False) -> bool:
+        """Superseded by the segment's final, or (unless ``final_only``) by a newer partial."""
+        final_seg, partial_seg, partial_rev = await self.r.hmget(
+            self.keys.session(job.session_id), ["final_seg", "partial_seg", "partial_rev"]
         )
-        for _stream, entries in resp or []:
-            for entry_id, fields in entries:
-                await self.handle_safely(entry_id, fields, deliveries=1)
+        if final_seg is not None and int(final_seg) >= job.segment:
+            return True
+        if final_only or partial_seg is None or partial_rev is None:
+            return False
+        newer = (int(partial_seg), int(partial_rev)) > (job.segment, job.rev)
+        return bool(newer)
 
     async def _claim_stale(self) -> None:
         now = time.monotonic()

@@ -33,6 +33,10 @@ class SegmenterConfig:
     speech_pad_ms: int = 400
     min_speech_ms: int = 250
     max_segment_s: float = 15.0
+    partial_first_ms: int = 0
+    """Interim snapshots of the open utterance: the first this long after speech onset (0 = off)."""
+    partial_interval_ms: int = 600
+    """…then one per this much new audio."""
 
     @property
     def silence_off(self) -> float:
@@ -60,11 +64,36 @@ class Segment:
 
 
 @dataclass
+class SpeechStart:
+    """Speech began: segment ``index`` is open from ``start`` (the detected onset)."""
+
+    index: int
+    start: int
+
+
+@dataclass
+class Partial:
+    """A snapshot of the open utterance (``audio`` from ``start`` to ``end``), revision ``rev``."""
+
+    index: int
+    start: int
+    end: int
+    audio: np.ndarray
+    rev: int
+
+
+Event = Segment | SpeechStart | Partial
+
+
+@dataclass
 class _Open:
     start: int
+    onset: int
     speech_windows: int = 0
     silence_start: int | None = None
     probs: list[tuple[int, float]] = field(default_factory=list)
+    partial_rev: int = 0
+    partial_end: int = 0
 
 
 class Segmenter:
@@ -86,6 +115,9 @@ class Segmenter:
         self._floor = 0  # no new segment may start before this (end of the last one)
         self._open: _Open | None = None
         self._next_index = 0
+        self._partial_first = self.cfg.samples(self.cfg.partial_first_ms)
+        self._partial_every = max(self.cfg.window, self.cfg.samples(self.cfg.partial_interval_ms))
+        self._events: list[Event] = []
 
     @property
     def in_speech(self) -> bool:
@@ -99,8 +131,9 @@ class Segmenter:
     def segments_emitted(self) -> int:
         return self._next_index
 
-    def feed(self, audio: np.ndarray) -> list[Segment]:
-        """Add samples (float32 mono); return the segments that this audio closed."""
+    def feed(self, audio: np.ndarray) -> list[Event]:
+        """Add samples (float32 mono); return what this audio caused: closed segments, speech
+        onsets and (when enabled) at most one partial snapshot of the open utterance."""
         data = np.concatenate([self._pending, audio.astype(np.float32, copy=False)])
         w = self.cfg.window
         n = len(data) // w
@@ -112,27 +145,38 @@ class Segmenter:
         probs = np.asarray(self._vad(windows), dtype=np.float32).reshape(-1)
         if probs.shape[0] != n:
             raise ValueError(f"VAD returned {probs.shape[0]} probabilities for {n} windows")
-        out: list[Segment] = []
+        self._events = []
         for p in probs:
             seg = self._step(float(p))
             if seg is not None:
-                out.append(seg)
+                self._events.append(seg)
+        self._maybe_partial()
         self._trim()
+        out, self._events = self._events, []
         return out
 
     def flush(self) -> list[Segment]:
         """End of audio: close the open segment (with the trailing partial window)."""
-        out: list[Segment] = []
-        if self._open is not None:
-            self._buf = np.concatenate([self._buf, self._pending])
-            end = self._pos + len(self._pending)
-            if self._open.speech_windows >= self._min_speech_windows:
-                out.append(self._emit(self._open.start, end, "flush"))
-            self._open = None
+        out = self.finalize(reason="flush")
         self._pos += len(self._pending)
         self._pending = np.zeros(0, dtype=np.float32)
         self._floor = self._pos
         self._trim()
+        return out
+
+    def finalize(self, reason: str = "finalize") -> list[Segment]:
+        """Close the open utterance now, with the audio received so far (a client's
+        ``finalize``); the stream goes on."""
+        out: list[Segment] = []
+        if self._open is not None:
+            end = self._pos + len(self._pending)
+            self._buf = np.concatenate([self._buf, self._pending])
+            if self._open.speech_windows >= self._min_speech_windows:
+                out.append(self._emit(self._open.start, end, reason))
+            self._buf = self._buf[: len(self._buf) - len(self._pending)]
+            self._open = None
+            self._floor = end
+            self._trim()
         return out
 
     # -- internals ---------------------------------------------------------------------------
@@ -146,7 +190,10 @@ class Segmenter:
         if seg is None:
             if prob >= cfg.threshold:
                 begin = max(start - self._pad, self._floor, self._buf_start)
-                self._open = _Open(start=begin, speech_windows=1, probs=[(start, prob)])
+                self._open = _Open(
+                    start=begin, onset=start, speech_windows=1, probs=[(start, prob)]
+                )
+                self._events.append(SpeechStart(self._next_index, start))
             return None
         seg.probs.append((start, prob))
         if prob >= cfg.threshold:
@@ -174,11 +221,28 @@ class Segmenter:
         rest = [(s, p) for s, p in seg.probs if s >= cut]
         self._open = _Open(
             start=cut,
+            onset=cut,
             speech_windows=sum(1 for _, p in rest if p >= self.cfg.threshold),
             silence_start=seg.silence_start if (seg.silence_start or -1) >= cut else None,
             probs=rest,
         )
         return out
+
+    def _maybe_partial(self) -> None:
+        seg = self._open
+        if seg is None or not self._partial_first:
+            return
+        end = self._pos
+        if seg.partial_rev == 0:
+            due = end - seg.onset >= self._partial_first
+        else:
+            due = end - seg.partial_end >= self._partial_every
+        if not due or seg.speech_windows < self._min_speech_windows:
+            return
+        audio = self._buf[seg.start - self._buf_start : end - self._buf_start].copy()
+        seg.partial_rev += 1
+        seg.partial_end = end
+        self._events.append(Partial(self._next_index, seg.start, end, audio, seg.partial_rev))
 
     def _emit(self, start: int, end: int, reason: str) -> Segment:
         audio = self._buf[start - self._buf_start : end - self._buf_start].copy()
@@ -191,7 +255,7 @@ class Segmenter:
         keep_from = (
             self._open.start if self._open is not None else max(self._pos - self._pad, self._floor)
         )
-        keep_from = max(keep_from, self._buf_start)
+        keep_from = min(max(keep_from, self._buf_start), self._pos)
         drop = keep_from - self._buf_start
         if drop > 0:
             self._buf = self._buf[drop:]

@@ -27,17 +27,19 @@ from shared.redis_util import Heartbeat, connect, ensure_group, entry, entry_dat
 from shared.schemas import (
     AsrJob,
     AudioChunk,
+    AudioControl,
     AudioEnd,
     SchemaError,
     SessionDone,
     SessionStart,
+    VadEvent,
     decode,
     decode_as,
     encode,
 )
 from shared.settings import Settings
 from workers.runtime import TaskSet, install_signal_handlers, start_metrics_server
-from workers.segmenter import Segment, Segmenter, SegmenterConfig
+from workers.segmenter import Event, Partial, Segment, Segmenter, SegmenterConfig, SpeechStart
 from workers.silero import SileroVad
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,8 @@ class VadWorker:
             speech_pad_ms=self.s.vad_speech_pad_ms,
             min_speech_ms=self.s.vad_min_speech_ms,
             max_segment_s=self.s.vad_max_segment_s,
+            partial_first_ms=self.s.partial_first_ms if start.interim_results else 0,
+            partial_interval_ms=self.s.partial_interval_ms,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -163,8 +167,12 @@ class VadWorker:
             owned.last_received_at = msg.received_at
             audio = pcm16_to_float32(msg.pcm)
             metrics.VAD_AUDIO_SECONDS.inc(len(audio) / SAMPLE_RATE)
-            segments = await asyncio.to_thread(owned.segmenter.feed, audio)
-            await self._enqueue(owned, segments)
+            events = await asyncio.to_thread(owned.segmenter.feed, audio)
+            await self._enqueue(owned, events)
+            return False
+        if isinstance(msg, AudioControl):
+            if msg.kind == "finalize":
+                await self._enqueue(owned, owned.segmenter.finalize())
             return False
         if isinstance(msg, AudioEnd):
             await self._finish(owned, msg.reason)
@@ -173,30 +181,74 @@ class VadWorker:
         log.error("session=%s unexpected %s on audio stream", sid, type(msg).__name__)
         return False
 
-    async def _enqueue(self, owned: OwnedSession, segments: list[Segment]) -> None:
-        for seg in segments:
-            start, end = seg.seconds(SAMPLE_RATE)
-            job = AsrJob(
-                session_id=owned.start.session_id,
-                segment=seg.index,
-                start=round(start, 3),
-                end=round(end, 3),
-                pcm=float32_to_pcm16(seg.audio),
-                language=owned.start.language,
-                enqueued_at=time.time(),
-                speech_ended_at=owned.last_received_at,
-            )
-            await self.r.xadd(
+    async def _enqueue(self, owned: OwnedSession, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, Segment):
+                await self._final_job(owned, event)
+            elif isinstance(event, Partial):
+                await self._partial_job(owned, event)
+            elif isinstance(event, SpeechStart) and owned.start.vad_events:
+                await self._vad_event(owned, "speech_started", event.index, event.start)
+
+    def _job(self, owned: OwnedSession, index: int, start: int, end: int, pcm: bytes) -> AsrJob:
+        return AsrJob(
+            session_id=owned.start.session_id,
+            segment=index,
+            start=round(start / SAMPLE_RATE, 3),
+            end=round(end / SAMPLE_RATE, 3),
+            pcm=pcm,
+            language=owned.start.language,
+            enqueued_at=time.time(),
+            speech_ended_at=owned.last_received_at,
+        )
+
+    async def _final_job(self, owned: OwnedSession, seg: Segment) -> None:
+        job = self._job(owned, seg.index, seg.start, seg.end, float32_to_pcm16(seg.audio))
+        job.reason = seg.reason
+        sid = owned.start.session_id
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.xadd(
                 self.keys.asr_jobs,
                 entry(encode(job)),
                 maxlen=self.s.jobs_stream_maxlen,
                 approximate=True,
             )
-            metrics.VAD_SEGMENTS.labels(seg.reason).inc()
-            log.info(
-                "session=%s segment=%d stage=vad start=%.2f end=%.2f reason=%s",
-                job.session_id, seg.index, start, end, seg.reason,
-            )  # fmt: skip
+            if owned.start.interim_results:  # makes this segment's partial jobs stale
+                pipe.hset(self.keys.session(sid), "final_seg", seg.index)
+                pipe.expire(self.keys.session(sid), self.s.session_ttl_s)
+            await pipe.execute()
+        metrics.VAD_SEGMENTS.labels(seg.reason).inc()
+        log.info(
+            "session=%s segment=%d stage=vad start=%.2f end=%.2f reason=%s",
+            sid, seg.index, job.start, job.end, seg.reason,
+        )  # fmt: skip
+        if owned.start.vad_events and seg.reason in ("silence", "finalize", "flush"):
+            await self._vad_event(owned, "utterance_end", seg.index, seg.end)
+
+    async def _partial_job(self, owned: OwnedSession, part: Partial) -> None:
+        job = self._job(owned, part.index, part.start, part.end, float32_to_pcm16(part.audio))
+        job.final, job.rev = False, part.rev
+        sid = owned.start.session_id
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.hset(
+                self.keys.session(sid), mapping={"partial_seg": part.index, "partial_rev": part.rev}
+            )
+            pipe.expire(self.keys.session(sid), self.s.session_ttl_s)
+            pipe.xadd(
+                self.keys.asr_partials,
+                entry(encode(job)),
+                maxlen=self.s.partials_stream_maxlen,
+                approximate=True,
+            )
+            await pipe.execute()
+        metrics.VAD_PARTIALS.inc()
+
+    async def _vad_event(self, owned: OwnedSession, kind: str, index: int, sample: int) -> None:
+        sid = owned.start.session_id
+        event = VadEvent(
+            session_id=sid, kind=kind, segment=index, time=round(sample / SAMPLE_RATE, 3)
+        )
+        await self.r.publish(self.keys.results(sid), encode(event))
 
     async def _finish(self, owned: OwnedSession, reason: str) -> None:
         sid = owned.start.session_id
@@ -211,6 +263,11 @@ class VadWorker:
             pipe.xack(self.keys.sessions, VAD_GROUP, owned.entry_id)
             pipe.xdel(self.keys.sessions, owned.entry_id)
             pipe.expire(self.keys.audio(sid), self.s.session_ttl_s)
+            pipe.hset(
+                self.keys.session(sid),
+                mapping={"segments": done.segments, "audio_seconds": done.audio_seconds},
+            )
+            pipe.expire(self.keys.session(sid), self.s.session_ttl_s)
             await pipe.execute()
         del self.sessions[sid]
         metrics.VAD_SESSIONS.set(len(self.sessions))

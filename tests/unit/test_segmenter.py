@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workers.segmenter import Segmenter, SegmenterConfig
+from workers.segmenter import Partial, Segment, Segmenter, SegmenterConfig, SpeechStart
 
 W = 512  # samples per window (32 ms at 16 kHz)
 
@@ -31,7 +31,7 @@ def ramp_audio(n_windows: int) -> np.ndarray:
     return (np.arange(n_windows * W, dtype=np.float32) % 1000) / 1000
 
 
-def run(probs: list[float], cfg: SegmenterConfig, chunk: int = 1600, flush: bool = True):
+def events(probs: list[float], cfg: SegmenterConfig, chunk: int = 1600, flush: bool = True):
     seg = Segmenter(ScriptedVad(probs), cfg)
     audio = ramp_audio(len(probs))
     out = []
@@ -40,6 +40,11 @@ def run(probs: list[float], cfg: SegmenterConfig, chunk: int = 1600, flush: bool
     if flush:
         out += seg.flush()
     return out, audio
+
+
+def run(probs: list[float], cfg: SegmenterConfig, chunk: int = 1600, flush: bool = True):
+    out, audio = events(probs, cfg, chunk, flush)
+    return [e for e in out if isinstance(e, Segment)], audio
 
 
 CFG = SegmenterConfig(min_silence_ms=320, speech_pad_ms=64, min_speech_ms=96, max_segment_s=10)
@@ -81,10 +86,71 @@ def test_flush_closes_open_utterance_with_trailing_partial_window() -> None:
     probs = [0.0] * 5 + [0.9] * 20
     seg = Segmenter(ScriptedVad(probs), CFG)
     audio = ramp_audio(25)
-    assert seg.feed(np.concatenate([audio, audio[:100]])) == []
+    fed = seg.feed(np.concatenate([audio, audio[:100]]))
+    assert not any(isinstance(e, Segment) for e in fed)
     out = seg.flush()
     assert len(out) == 1 and out[0].reason == "flush"
     assert out[0].end == 25 * W + 100
+
+
+def test_finalize_closes_now_and_the_stream_goes_on() -> None:
+    probs = [0.9] * 20 + [0.9] * 20 + [0.0] * 40
+    seg = Segmenter(ScriptedVad(probs), CFG)
+    audio = ramp_audio(80)
+    first = [e for e in seg.feed(audio[: 20 * W]) if isinstance(e, Segment)]
+    assert first == []
+    closed = seg.finalize()
+    assert len(closed) == 1 and closed[0].reason == "finalize" and closed[0].end == 20 * W
+    assert seg.finalize() == []  # nothing open any more
+    rest = [e for e in seg.feed(audio[20 * W :]) if isinstance(e, Segment)]
+    assert len(rest) == 1 and rest[0].index == 1 and rest[0].start >= closed[0].end
+    np.testing.assert_array_equal(rest[0].audio, audio[rest[0].start : rest[0].end])
+
+
+def test_finalize_with_a_partial_window_pending_keeps_audio_aligned() -> None:
+    probs = [0.9] * 40 + [0.0] * 30 + [0.9] * 30 + [0.0] * 30
+    seg = Segmenter(ScriptedVad(probs), CFG)
+    audio = ramp_audio(130)
+    seg.feed(audio[: 20 * W + 200])
+    closed = seg.finalize()
+    assert closed[0].end == 20 * W + 200
+    later = [e for e in seg.feed(audio[20 * W + 200 :]) if isinstance(e, Segment)]
+    assert later and all(s.start >= closed[0].end for s in later)
+    for s in later:
+        np.testing.assert_array_equal(s.audio, audio[s.start : s.end])
+
+
+def test_speech_start_events() -> None:
+    probs = [0.0] * 10 + [0.9] * 20 + [0.0] * 20 + [0.9] * 20 + [0.0] * 20
+    out, _ = events(probs, CFG, flush=False)
+    starts = [e for e in out if isinstance(e, SpeechStart)]
+    assert [(s.index, s.start) for s in starts] == [(0, 10 * W), (1, 50 * W)]
+
+
+def test_partials_grow_with_the_utterance_and_stop_at_its_end() -> None:
+    cfg = SegmenterConfig(
+        min_silence_ms=320, speech_pad_ms=64, min_speech_ms=96, partial_first_ms=320,
+        partial_interval_ms=640,
+    )  # fmt: skip
+    probs = [0.0] * 10 + [0.9] * 100 + [0.0] * 40
+    out, audio = events(probs, cfg, chunk=W, flush=False)
+    partials = [e for e in out if isinstance(e, Partial)]
+    final = next(e for e in out if isinstance(e, Segment))
+    assert [p.rev for p in partials] == list(range(1, len(partials) + 1))
+    assert partials[0].end - 10 * W == 10 * W  # 320 ms after onset
+    gaps = {b.end - a.end for a, b in zip(partials, partials[1:], strict=False)}
+    assert gaps == {20 * W}  # every 640 ms
+    assert all(p.index == 0 and p.start == final.start for p in partials)
+    assert all(p.end <= final.end for p in partials)
+    np.testing.assert_array_equal(partials[-1].audio, audio[partials[-1].start : partials[-1].end])
+    assert out.index(final) > out.index(partials[-1])
+
+
+def test_at_most_one_partial_per_feed() -> None:
+    cfg = SegmenterConfig(partial_first_ms=100, partial_interval_ms=100)
+    seg = Segmenter(ScriptedVad([0.9] * 500), cfg)
+    out = seg.feed(ramp_audio(500))
+    assert sum(isinstance(e, Partial) for e in out) == 1
 
 
 def test_max_length_cuts_at_quietest_window_of_second_half() -> None:
