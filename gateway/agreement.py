@@ -7,7 +7,8 @@ successive looks at the same growing audio agree on is very unlikely to change.
 
 The final of a segment is an independent transcription of the whole utterance, so that finals
 are identical with interim results on or off; it almost always starts with the stable prefix, and
-clients replace the partial text with it.
+clients replace the partial text with it. A partial's ``text`` always starts with its
+``stable_text`` (:meth:`LocalAgreement.display`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ class LocalAgreement:
     @property
     def stable_text(self) -> str:
         return " ".join(self._stable)
+
+    def display(self, hypothesis: str) -> str:
+        """The hypothesis as shown to the client: the stable words, then the hypothesis's own
+        words after them, so the part that was promised never flickers."""
+        words = hypothesis.split()
+        return " ".join(self._stable + words[len(self._stable) :])
 
     def update(self, hypothesis: str) -> str:
         """Take the next hypothesis of the utterance; return the stable prefix (its words)."""

@@ -162,12 +162,13 @@ class NativeSession(Session):
         if t.rev <= self._partial_rev.get(seg, 0):
             return  # an older revision arriving late
         self._partial_rev[seg] = t.rev
-        stable = self._agreements.setdefault(seg, LocalAgreement()).update(t.text)
+        agreement = self._agreements.setdefault(seg, LocalAgreement())
+        stable = agreement.update(t.text)
         msg = {
             "type": "partial",
             "session_id": self.session_id,
             "segment": seg,
-            "text": t.text,
+            "text": agreement.display(t.text),
             "stable_text": stable,
             "start": t.start,
             "end": t.end,

@@ -111,3 +111,46 @@ async def test_silence_and_noise_give_no_text(
 
     results = [decode_as(f[b"d"], Transcript) for _id, f in await wait_for(both, 90)]
     assert [r.text for r in results] == ["", ""], [r.text for r in results]
+
+
+async def test_finals_go_before_a_flood_of_partials_and_stale_partials_are_dropped(
+    spawn, redis_client: aioredis.Redis, key_prefix: str, corpus
+) -> None:
+    """30 partial jobs wait when a final arrives: the worker takes the final first, and of the
+    partials it transcribes only those still current (the newest revision of an open segment)."""
+    keys = Keys(key_prefix)
+    audio = decode_file(corpus / "librispeech" / "1089-134691-0000.flac")
+    pcm = float32_to_pcm16(audio)
+    end = len(audio) / 16000
+    for rev in range(1, 31):  # segment 1 is still open; its newest revision is 30
+        job = AsrJob(session_id="f", segment=1, start=0, end=end, pcm=pcm, final=False, rev=rev)
+        await redis_client.xadd(keys.asr_partials, entry(encode(job)))
+    await redis_client.hset(keys.session("f"), mapping={"partial_seg": 1, "partial_rev": 30})
+    final = AsrJob(session_id="f", segment=0, start=0, end=end, pcm=pcm, enqueued_at=time.time())
+    await redis_client.xadd(keys.asr_jobs, entry(encode(final)))
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(keys.results("f"))
+    spawn("asr-worker")
+
+    received = []
+    deadline = time.monotonic() + 90
+    while len(received) < 2 and time.monotonic() < deadline:
+        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+        if msg:
+            received.append(decode_as(msg["data"], Transcript))
+    assert [(t.final, t.segment) for t in received] == [(True, 0), (False, 1)]
+    assert received[1].rev == 30  # the 29 older revisions were stale: never transcribed
+    assert "wait no longer" in received[1].text.lower()
+
+    async def drained():
+        return await redis_client.xlen(keys.asr_partials) == 0
+
+    await wait_for(drained, 30)
+    assert (await redis_client.xpending(keys.asr_partials, ASR_GROUP))["pending"] == 0
+    # a partial of a segment whose final is out is stale too
+    await redis_client.hset(keys.session("f"), "final_seg", 1)
+    late = AsrJob(session_id="f", segment=1, start=0, end=end, pcm=pcm, final=False, rev=31)
+    await redis_client.xadd(keys.asr_partials, entry(encode(late)))
+    await wait_for(drained, 30)
+    assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0) is None
+    await pubsub.aclose()

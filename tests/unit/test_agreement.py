@@ -29,3 +29,11 @@ def test_case_and_punctuation_do_not_break_agreement() -> None:
     la = LocalAgreement()
     la.update("Ask not what")
     assert la.update("ask not, what your") == "ask not, what"
+
+
+def test_display_keeps_the_stable_words_and_takes_the_rest_of_the_hypothesis() -> None:
+    la = LocalAgreement()
+    la.update("like your")
+    la.update("like your country")
+    assert la.update("what your country can") == "like your"
+    assert la.display("what your country can") == "like your country can"
