@@ -124,6 +124,39 @@ class SessionDone(_Msg, tag="session_done"):
     audio_seconds: float = 0.0
 
 
+class VadCheckpoint(msgspec.Struct, kw_only=True):
+    """Where a VAD worker is in a session, taken only between utterances, so that another worker
+    can take the session over exactly there (``session:{id}`` field ``vad_ckpt``)."""
+
+    v: int = SCHEMA_VERSION
+    cursor: str
+    """The last audio entry fully processed."""
+    pos: int
+    buf_start: int
+    floor: int
+    next_index: int
+    buf: bytes
+    """float32 samples from ``buf_start``: the pre-roll a starting utterance needs."""
+    pending: bytes
+    """float32 samples not yet a whole VAD window."""
+    vad_state: bytes
+    """The VAD's own state (Silero: LSTM h, c and context, float32)."""
+
+
+def encode_checkpoint(ckpt: VadCheckpoint) -> bytes:
+    return _encoder.encode(ckpt)
+
+
+def decode_checkpoint(data: bytes) -> VadCheckpoint:
+    try:
+        ckpt = msgspec.msgpack.decode(data, type=VadCheckpoint)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise SchemaError(str(exc)) from exc
+    if ckpt.v != SCHEMA_VERSION:
+        raise SchemaError(f"unsupported checkpoint version {ckpt.v}")
+    return ckpt
+
+
 StreamMessage = (
     SessionStart
     | AudioChunk

@@ -109,6 +109,20 @@ class Settings(BaseSettings):
         default=15.0, ge=2, le=30, description="Longest segment; cut at the quietest point."
     )
     vad_max_sessions: int = Field(default=64, ge=1, description="Sessions one VAD worker owns.")
+    vad_claim_idle_ms: int = Field(
+        default=10_000,
+        ge=1000,
+        description="A session whose VAD worker has not touched it this long is taken over.",
+    )
+    vad_checkpoint_interval_s: float = Field(
+        default=1.0, gt=0, description="VAD checkpoints between utterances at most this often."
+    )
+    shutdown_grace_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="On SIGTERM, workers finish or hand back their work within this time "
+        "(keep it below Kubernetes' terminationGracePeriodSeconds).",
+    )
     partial_first_ms: int = Field(
         default=400, ge=100, description="Interim results: first partial this long after onset."
     )

@@ -26,5 +26,20 @@ def config_table() -> str:
     return "\n".join(rows)
 
 
+def write_readme(path: str = "README.md") -> None:
+    """Replace the table under "## Configuration" in the README."""
+    with open(path) as fh:
+        text = fh.read()
+    start = text.index("| Variable | Default | Meaning |")
+    end = text.index("\n\n", start)
+    with open(path, "w") as fh:
+        fh.write(text[:start] + config_table() + text[end:])
+
+
 if __name__ == "__main__":
-    print(config_table())
+    import sys
+
+    if "--write" in sys.argv:
+        write_readme()
+    else:
+        print(config_table())

@@ -24,7 +24,7 @@ from shared.redis_util import Heartbeat, connect, ensure_group, entry, entry_dat
 from shared.schemas import AsrJob, SchemaError, Transcript, decode_as, encode
 from shared.settings import Settings
 from workers.asr import DecodeOptions, Transcriber, load_model
-from workers.runtime import TaskSet, install_signal_handlers, start_metrics_server
+from workers.runtime import TaskSet, install_signal_handlers, run_with_grace, start_metrics_server
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,20 @@ class AsrWorker:
             await tasks.cancel_all()
             try:
                 await beat.remove()
+                await self._leave_groups()
             except (RedisConnectionError, RedisTimeoutError):
                 pass
             log.info("asr worker %s stopped", self.name)
+
+    async def _leave_groups(self) -> None:
+        """Remove our consumer from the groups, unless it still holds pending entries (they
+        would be lost from the pending list; left there, they are reclaimed)."""
+        for stream in (self.keys.asr_jobs, self.keys.asr_partials):
+            left = await self.r.xpending_range(
+                stream, ASR_GROUP, min="-", max="+", count=1, consumername=self.name
+            )
+            if not left:
+                await self.r.xgroup_delconsumer(stream, ASR_GROUP, self.name)
 
     async def _read_once(self) -> None:
         """Finals first: a partial is taken only when no final job is waiting."""
@@ -263,7 +274,8 @@ async def amain(settings: Settings) -> None:
     transcriber = Transcriber(model, DecodeOptions.from_settings(settings), settings.consumer_name)
     r = connect(settings.effective_redis_url, name=f"asr-{settings.consumer_name}")
     try:
-        await AsrWorker(settings, r, transcriber).run(stop)
+        worker = AsrWorker(settings, r, transcriber)
+        await run_with_grace(worker.run(stop), stop, settings.shutdown_grace_s)
     finally:
         await r.aclose()
 

@@ -51,6 +51,24 @@ class TaskSet:
             await asyncio.wait(self._tasks, timeout=timeout)
 
 
+async def run_with_grace(
+    work: Coroutine[Any, Any, None], stop: asyncio.Event, grace: float
+) -> None:
+    """Run a worker loop that drains when ``stop`` is set; if it is still busy ``grace`` seconds
+    after the signal, log what is stuck and exit non-zero (its pending work is reclaimed by other
+    workers)."""
+    task = asyncio.create_task(work, name="worker-loop")
+    stopped = asyncio.create_task(stop.wait(), name="stop-wait")
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if not task.done():
+        done, _ = await asyncio.wait({task}, timeout=grace)
+        if not done:
+            log.error("still busy %.0fs after the stop signal: exiting with work pending", grace)
+            os._exit(1)
+    stopped.cancel()
+    task.result()
+
+
 def start_metrics_server(port: int) -> None:
     if port:
         from prometheus_client import start_http_server

@@ -22,6 +22,18 @@ VadFn = Callable[[np.ndarray], np.ndarray]
 """Maps windows of shape (n, window) float32 to n speech probabilities, keeping its own state."""
 
 
+@dataclass
+class SegmenterState:
+    """Everything needed to continue exactly where a segmenter was, between utterances."""
+
+    pos: int
+    buf_start: int
+    floor: int
+    next_index: int
+    buf: np.ndarray
+    pending: np.ndarray
+
+
 @dataclass(frozen=True)
 class SegmenterConfig:
     sample_rate: int = 16_000
@@ -122,6 +134,27 @@ class Segmenter:
     @property
     def in_speech(self) -> bool:
         return self._open is not None
+
+    def state(self) -> SegmenterState | None:
+        """A snapshot to continue from, or ``None`` inside an utterance (not a safe point)."""
+        if self._open is not None:
+            return None
+        return SegmenterState(
+            pos=self._pos,
+            buf_start=self._buf_start,
+            floor=self._floor,
+            next_index=self._next_index,
+            buf=self._buf.copy(),
+            pending=self._pending.copy(),
+        )
+
+    def restore(self, state: SegmenterState) -> None:
+        """Continue from ``state`` (on a fresh segmenter whose VAD state was restored too)."""
+        self._pos, self._buf_start, self._floor = state.pos, state.buf_start, state.floor
+        self._next_index = state.next_index
+        self._buf = state.buf.astype(np.float32)
+        self._pending = state.pending.astype(np.float32)
+        self._open = None
 
     @property
     def samples_seen(self) -> int:

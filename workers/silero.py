@@ -51,6 +51,18 @@ class SileroStream:
         self._c = np.zeros((1, 1, 128), dtype=np.float32)
         self._context = np.zeros(CONTEXT, dtype=np.float32)
 
+    def state(self) -> bytes:
+        """h, c and context as float32 bytes, to continue elsewhere."""
+        return b"".join(a.astype(np.float32).tobytes() for a in (self._h, self._c, self._context))
+
+    def set_state(self, data: bytes) -> None:
+        values = np.frombuffer(data, dtype=np.float32)
+        if values.size != 128 + 128 + CONTEXT:
+            raise ValueError("not a Silero state")
+        self._h = values[:128].reshape(1, 1, 128).copy()
+        self._c = values[128:256].reshape(1, 1, 128).copy()
+        self._context = values[256:].copy()
+
     def __call__(self, windows: np.ndarray) -> np.ndarray:
         windows = np.ascontiguousarray(windows, dtype=np.float32).reshape(-1, WINDOW)
         if len(windows) == 0:

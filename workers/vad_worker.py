@@ -16,6 +16,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -32,15 +33,27 @@ from shared.schemas import (
     SchemaError,
     SessionDone,
     SessionStart,
+    VadCheckpoint,
     VadEvent,
     decode,
     decode_as,
+    decode_checkpoint,
     encode,
+    encode_checkpoint,
 )
 from shared.settings import Settings
-from workers.runtime import TaskSet, install_signal_handlers, start_metrics_server
-from workers.segmenter import Event, Partial, Segment, Segmenter, SegmenterConfig, SpeechStart
-from workers.silero import SileroVad
+from workers.ownership import claim_orphans, hand_back, touch
+from workers.runtime import TaskSet, install_signal_handlers, run_with_grace, start_metrics_server
+from workers.segmenter import (
+    Event,
+    Partial,
+    Segment,
+    Segmenter,
+    SegmenterConfig,
+    SegmenterState,
+    SpeechStart,
+)
+from workers.silero import SileroStream, SileroVad
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +71,12 @@ class OwnedSession:
     start: SessionStart
     entry_id: bytes
     segmenter: Segmenter
+    vad: SileroStream
     last_id: bytes = b"0-0"
     last_audio_at: float = field(default_factory=time.monotonic)
     last_received_at: float = 0.0
+    checkpoint_at: float = 0.0
+    segments_since_checkpoint: int = 0
 
 
 class VadWorker:
@@ -71,6 +87,7 @@ class VadWorker:
         self.name = settings.consumer_name
         self.vad = vad
         self.sessions: dict[str, OwnedSession] = {}
+        self._maintained_at = 0.0
 
     def segmenter_config(self, start: SessionStart) -> SegmenterConfig:
         return SegmenterConfig(
@@ -93,6 +110,7 @@ class VadWorker:
         try:
             while not stop.is_set():
                 try:
+                    await self._maintain()
                     await self._take_sessions()
                     if self.sessions:
                         await self._read_audio()
@@ -101,13 +119,42 @@ class VadWorker:
                     log.warning("redis unavailable (%s); retrying", exc)
                     await asyncio.sleep(1.0)
         finally:
-            # Owned sessions stay pending on the sessions stream: another worker reclaims them.
             await tasks.cancel_all()
             try:
+                await self._hand_back_all()
                 await beat.remove()
-            except (RedisConnectionError, RedisTimeoutError):
-                pass
-            log.info("vad worker %s stopped with %d sessions", self.name, len(self.sessions))
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                log.warning("could not hand sessions back (%s): they are reclaimed when idle", exc)
+            log.info("vad worker %s stopped", self.name)
+
+    async def _maintain(self) -> None:
+        """Every heartbeat: keep our sessions ours, and take over sessions of dead workers."""
+        now = time.monotonic()
+        if now - self._maintained_at < self.s.heartbeat_interval_s:
+            return
+        self._maintained_at = now
+        owned = {o.entry_id: sid for sid, o in self.sessions.items()}
+        still = await touch(self.r, self.keys, self.name, list(owned))
+        for entry_id, sid in owned.items():
+            if entry_id not in still:
+                log.warning("session=%s was taken over by another worker; dropping it", sid)
+                self.sessions.pop(sid, None)
+        room = self.s.vad_max_sessions - len(self.sessions)
+        if room > 0:
+            for entry_id, fields in await claim_orphans(
+                self.r, self.keys, self.name, self.s.vad_claim_idle_ms, room
+            ):
+                await self._own(entry_id, fields, takeover=True)
+        metrics.VAD_SESSIONS.set(len(self.sessions))
+
+    async def _hand_back_all(self) -> None:
+        for owned in self.sessions.values():
+            await self._checkpoint(owned, force=True)
+        ids = [o.entry_id for o in self.sessions.values()]
+        await hand_back(self.r, self.keys, self.name, ids)
+        if ids:
+            log.info("handed %d sessions back", len(ids))
+        self.sessions.clear()
 
     async def _take_sessions(self) -> None:
         if len(self.sessions) >= self.s.vad_max_sessions:
@@ -123,7 +170,9 @@ class VadWorker:
             for entry_id, fields in entries:
                 await self._own(entry_id, fields)
 
-    async def _own(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+    async def _own(
+        self, entry_id: bytes, fields: dict[bytes, bytes], takeover: bool = False
+    ) -> None:
         try:
             start = decode_as(entry_data(fields), SessionStart)
         except SchemaError as exc:
@@ -132,10 +181,71 @@ class VadWorker:
             await self.r.xack(self.keys.sessions, VAD_GROUP, entry_id)
             await self.r.xdel(self.keys.sessions, entry_id)
             return
-        seg = Segmenter(self.vad.stream(), self.segmenter_config(start))
-        self.sessions[start.session_id] = OwnedSession(start, entry_id, seg)
+        stream = self.vad.stream()
+        owned = OwnedSession(
+            start, entry_id, Segmenter(stream, self.segmenter_config(start)), stream
+        )
+        if takeover:
+            await self._restore(owned)
+        self.sessions[start.session_id] = owned
         metrics.VAD_SESSIONS.set(len(self.sessions))
-        log.info("session=%s stage=vad owned by %s", start.session_id, self.name)
+        log.info(
+            "session=%s stage=vad %s by %s from %s",
+            start.session_id, "taken over" if takeover else "owned", self.name, owned.last_id,
+        )  # fmt: skip
+
+    async def _restore(self, owned: OwnedSession) -> None:
+        raw = await self.r.hget(self.keys.session(owned.start.session_id), "vad_ckpt")
+        if not raw:
+            return  # no checkpoint yet: start from the beginning of the audio stream
+        try:
+            ckpt = decode_checkpoint(raw)
+            owned.vad.set_state(ckpt.vad_state)
+        except (SchemaError, ValueError) as exc:
+            log.error("session=%s bad checkpoint ignored: %s", owned.start.session_id, exc)
+            return
+        owned.segmenter.restore(
+            SegmenterState(
+                pos=ckpt.pos,
+                buf_start=ckpt.buf_start,
+                floor=ckpt.floor,
+                next_index=ckpt.next_index,
+                buf=np.frombuffer(ckpt.buf, dtype=np.float32),
+                pending=np.frombuffer(ckpt.pending, dtype=np.float32),
+            )
+        )
+        owned.last_id = ckpt.cursor.encode()
+
+    async def _checkpoint(self, owned: OwnedSession, force: bool = False) -> None:
+        """Save where we are, between utterances only, at most every interval (and right after
+        an utterance closed, so that its job is not cut twice after a takeover)."""
+        now = time.monotonic()
+        due = (
+            owned.segments_since_checkpoint
+            or now - owned.checkpoint_at >= self.s.vad_checkpoint_interval_s
+        )
+        if not (due or force):
+            return
+        state = owned.segmenter.state()
+        if state is None:
+            return
+        ckpt = VadCheckpoint(
+            cursor=owned.last_id.decode(),
+            pos=state.pos,
+            buf_start=state.buf_start,
+            floor=state.floor,
+            next_index=state.next_index,
+            buf=state.buf.astype(np.float32).tobytes(),
+            pending=state.pending.astype(np.float32).tobytes(),
+            vad_state=owned.vad.state(),
+        )
+        key = self.keys.session(owned.start.session_id)
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.hset(key, "vad_ckpt", encode_checkpoint(ckpt))
+            pipe.expire(key, self.s.session_ttl_s)
+            await pipe.execute()
+        owned.checkpoint_at = now
+        owned.segments_since_checkpoint = 0
 
     async def _read_audio(self) -> None:
         streams = {self.keys.audio(sid): s.last_id for sid, s in self.sessions.items()}
@@ -146,11 +256,14 @@ class VadWorker:
             owned = self.sessions.get(sid)
             if owned is None:
                 continue
+            done = False
             for entry_id, fields in entries:
                 owned.last_id = entry_id
                 done = await self._on_entry(owned, entry_id, fields)
                 if done:
                     break
+            if not done:
+                await self._checkpoint(owned)
 
     async def _on_entry(
         self, owned: OwnedSession, entry_id: bytes, fields: dict[bytes, bytes]
@@ -217,6 +330,7 @@ class VadWorker:
                 pipe.hset(self.keys.session(sid), "final_seg", seg.index)
                 pipe.expire(self.keys.session(sid), self.s.session_ttl_s)
             await pipe.execute()
+        owned.segments_since_checkpoint += 1
         metrics.VAD_SEGMENTS.labels(seg.reason).inc()
         log.info(
             "session=%s segment=%d stage=vad start=%.2f end=%.2f reason=%s",
@@ -267,6 +381,7 @@ class VadWorker:
                 self.keys.session(sid),
                 mapping={"segments": done.segments, "audio_seconds": done.audio_seconds},
             )
+            pipe.hdel(self.keys.session(sid), "vad_ckpt")
             pipe.expire(self.keys.session(sid), self.s.session_ttl_s)
             await pipe.execute()
         del self.sessions[sid]
@@ -293,7 +408,7 @@ async def amain(settings: Settings) -> None:
     vad = SileroVad()
     r = connect(settings.effective_redis_url, name=f"vad-{settings.consumer_name}")
     try:
-        await VadWorker(settings, r, vad).run(stop)
+        await run_with_grace(VadWorker(settings, r, vad).run(stop), stop, settings.shutdown_grace_s)
     finally:
         await r.aclose()
 

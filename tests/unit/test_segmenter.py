@@ -201,3 +201,41 @@ def test_vad_returning_wrong_count_is_an_error() -> None:
     seg = Segmenter(lambda w: np.zeros(len(w) + 1), CFG)
     with pytest.raises(ValueError):
         seg.feed(np.zeros(W * 3, dtype=np.float32))
+
+
+def test_state_and_restore_continue_exactly() -> None:
+    """A second segmenter restored from a snapshot taken between utterances produces exactly the
+    segments the first one would have (what a VAD worker taking over a session relies on)."""
+    rng = np.random.default_rng(11)
+    probs: list[float] = []
+    while len(probs) < 900:  # alternating stretches of speech and silence, with noise
+        level = 0.9 if len(probs) // 60 % 2 else 0.05
+        probs += list(np.clip(rng.normal(level, 0.1, int(rng.integers(20, 80))), 0, 1))
+    probs = probs[:900]
+    audio = ramp_audio(900)
+    whole, _ = run(probs, CFG, chunk=1600)
+
+    a = Segmenter(ScriptedVad(probs), CFG)
+    out, snap, at = [], None, 0
+    for i in range(0, len(audio), 1600):
+        out += [e for e in a.feed(audio[i : i + 1600]) if isinstance(e, Segment)]
+        if i > len(audio) // 3 and a.state() is not None:
+            snap, at = a.state(), i + 1600
+            break
+    assert snap is not None
+    vad = ScriptedVad(probs)
+    vad.i = snap.pos // W  # the VAD's own state goes along with the snapshot
+    b = Segmenter(vad, CFG)
+    b.restore(snap)
+    for i in range(at, len(audio), 1600):
+        out += [e for e in b.feed(audio[i : i + 1600]) if isinstance(e, Segment)]
+    out += b.flush()
+    assert [(s.index, s.start, s.end) for s in out] == [(s.index, s.start, s.end) for s in whole]
+    for s in out:
+        np.testing.assert_array_equal(s.audio, audio[s.start : s.end])
+
+
+def test_no_state_inside_an_utterance() -> None:
+    seg = Segmenter(ScriptedVad([0.9] * 50), CFG)
+    seg.feed(ramp_audio(50))
+    assert seg.state() is None
