@@ -8,21 +8,54 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, WebSocket
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
+from gateway import transcriptions
 from gateway.legacy import LegacySession
 from gateway.native import NativeSession
 from gateway.native_protocol import parse_options
 from gateway.protocol import ProtocolError
 from gateway.router import ResultRouter
-from gateway.session import GatewayContext
+from gateway.session import GatewayContext, admission_error
+from gateway.web import mount_web
 from shared.keys import Keys
 from shared.redis_util import connect, live_workers
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+async def refuse(ws: WebSocket) -> bool:
+    """Admission control: a clear error and 1013 when this gateway or the ASR pool is full."""
+    error = await admission_error(ws.app.state.ctx)
+    if error is None:
+        return False
+    await ws.send_json(error.frame())
+    await ws.close(error.close_code)
+    return True
+
+
+async def readiness(ctx: GatewayContext) -> tuple[dict[str, object], bool]:
+    """Redis reachable, results subscription live, a VAD and an ASR worker alive."""
+    detail: dict[str, object] = {"redis": False, "vad_workers": 0, "asr_workers": 0}
+    try:
+        detail["redis"] = bool(await ctx.redis.ping())
+        ttl = ctx.settings.heartbeat_ttl_s
+        detail["vad_workers"] = await live_workers(ctx.redis, ctx.keys, "vad", ttl)
+        detail["asr_workers"] = await live_workers(ctx.redis, ctx.keys, "asr", ttl)
+    except (RedisError, OSError) as exc:
+        detail["error"] = str(exc)
+    detail["results_subscribed"] = ctx.router.connected.is_set()
+    ready = bool(
+        detail["redis"]
+        and detail["vad_workers"]
+        and detail["asr_workers"]
+        and detail["results_subscribed"]
+    )
+    detail["status"] = "ready" if ready else "not ready"
+    return detail, ready
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -49,6 +82,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     async def legacy(ws: WebSocket, endpoint: str) -> None:
         await ws.accept()
+        if await refuse(ws):
+            return
         session = LegacySession(ws, app.state.ctx)
         session.endpoint = endpoint
         await session.run()
@@ -62,6 +97,8 @@ def create_app(settings: Settings) -> FastAPI:
             await ws.send_json(exc.frame())
             await ws.close(exc.close_code)
             return
+        if options.session_id is None and await refuse(ws):
+            return
         await NativeSession(ws, app.state.ctx, options).run()
 
     @app.websocket("/")
@@ -72,12 +109,8 @@ def create_app(settings: Settings) -> FastAPI:
     async def ws_ws(ws: WebSocket) -> None:
         await legacy(ws, "/ws")
 
-    @app.get("/", response_class=PlainTextResponse)
-    async def index() -> str:
-        return (
-            "Whisper Streaming gateway. Stream 16 kHz PCM16 mono over a WebSocket to / or /ws; "
-            "see docs/protocol.md.\n"
-        )
+    mount_web(app)
+    app.include_router(transcriptions.router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -85,23 +118,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        ctx: GatewayContext = app.state.ctx
-        detail: dict[str, object] = {"redis": False, "vad_workers": 0, "asr_workers": 0}
-        try:
-            detail["redis"] = bool(await ctx.redis.ping())
-            ttl = settings.heartbeat_ttl_s
-            detail["vad_workers"] = await live_workers(ctx.redis, keys, "vad", ttl)
-            detail["asr_workers"] = await live_workers(ctx.redis, keys, "asr", ttl)
-        except (RedisError, OSError) as exc:
-            detail["error"] = str(exc)
-        detail["results_subscribed"] = ctx.router.connected.is_set()
-        ready = bool(
-            detail["redis"]
-            and detail["vad_workers"]
-            and detail["asr_workers"]
-            and detail["results_subscribed"]
-        )
-        detail["status"] = "ready" if ready else "not ready"
+        detail, ready = await readiness(app.state.ctx)
         return JSONResponse(detail, status_code=200 if ready else 503)
 
     @app.get("/metrics")

@@ -22,7 +22,7 @@ from gateway.native_protocol import (
     parse_options,
 )
 from gateway.ordering import ReorderBuffer
-from gateway.protocol import CLOSE_INVALID_PAYLOAD, ProtocolError
+from gateway.protocol import CLOSE_INVALID_PAYLOAD, CLOSE_POLICY, ProtocolError
 from gateway.session import STOP, GatewayContext, Session, final_message
 from shared import metrics
 from shared.audio import SAMPLE_RATE
@@ -31,7 +31,6 @@ from shared.schemas import AudioEnd, Transcript, VadEvent, encode
 
 log = logging.getLogger(__name__)
 
-CLOSE_POLICY = 1008
 KEEPALIVE_EVERY_S = 5.0
 
 
@@ -86,6 +85,7 @@ class NativeSession(Session):
         self.announced = True
         self.reorder = ReorderBuffer(first=self.options.last_segment + 1)
         self.samples = int(state.get(b"samples", b"0"))
+        self.seq = int(state.get(b"seq", state.get(b"vad_seq", b"0")))
         if state[b"state"] == b"ended":
             self.ended = True
             if b"segments" in state:
@@ -104,7 +104,9 @@ class NativeSession(Session):
         if grace <= 0:
             return False
         key = self.keys.session(self.session_id)
-        await self.ctx.redis.hset(key, mapping={"state": "detached", "samples": self.samples})
+        await self.ctx.redis.hset(
+            key, mapping={"state": "detached", "samples": self.samples, "seq": self.seq}
+        )
         self.ctx.background.spawn(self._expire_after(grace), f"grace-{self.session_id}")
         log.info("session=%s dropped; resumable for %.0fs", self.session_id, grace)
         return True

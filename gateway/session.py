@@ -20,7 +20,13 @@ import redis.asyncio as aioredis
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from gateway.ordering import ArrivalClock, Coalescer, ReorderBuffer
-from gateway.protocol import CLOSE_NORMAL, CLOSE_TOO_BIG, ProtocolError
+from gateway.protocol import (
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CLOSE_TOO_BIG,
+    CLOSE_TRY_AGAIN_LATER,
+    ProtocolError,
+)
 from gateway.router import ResultRouter
 from shared import metrics
 from shared.audio import SAMPLE_RATE, PcmCarry, StreamResampler
@@ -44,6 +50,12 @@ from workers.runtime import TaskSet
 
 log = logging.getLogger(__name__)
 
+BACKLOG_CHECK_EVERY = 10
+"""The gateway looks at a session's VAD backlog every this many audio entries (~1 s)."""
+
+BACKPRESSURE_MAX_WAIT_S = 20.0
+"""A session held back this long gives up with ``overloaded`` (before clients' ping timeouts)."""
+
 STOP = "stop"
 """What a text-frame handler returns to end the session (eof)."""
 
@@ -56,6 +68,28 @@ class GatewayContext:
     router: ResultRouter
     background: TaskSet = field(default_factory=TaskSet)
     """Tasks that outlive a socket (a dropped native session's grace timer)."""
+    active: int = 0
+    """Sessions open on this gateway process."""
+
+
+async def admission_error(ctx: GatewayContext) -> ProtocolError | None:
+    """Why a new session must be refused now (1013: try again later), or None."""
+    if ctx.active >= ctx.settings.max_sessions:
+        metrics.SESSIONS_REFUSED.labels("too_many_sessions").inc()
+        return ProtocolError(
+            "too_many_sessions",
+            f"this gateway serves {ctx.settings.max_sessions} sessions already",
+            CLOSE_TRY_AGAIN_LATER,
+        )
+    backlog = await ctx.redis.xlen(ctx.keys.asr_jobs)
+    if backlog >= ctx.settings.max_job_backlog:
+        metrics.SESSIONS_REFUSED.labels("overloaded").inc()
+        return ProtocolError(
+            "overloaded",
+            f"{backlog} utterances are waiting for transcription; try again shortly",
+            CLOSE_TRY_AGAIN_LATER,
+        )
+    return None
 
 
 def final_message(t: Transcript) -> dict[str, Any]:
@@ -103,6 +137,8 @@ class Session:
         self.reorder: ReorderBuffer[Transcript] = ReorderBuffer()
         self.total: int | None = None
         self.audio_seconds = 0.0
+        self._rate_window = 0.0
+        self._rate_frames = 0
         self._write_lock = asyncio.Lock()
         self._send_lock = asyncio.Lock()
         self._queue: asyncio.Queue[StreamMessage] = asyncio.Queue()
@@ -140,6 +176,7 @@ class Session:
 
     async def run(self) -> None:
         self._queue = self.ctx.router.register(self.session_id)
+        self.ctx.active += 1
         metrics.SESSIONS_ACTIVE.inc()
         metrics.SESSIONS_TOTAL.labels(self.endpoint).inc()
         try:
@@ -147,6 +184,7 @@ class Session:
         except ProtocolError as exc:  # e.g. resuming an unknown session
             await self._send(exc.frame())
             self.ctx.router.unregister(self.session_id)
+            self.ctx.active -= 1
             metrics.SESSIONS_ACTIVE.dec()
             await self._close(exc.close_code)
             return
@@ -164,6 +202,7 @@ class Session:
                 if not sender.done():
                     sender.cancel()
                 self.ctx.router.unregister(self.session_id)
+                self.ctx.active -= 1
                 metrics.SESSIONS_ACTIVE.dec()
                 await self._close(close_code)
 
@@ -261,6 +300,7 @@ class Session:
                 f"{self.ctx.settings.max_frame_bytes}",
                 CLOSE_TOO_BIG,
             )
+        self._check_rate()
         metrics.AUDIO_BYTES.inc(len(data))
         pcm = self._carry.push(data)
         if self._resampler is not None:
@@ -269,6 +309,12 @@ class Session:
             return
         now = time.monotonic()
         self.samples += len(pcm) // 2
+        if self.samples > self.ctx.settings.max_session_s * SAMPLE_RATE:
+            raise ProtocolError(
+                "session_too_long",
+                f"sessions are limited to {self.ctx.settings.max_session_s:.0f} s of audio",
+                CLOSE_POLICY,
+            )
         self.clock.mark(self.samples, now)
         async with self._write_lock:
             if not self.announced:
@@ -276,6 +322,27 @@ class Session:
             chunk = self._coalescer.push(pcm, now)
             if chunk:
                 await self._xadd_audio(chunk)
+
+    def _check_rate(self) -> None:
+        now = time.monotonic()
+        if now - self._rate_window >= 1.0:
+            self._rate_window, self._rate_frames = now, 0
+        self._rate_frames += 1
+        if self._rate_frames > self.ctx.settings.max_frames_per_second:
+            raise ProtocolError(
+                "rate_limited",
+                f"more than {self.ctx.settings.max_frames_per_second} frames a second",
+                CLOSE_POLICY,
+            )
+
+    @property
+    def seq(self) -> int:
+        """Sequence number of the last entry put on the audio stream."""
+        return self._seq
+
+    @seq.setter
+    def seq(self, value: int) -> None:
+        self._seq = value
 
     async def control(self, kind: str) -> None:
         """Put a control entry on the audio stream, in order with the audio before it."""
@@ -324,12 +391,29 @@ class Session:
         chunk = AudioChunk(
             session_id=self.session_id, seq=self._seq, pcm=pcm, received_at=time.time()
         )
-        await self.ctx.redis.xadd(
-            self.keys.audio(self.session_id),
-            entry(encode(chunk)),
-            maxlen=self.ctx.settings.audio_stream_maxlen,
-            approximate=True,
-        )
+        await self.ctx.redis.xadd(self.keys.audio(self.session_id), entry(encode(chunk)))
+        if self._seq % BACKLOG_CHECK_EVERY == 0:
+            await self._wait_for_vad()
+
+    async def _wait_for_vad(self) -> None:
+        """Back-pressure: while the session's VAD worker is behind by more than
+        ``AUDIO_BACKLOG_MAX`` entries, stop taking audio (the client's socket backs up) rather
+        than dropping any; give up with ``overloaded`` after ``BACKPRESSURE_MAX_WAIT_S``."""
+        limit = self.ctx.settings.audio_backlog_max
+        key = self.keys.session(self.session_id)
+        deadline = time.monotonic() + BACKPRESSURE_MAX_WAIT_S
+        while True:
+            done = await self.ctx.redis.hget(key, "vad_seq")
+            if self._seq - int(done or 0) <= limit:
+                return
+            metrics.BACKPRESSURE_WAITS.inc()
+            if time.monotonic() > deadline:
+                raise ProtocolError(
+                    "overloaded",
+                    "speech detection is not keeping up with this session's audio",
+                    CLOSE_TRY_AGAIN_LATER,
+                )
+            await asyncio.sleep(0.05)
 
     async def _flush_locked(self) -> None:
         chunk = self._coalescer.take()

@@ -11,6 +11,10 @@ SESSIONS_ACTIVE = Gauge("whisper_sessions_active", "WebSocket sessions open on t
 SESSIONS_TOTAL = Counter("whisper_sessions_total", "Sessions opened", ["endpoint"])
 AUDIO_BYTES = Counter("whisper_audio_bytes_total", "PCM bytes received from clients")
 FRAMES_REJECTED = Counter("whisper_frames_rejected_total", "Client frames refused", ["code"])
+SESSIONS_REFUSED = Counter("whisper_sessions_refused_total", "Sessions refused", ["reason"])
+BACKPRESSURE_WAITS = Counter(
+    "whisper_backpressure_waits_total", "Times a session waited for its VAD worker to catch up"
+)
 FINALS_SENT = Counter("whisper_finals_sent_total", "Final results sent to clients")
 FINAL_LATENCY = Histogram(
     "whisper_final_latency_seconds",

@@ -64,6 +64,22 @@ class Settings(BaseSettings):
     eof_timeout_s: float = Field(
         default=60.0, gt=0, description="How long a closing session waits for its last finals."
     )
+    max_sessions: int = Field(
+        default=500, ge=1, description="Sessions one gateway process serves; more get 1013."
+    )
+    max_job_backlog: int = Field(
+        default=1000,
+        ge=1,
+        description="New sessions are refused (1013) while asr:jobs holds more jobs than this.",
+    )
+    max_frames_per_second: int = Field(
+        default=1000,
+        ge=10,
+        description="Per session; the predecessor's AudioWorklet client sends ~375 a second.",
+    )
+    max_session_s: float = Field(
+        default=4 * 3600.0, gt=0, description="Longest session (seconds of audio)."
+    )
     resume_grace_s: float = Field(
         default=30.0, ge=0, description="Native sessions outlive a dropped socket this long."
     )
@@ -71,9 +87,26 @@ class Settings(BaseSettings):
         default=100, ge=10, description="Smallest per-session `endpointing` a client may ask for."
     )
 
+    transcription_max_bytes: int = Field(
+        default=25 * 1024 * 1024,
+        ge=1024,
+        description="Largest upload `POST /v1/audio/transcriptions` accepts (bytes, the whole "
+        "request); larger gets 413. 25 MiB, as OpenAI's API.",
+    )
+    transcription_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="How long `POST /v1/audio/transcriptions` waits for the last segment of a "
+        "file before it answers 504.",
+    )
+
     # --- streams and retention -----------------------------------------------------------------
-    audio_stream_maxlen: int = Field(
-        default=3000, ge=100, description="Entries kept per audio stream (≈ coalesce_ms each)."
+    audio_backlog_max: int = Field(
+        default=600,
+        ge=10,
+        description="Audio entries (≈ COALESCE_MS each) a session may have waiting for its VAD "
+        "worker; beyond it the gateway stops reading the socket (back-pressure) instead of "
+        "dropping audio. VAD workers trim what they have checkpointed.",
     )
     jobs_stream_maxlen: int = Field(default=10_000, ge=100, description="Bound of asr:jobs.")
     sessions_stream_maxlen: int = Field(default=10_000, ge=100, description="Bound of sessions.")
@@ -81,7 +114,7 @@ class Settings(BaseSettings):
         default=10_000, ge=10, description="Finals kept per session on transcript:{session}."
     )
     session_ttl_s: int = Field(
-        default=3600, ge=10, description="Per-session keys expire this long after last use."
+        default=3600, ge=1, description="Per-session keys expire this long after last use."
     )
     heartbeat_interval_s: float = Field(
         default=2.0, gt=0, description="Workers refresh their heartbeat this often."

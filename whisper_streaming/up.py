@@ -7,6 +7,7 @@ ready and prints its address. Ctrl-C (or SIGTERM) stops the children in reverse 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -131,16 +132,18 @@ class Stack:
                 c.proc.wait()
 
 
-def wait_ready(url: str, stack: Stack, timeout: float) -> bool:
+def wait_ready(url: str, stack: Stack, timeout: float, vad: int = 1, asr: int = 1) -> bool:
+    """Until /readyz is 200 and counts every worker this stack started."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if stack.dead():
             return False
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
+                state = json.load(resp)
+                if state.get("vad_workers", 0) >= vad and state.get("asr_workers", 0) >= asr:
                     return True
-        except (urllib.error.URLError, OSError):
+        except (urllib.error.URLError, OSError, ValueError):
             pass
         time.sleep(0.3)
     return False
@@ -174,7 +177,7 @@ def run_up(settings: Settings, vad_workers: int, asr_workers: int, ready_timeout
             stack.spawn("vad-worker", i)
         stack.spawn("gateway")
         base = f"http://{settings.host}:{settings.port}"
-        if not wait_ready(base + "/readyz", stack, ready_timeout):
+        if not wait_ready(base + "/readyz", stack, ready_timeout, vad_workers, asr_workers):
             print("the service did not become ready; see the log above", file=sys.stderr)
             code = 1
         else:

@@ -77,6 +77,8 @@ class OwnedSession:
     last_received_at: float = 0.0
     checkpoint_at: float = 0.0
     segments_since_checkpoint: int = 0
+    seq: int = 0
+    """The gateway's sequence number of the last entry processed."""
 
 
 class VadWorker:
@@ -243,6 +245,8 @@ class VadWorker:
         async with self.r.pipeline(transaction=False) as pipe:
             pipe.hset(key, "vad_ckpt", encode_checkpoint(ckpt))
             pipe.expire(key, self.s.session_ttl_s)
+            # audio before the checkpoint is never needed again: this bounds the stream
+            pipe.xtrim(self.keys.audio(owned.start.session_id), minid=ckpt.cursor)
             await pipe.execute()
         owned.checkpoint_at = now
         owned.segments_since_checkpoint = 0
@@ -263,6 +267,8 @@ class VadWorker:
                 if done:
                     break
             if not done:
+                # how far we are, for the gateway's back-pressure
+                await self.r.hset(self.keys.session(sid), "vad_seq", owned.seq)
                 await self._checkpoint(owned)
 
     async def _on_entry(
@@ -276,6 +282,8 @@ class VadWorker:
             log.error("session=%s bad audio entry %s skipped: %s", sid, entry_id, exc)
             return False
         owned.last_audio_at = time.monotonic()
+        if isinstance(msg, AudioChunk | AudioControl):
+            owned.seq = msg.seq
         if isinstance(msg, AudioChunk):
             owned.last_received_at = msg.received_at
             audio = pcm16_to_float32(msg.pcm)
