@@ -22,6 +22,9 @@ dropped unread once stale."""
 ASR_DEAD_LETTER_STREAM = "asr:dead"
 """Jobs that could not be decoded or failed too often, with their error."""
 
+VAD_DEAD_LETTER_STREAM = "vad:dead"
+"""Undecodable entries found on the sessions or audio streams, with their error."""
+
 VAD_GROUP = "vad"
 ASR_GROUP = "asr"
 
@@ -48,6 +51,10 @@ class Keys:
     @property
     def asr_jobs(self) -> str:
         return self.prefix + ASR_JOBS_STREAM
+
+    @property
+    def vad_dead(self) -> str:
+        return self.prefix + VAD_DEAD_LETTER_STREAM
 
     @property
     def asr_partials(self) -> str:

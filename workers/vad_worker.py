@@ -62,6 +62,7 @@ AUDIO_READ_COUNT = 50
 """Entries per stream per XREAD (≈5 s of audio at the default coalescing)."""
 AUDIO_BLOCK_MS = 50
 SESSION_BLOCK_MS = 1000
+DEAD_LETTER_MAXLEN = 10_000
 SESSION_IDLE_S = 300.0
 """A session with no audio for this long (its gateway died without saying so) is closed."""
 
@@ -178,8 +179,8 @@ class VadWorker:
         try:
             start = decode_as(entry_data(fields), SessionStart)
         except SchemaError as exc:
-            metrics.VAD_BAD_MESSAGES.inc()
             log.error("bad session entry %s dropped: %s", entry_id, exc)
+            await self._dead_letter(self.keys.sessions, entry_id, fields, exc)
             await self.r.xack(self.keys.sessions, VAD_GROUP, entry_id)
             await self.r.xdel(self.keys.sessions, entry_id)
             return
@@ -251,6 +252,22 @@ class VadWorker:
         owned.checkpoint_at = now
         owned.segments_since_checkpoint = 0
 
+    async def _dead_letter(
+        self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], exc: Exception
+    ) -> None:
+        metrics.VAD_BAD_MESSAGES.inc()
+        await self.r.xadd(
+            self.keys.vad_dead,
+            {
+                b"d": entry_data(fields),
+                b"error": str(exc).encode(),
+                b"stream": stream.encode(),
+                b"id": entry_id,
+            },
+            maxlen=DEAD_LETTER_MAXLEN,
+            approximate=True,
+        )
+
     async def _read_audio(self) -> None:
         streams = {self.keys.audio(sid): s.last_id for sid, s in self.sessions.items()}
         resp = await self.r.xread(streams, count=AUDIO_READ_COUNT, block=AUDIO_BLOCK_MS)
@@ -278,8 +295,8 @@ class VadWorker:
         try:
             msg = decode(entry_data(fields))
         except SchemaError as exc:
-            metrics.VAD_BAD_MESSAGES.inc()
             log.error("session=%s bad audio entry %s skipped: %s", sid, entry_id, exc)
+            await self._dead_letter(self.keys.audio(sid), entry_id, fields, exc)
             return False
         owned.last_audio_at = time.monotonic()
         if isinstance(msg, AudioChunk | AudioControl):

@@ -107,3 +107,6 @@ async def test_session_is_pending_while_owned_and_bad_entries_are_skipped(
         assert time.monotonic() < deadline
         await asyncio.sleep(0.1)
     assert worker.alive()
+    dead = await redis_client.xrange(keys.vad_dead)
+    assert [f[b"stream"] for _i, f in dead] == [keys.sessions.encode(), keys.audio("live").encode()]
+    assert all(f[b"error"] for _i, f in dead)
