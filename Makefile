@@ -56,3 +56,15 @@ lint: install
 
 clean:
 	rm -rf .venv $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks (not tests: speed is measured, never asserted). Results: bench-results/*.json and the
+# marked sections of docs/benchmarks.md. WHISPER_CORPUS overrides ../shared/corpus.
+.PHONY: bench-latency bench-tuning
+bench: install
+	$(POETRY) run python -m bench
+
+bench-latency: install
+	$(POETRY) run python -m bench.latency
+
+bench-tuning: install
+	$(POETRY) run python -m bench.tuning

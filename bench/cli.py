@@ -1,0 +1,57 @@
+"""Command-line pieces shared by the benchmark entry points."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from typing import Any
+
+from bench.machine import git_rev, load1, machine, now
+from bench.stack import StackConfig
+
+
+def add_stack_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--asr-workers", type=int, default=1)
+    p.add_argument("--vad-workers", type=int, default=1)
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="service setting for every process (repeatable), e.g. ASR_CPU_THREADS=1",
+    )
+
+
+def stack_config(args: argparse.Namespace) -> StackConfig:
+    env = dict(kv.split("=", 1) for kv in args.env)
+    return StackConfig(asr_workers=args.asr_workers, vad_workers=args.vad_workers, env=env)
+
+
+def sigterm_as_interrupt() -> None:
+    """SIGTERM runs the same clean-up as Ctrl-C."""
+
+    def _raise(_sig: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _raise)
+
+
+def meta(cfg: StackConfig) -> dict[str, Any]:
+    return {
+        "command": " ".join(["python -m", _module()] + sys.argv[1:]),
+        "date": now(),
+        "commit": git_rev(),
+        "machine": machine(),
+        "load_start": load1(),
+        "stack": cfg.label(),
+    }
+
+
+def _module() -> str:
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return spec.name.removesuffix(".__main__") if spec else sys.argv[0]
+
+
+def finish(m: dict[str, Any]) -> None:
+    m["load_end"] = load1()

@@ -1,0 +1,121 @@
+"""``make bench-latency`` (issue 3): first-partial and final latency over ``/v1/listen`` at real-
+time pace, at 1, 2, 4 and 8 concurrent streams, and WER with interim results on and off.
+
+Each stream is ~35 s of held-out LibriSpeech utterances joined with 1.5 s of silence; latency is
+measured from when the client sent the ground-truth onset / end of speech (bench/corpus.py) to
+when the first partial / the final of that speech arrived.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from bench import report
+from bench.cli import add_stack_args, finish, meta, sigterm_as_interrupt, stack_config
+from bench.corpus import librispeech, rotating_streams, to_pcm16
+from bench.runs import full_speed, realtime
+from bench.stack import BenchStack
+
+TARGETS = "one stream: first partial p50 ≤ 1.0 s, final p50 ≤ 0.6 s, final p95 ≤ 1.0 s; four streams: final p95 ≤ 1.5 s"
+
+
+def warm_up(stack: BenchStack, utts: list[Any]) -> None:
+    """One short session through every stage, so model loading and first-call costs are not
+    counted."""
+    full_speed(stack, [(u.utt_id, to_pcm16(_audio(u))) for u in utts[:2]], concurrency=2)
+
+
+def _audio(u: Any) -> Any:
+    from bench.corpus import audio
+
+    return audio(u.path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__)
+    p.add_argument("--levels", default="1,2,4,8", help="concurrent streams, comma-separated")
+    p.add_argument("--off-levels", default="1,4", help="levels repeated with interim results off")
+    p.add_argument("--seconds", type=float, default=35.0, help="audio per stream")
+    p.add_argument("--chunk-ms", type=int, default=20, help="audio per WebSocket frame")
+    p.add_argument("--name", default="latency", help="JSON name; 'latency' also updates the docs")
+    p.add_argument("--no-docs", action="store_true")
+    add_stack_args(p)
+    args = p.parse_args(argv)
+    sigterm_as_interrupt()
+    cfg = stack_config(args)
+    m = meta(cfg)
+    utts = librispeech(held_out_only=True)
+    levels = [int(x) for x in args.levels.split(",") if x]
+    off_levels = [int(x) for x in args.off_levels.split(",") if x]
+    out: dict[str, Any] = {"meta": m, "targets": TARGETS, "levels": [], "interim_off": []}
+    try:
+        with BenchStack(cfg) as stack:
+            warm_up(stack, utts)
+            for n in levels:
+                streams = rotating_streams(utts, n, args.seconds)
+                res = realtime(stack, streams, interim=True, chunk_ms=args.chunk_ms)
+                out["levels"].append(res)
+                _progress(res)
+            for n in off_levels:
+                streams = rotating_streams(utts, n, args.seconds)
+                res = realtime(stack, streams, interim=False, chunk_ms=args.chunk_ms)
+                out["interim_off"].append(res)
+                _progress(res)
+    except KeyboardInterrupt:
+        print("interrupted; service stopped", file=sys.stderr)
+        return 130
+    finish(m)
+    path = report.save_json(args.name, out)
+    print(f"wrote {path}")
+    if not args.no_docs and args.name == "latency":
+        report.replace_section("latency", render(out))
+        print(f"updated {report.DOC}")
+    return 0
+
+
+def _progress(res: dict[str, Any]) -> None:
+    print(
+        f"{res['streams']:>2} streams interim={res['interim']}: first partial "
+        f"p50 {res['first_partial_s']['p50']} p95 {res['first_partial_s']['p95']}; final "
+        f"p50 {res['final_s']['p50']} p95 {res['final_s']['p95']}; WER {res['wer']}%; "
+        f"cpu {res['resources']['cores_busy']} cores; lag {res['client_max_send_lag_s']}s",
+        flush=True,
+    )
+
+
+def render(out: dict[str, Any]) -> str:
+    m = out["meta"]
+    rows = report.latency_rows(out["levels"] + out["interim_off"])
+    by_n = {lv["streams"]: lv for lv in out["levels"]}
+    one, four = by_n.get(1), by_n.get(4)
+    lines = [
+        "### Latency at real-time pace (`make bench-latency`)",
+        "",
+        report.provenance(m),
+        "",
+        report.table(report.LATENCY_HEADER, rows),
+        "",
+        "Targets (issue 3):",
+        "",
+        f"- one stream, first partial p50 ≤ 1.0 s: {report.met(one and one['first_partial_s']['p50'], 1.0)}",
+        f"- one stream, final p50 ≤ 0.6 s: {report.met(one and one['final_s']['p50'], 0.6)}",
+        f"- one stream, final p95 ≤ 1.0 s: {report.met(one and one['final_s']['p95'], 1.0)}",
+        f"- four streams, final p95 ≤ 1.5 s: {report.met(four and four['final_s']['p95'], 1.5)}",
+    ]
+    on = {lv["streams"]: lv for lv in out["levels"]}
+    for off in out["interim_off"]:
+        n = off["streams"]
+        if n in on:
+            same = on[n]["texts"] == off["texts"]
+            lines.append(
+                f"- WER with partials on = off at {n} stream(s): {on[n]['wer']} % on, "
+                f"{off['wer']} % off — {'equal' if on[n]['wer'] == off['wer'] else '**different**'}"
+                f" ({'identical' if same else 'not identical'} transcripts)"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""The limit: faster-whisper alone, in this process, over the same files with the same model and
+decoding settings as the ASR worker (workers/asr.py: beam, thresholds, word timestamps, no VAD
+filter, no conditioning on previous text)."""
+
+from __future__ import annotations
+
+import gc
+import time
+from typing import Any
+
+import psutil
+
+from bench.corpus import Utterance, audio
+from shared.settings import Settings
+from workers.asr import DecodeOptions, load_model
+
+
+def offline(utts: list[Utterance], env: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    settings = Settings(
+        **{k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields}
+    )
+    opts = DecodeOptions.from_settings(settings)
+    model = load_model(settings)
+    for u in utts[:1]:  # warm-up, not timed
+        list(model.transcribe(audio(u.path), language="en", beam_size=opts.beam_size)[0])
+    me = psutil.Process()
+    cpu0 = sum(me.cpu_times()[:2])
+    texts: dict[str, str] = {}
+    seconds = 0.0
+    started = time.monotonic()
+    for u in utts:
+        x = audio(u.path)
+        seconds += len(x) / 16000
+        segments, _ = model.transcribe(
+            x,
+            language="en",
+            beam_size=opts.beam_size,
+            word_timestamps=True,
+            vad_filter=False,
+            condition_on_previous_text=False,
+            no_speech_threshold=opts.no_speech_threshold,
+            log_prob_threshold=opts.log_prob_threshold,
+            compression_ratio_threshold=opts.compression_ratio_threshold,
+        )
+        texts[u.utt_id] = "".join(s.text for s in segments).strip()
+    wall = time.monotonic() - started
+    cpu = sum(me.cpu_times()[:2]) - cpu0
+    del model
+    gc.collect()
+    return {
+        "files": len(utts),
+        "audio_s": round(seconds, 1),
+        "wall_s": round(wall, 2),
+        "audio_s_per_s": round(seconds / wall, 2),
+        "cpu_s": round(cpu, 2),
+        "cores_busy": round(cpu / wall, 2),
+        "cpu_threads": settings.asr_cpu_threads,
+        "beam_size": opts.beam_size,
+    }, texts

@@ -1,0 +1,128 @@
+"""The measured runs, shared by ``bench`` and ``bench.latency``: N streams at real-time pace, and
+a pool of sessions at full speed, each with the service's CPU and memory."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from bench.client import StreamRun, stream
+from bench.corpus import Stream, to_pcm16
+from bench.stack import BenchStack, Sampler
+from bench.stats import SendLog, region_latencies, summary
+from whisper_streaming.evaluation import wer
+
+DRAIN_TIMEOUT_S = 240.0
+
+
+def wait_idle(stack: BenchStack, timeout: float = 60.0) -> None:
+    """Until asr:jobs is empty (the previous run's jobs would skew the next one)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and stack.backlog() > 0:
+        time.sleep(0.2)
+
+
+def realtime(
+    stack: BenchStack,
+    streams: list[Stream],
+    *,
+    interim: bool = True,
+    chunk_ms: int = 20,
+    stagger_s: float = 0.25,
+) -> dict[str, Any]:
+    """All ``streams`` at once at real-time pace (stream i starts ``i × stagger_s`` late)."""
+    wait_idle(stack)
+    pcms = [to_pcm16(s.pcm) for s in streams]
+
+    async def go() -> list[StreamRun]:
+        return await asyncio.gather(
+            *(
+                stream(
+                    stack.ws_url, s.name, pcm, speed=1.0, chunk_ms=chunk_ms, interim=interim,
+                    delay=i * stagger_s, timeout=DRAIN_TIMEOUT_S,
+                )
+                for i, (s, pcm) in enumerate(zip(streams, pcms, strict=True))
+            )
+        )  # fmt: skip
+
+    with Sampler(stack) as sampler:
+        runs = asyncio.run(go())
+    return summarize_realtime(streams, runs) | {"interim": interim, "resources": sampler.result()}
+
+
+def summarize_realtime(streams: list[Stream], runs: list[StreamRun]) -> dict[str, Any]:
+    partial, first, final = [], [], []
+    regions = no_partial = missed = 0
+    for s, run in zip(streams, runs, strict=True):
+        for lat in region_latencies(s.regions, run.messages, SendLog(run.sent)):
+            regions += 1
+            if lat.first_partial is not None:
+                partial.append(lat.first_partial)
+            else:
+                no_partial += 1
+            if lat.first_text is not None:
+                first.append(lat.first_text)
+            if lat.final is not None:
+                final.append(lat.final)
+            else:
+                missed += 1
+    w = wer((s.reference, r.text) for s, r in zip(streams, runs, strict=True))
+    return {
+        "streams": len(streams),
+        "audio_s": round(sum(s.seconds for s in streams), 1),
+        "regions": regions,
+        "first_partial_s": summary(partial),
+        "first_text_s": summary(first),
+        "final_s": summary(final),
+        "regions_without_partial": no_partial,
+        "regions_without_final": missed,
+        "partials": sum(1 for r in runs for m in r.messages if m.type == "partial"),
+        "finals": sum(1 for r in runs for m in r.messages if m.type == "final"),
+        "wer": round(w.wer * 100, 2),
+        "wer_errors": w.errors,
+        "wer_words": w.words,
+        "client_max_send_lag_s": round(max(r.max_send_lag_s for r in runs), 3),
+        "errors": [e for r in runs for e in r.errors],
+        "texts": {r.name: r.text for r in runs},
+    }
+
+
+def full_speed(
+    stack: BenchStack,
+    items: list[tuple[str, bytes]],
+    *,
+    concurrency: int = 4,
+    chunk_ms: int = 1000,
+    interim: bool = False,
+) -> tuple[dict[str, Any], dict[str, StreamRun]]:
+    """Every (name, pcm) as its own session, ``concurrency`` at a time, as fast as it goes."""
+    wait_idle(stack)
+    queue = list(items)
+
+    async def worker(out: dict[str, StreamRun]) -> None:
+        while queue:
+            name, pcm = queue.pop(0)
+            out[name] = await stream(
+                stack.ws_url, name, pcm, speed=0, chunk_ms=chunk_ms, interim=interim,
+                timeout=DRAIN_TIMEOUT_S,
+            )  # fmt: skip
+
+    async def go() -> dict[str, StreamRun]:
+        out: dict[str, StreamRun] = {}
+        await asyncio.gather(*(worker(out) for _ in range(concurrency)))
+        return out
+
+    with Sampler(stack) as sampler:
+        runs = asyncio.run(go())
+    audio = sum(len(p) / 32000 for _, p in items)
+    res = sampler.result()
+    return {
+        "sessions": len(items),
+        "concurrency": concurrency,
+        "audio_s": round(audio, 1),
+        "wall_s": res["wall_s"],
+        "audio_s_per_s": round(audio / res["wall_s"], 2),
+        "errors": [e for r in runs.values() for e in r.errors],
+        "resources": res,
+    }, runs

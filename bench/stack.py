@@ -1,0 +1,296 @@
+"""The service under test: an embedded redis-server, N ASR workers, M VAD workers and one
+gateway, each a real ``python -m whisper_streaming.cli ROLE`` process on loopback, free ports.
+
+Every child dies with the benchmark (PR_SET_PDEATHSIG), and :meth:`BenchStack.stop` (run from a
+``with`` block, so on errors and Ctrl-C too) stops them with SIGTERM, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import redis
+
+from bench.machine import REPO
+from whisper_streaming.up import free_port
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Proc:
+    role: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def tail(self, n: int = 3000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+
+@dataclass
+class StackConfig:
+    asr_workers: int = 1
+    vad_workers: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+    """Service settings (ASR_CPU_THREADS, ASR_BEAM_SIZE, COALESCE_MS, VAD_MIN_SILENCE_MS …)."""
+
+    def label(self) -> str:
+        knobs = " ".join(f"{k}={v}" for k, v in sorted(self.env.items()))
+        return f"{self.asr_workers} ASR × {self.env.get('ASR_CPU_THREADS', '0')} threads" + (
+            f", {knobs}" if knobs else ""
+        )
+
+
+class BenchStack:
+    """``with BenchStack(cfg) as stack:`` → ``stack.ws_url``, ``stack.redis``, ``stack.procs``."""
+
+    def __init__(self, cfg: StackConfig, ready_timeout: float = 120.0) -> None:
+        self.cfg = cfg
+        self.ready_timeout = ready_timeout
+        self.dir = Path(tempfile.mkdtemp(prefix="whisper-bench-"))
+        self.procs: list[Proc] = []
+        self.redis_port = free_port()
+        self.port = free_port()
+        self.redis: redis.Redis | None = None
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/listen"
+
+    def _spawn(self, role: str, cmd: list[str], env: dict[str, str] | None = None) -> Proc:
+        log = self.dir / f"{role}.log"
+        with log.open("wb") as fh:
+            p = subprocess.Popen(
+                cmd,
+                env=env,
+                cwd=REPO,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a terminal Ctrl-C reaches only the benchmark
+                preexec_fn=_die_with_parent,
+            )
+        proc = Proc(role, p, log)
+        self.procs.append(proc)
+        return proc
+
+    def __enter__(self) -> BenchStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit("redis-server not found (make install installs it)")
+        self._spawn(
+            "redis",
+            [
+                binary, "--port", str(self.redis_port), "--bind", "127.0.0.1",
+                "--dir", str(self.dir), "--save", "", "--appendonly", "no",
+                "--daemonize", "no", "--loglevel", "warning",
+            ],
+        )  # fmt: skip
+        self.redis = redis.Redis(port=self.redis_port)
+        self._wait(lambda: bool(self.redis and self.redis.ping()), "redis")
+        env = (
+            dict(os.environ)
+            | {
+                "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+                "HOST": "127.0.0.1",
+                "PORT": str(self.port),
+                "LOG_LEVEL": "WARNING",
+                "PYTHONUNBUFFERED": "1",
+                "HEARTBEAT_INTERVAL_S": "1",
+                "HEARTBEAT_TTL_S": "5",
+            }
+            | self.cfg.env
+        )
+        cli = [sys.executable, "-m", "whisper_streaming.cli"]
+        host = socket.gethostname()
+        for i in range(self.cfg.asr_workers):
+            self._spawn(
+                f"asr-{i}", cli + ["asr-worker"], env | {"CONSUMER_NAME": f"{host}-asr-{i}"}
+            )
+        for i in range(self.cfg.vad_workers):
+            self._spawn(
+                f"vad-{i}", cli + ["vad-worker"], env | {"CONSUMER_NAME": f"{host}-vad-{i}"}
+            )
+        self._spawn("gateway", cli + ["gateway"], env | {"CONSUMER_NAME": f"{host}-gw"})
+        self._wait(self._ready, "gateway /readyz")
+        # /readyz wants one worker of each kind; wait for all of them to have said hello.
+        self._wait(self._all_heartbeats, "all worker heartbeats")
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def _all_heartbeats(self) -> bool:
+        assert self.redis is not None
+        asr = self.redis.zcard("heartbeats:asr")
+        vad = self.redis.zcard("heartbeats:vad")
+        return bool(asr >= self.cfg.asr_workers and vad >= self.cfg.vad_workers)
+
+    def _wait(self, check: Any, what: str) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            for p in self.procs:
+                if p.popen.poll() is not None:
+                    raise RuntimeError(f"{p.role} exited with {p.popen.returncode}:\n{p.tail()}")
+            with contextlib.suppress(redis.RedisError, OSError):
+                if check():
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"{what} not ready after {self.ready_timeout}s")
+
+    def dead(self) -> list[Proc]:
+        return [p for p in self.procs if p.popen.poll() is not None]
+
+    def stop(self) -> None:
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                self.redis.close()
+        service = [p for p in self.procs if p.role != "redis"]
+        for p in reversed(service):
+            if p.popen.poll() is None:
+                p.popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 25
+        for p in service:
+            try:
+                p.popen.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.popen.kill()
+                p.popen.wait()
+        for p in self.procs:
+            if p.role == "redis" and p.popen.poll() is None:
+                p.popen.terminate()
+                try:
+                    p.popen.wait(5)
+                except subprocess.TimeoutExpired:
+                    p.popen.kill()
+                    p.popen.wait()
+        self.procs.clear()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- measurement ---------------------------------------------------------------------------
+
+    def ps(self) -> dict[str, psutil.Process]:
+        out = {}
+        for p in self.procs:
+            with contextlib.suppress(psutil.Error):
+                out[p.role] = psutil.Process(p.popen.pid)
+        return out
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """User + system CPU seconds so far, per role."""
+        out = {}
+        for role, p in self.ps().items():
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                out[role] = t.user + t.system
+        return out
+
+    def rss_mib(self) -> dict[str, float]:
+        out = {}
+        for role, p in self.ps().items():
+            with contextlib.suppress(psutil.Error):
+                out[role] = p.memory_info().rss / 2**20
+        return out
+
+    def redis_used_mib(self) -> float:
+        assert self.redis is not None
+        return float(self.redis.info("memory")["used_memory"]) / 2**20
+
+    def backlog(self) -> int:
+        assert self.redis is not None
+        return int(self.redis.xlen("asr:jobs"))
+
+
+class Sampler:
+    """Samples service RSS and Redis memory every ``every`` seconds between start and stop, and
+    the CPU seconds each process spent in between."""
+
+    def __init__(self, stack: BenchStack, every: float = 0.5) -> None:
+        self.stack = stack
+        self.every = every
+        self.peak_rss: dict[str, float] = {}
+        self.peak_redis_mib = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._cpu0: dict[str, float] = {}
+        self._t0 = 0.0
+        self._me = psutil.Process()
+        self._me0 = 0.0
+
+    def _run(self) -> None:
+        client = redis.Redis(port=self.stack.redis_port)
+        try:
+            while not self._stop.wait(self.every):
+                for role, mib in self.stack.rss_mib().items():
+                    self.peak_rss[role] = max(self.peak_rss.get(role, 0.0), mib)
+                with contextlib.suppress(redis.RedisError):
+                    used = float(client.info("memory")["used_memory"]) / 2**20
+                    self.peak_redis_mib = max(self.peak_redis_mib, used)
+        finally:
+            client.close()
+
+    def __enter__(self) -> Sampler:
+        self._cpu0 = self.stack.cpu_seconds()
+        t = self._me.cpu_times()
+        self._me0 = t.user + t.system
+        self._t0 = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.wall = time.monotonic() - self._t0
+        cpu1 = self.stack.cpu_seconds()
+        self.cpu = {r: round(cpu1[r] - self._cpu0.get(r, 0.0), 2) for r in cpu1}
+        t = self._me.cpu_times()
+        self.client_cpu = round(t.user + t.system - self._me0, 2)
+
+    def result(self) -> dict[str, Any]:
+        total = sum(self.cpu.values())
+        return {
+            "wall_s": round(self.wall, 2),
+            "cpu_s": self.cpu,
+            "cpu_s_total": round(total, 2),
+            "cores_busy": round(total / self.wall, 2) if self.wall else None,
+            "client_cpu_s": self.client_cpu,
+            "peak_rss_mib": {k: round(v, 1) for k, v in self.peak_rss.items()},
+            "peak_rss_mib_total": round(sum(self.peak_rss.values()), 1),
+            "peak_redis_used_mib": round(self.peak_redis_mib, 2),
+        }
