@@ -1,0 +1,244 @@
+"""``POST /v1/audio/transcriptions``: a recorded file transcribed through the pipeline, shaped like
+OpenAI's API (multipart ``file``, ``model``, ``language``, ``prompt``, ``response_format``,
+``timestamp_granularities[]``), so its SDKs and ``curl`` recipes work against this service.
+
+The upload is decoded with PyAV (any container and codec FFmpeg reads, any rate and channel
+count) and fed through Redis as one session (:mod:`gateway.file_session`): the VAD worker cuts it
+into utterances and the whole ASR pool transcribes them in parallel. Errors are JSON in OpenAI's
+shape, ``{"error": {"message", "type", "param", "code"}}``. docs/clients.md has examples.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import IO, Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+from starlette.types import Message
+
+from gateway.file_session import FileSession
+from gateway.session import GatewayContext, final_message
+from shared.audio import SAMPLE_RATE, AudioDecodeError, decode_file, float32_to_pcm16
+from shared.languages import LANGUAGES, UnknownLanguage, normalize_language
+from shared.redis_util import live_workers
+from shared.schemas import Transcript
+from whisper_streaming.formats import to_srt, to_vtt
+
+log = logging.getLogger(__name__)
+
+router = APIRouter()
+
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+GRANULARITIES = ("segment", "word")
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": {...}}`` with an HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.param = status, code, message, param
+
+    def response(self) -> JSONResponse:
+        kind = "invalid_request_error" if self.status < 500 else "server_error"
+        body = {"type": kind, "code": self.code, "message": self.message, "param": self.param}
+        return JSONResponse({"error": body}, status_code=self.status)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _limited(request: Request, limit: int) -> Request:
+    """The same request, whose body raises once it exceeds ``limit`` bytes: a chunked upload
+    or a lying Content-Length cannot fill the disk with multipart spool files."""
+    seen = 0
+    receive = request.receive
+
+    async def counting() -> Message:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            raise _TooLarge
+        return message
+
+    return Request(request.scope, counting)
+
+
+def decode_upload(file: IO[bytes]) -> bytes:
+    """Any audio (or video) file to 16 kHz mono PCM16; raises :class:`ApiError` 415 if FFmpeg
+    cannot read audio from it."""
+    try:
+        return float32_to_pcm16(decode_file(file))
+    except AudioDecodeError as exc:
+        raise ApiError(415, "unsupported_file", f"the file is not audio FFmpeg can decode: {exc}", "file") from exc  # fmt: skip
+
+
+# -- rendering (pure) -------------------------------------------------------------------------
+
+
+def render(
+    fmt: str,
+    finals: Sequence[Transcript],
+    *,
+    duration: float,
+    language: str | None,
+    granularities: Sequence[str] = ("segment",),
+) -> Response:
+    """The response body OpenAI's API gives for ``response_format`` ``fmt``."""
+    segments = [final_message(t) for t in finals if t.text.strip()]
+    text = " ".join(s["text"].strip() for s in segments)
+    if fmt == "text":
+        return PlainTextResponse(text + "\n")
+    if fmt == "srt":
+        return PlainTextResponse(to_srt(segments))
+    if fmt == "vtt":
+        return PlainTextResponse(to_vtt(segments), media_type="text/vtt")
+    if fmt == "json":
+        return JSONResponse({"text": text})
+    detected = language or next((s["language"] for s in segments if s["language"]), None)
+    body: dict[str, Any] = {
+        "task": "transcribe",
+        "language": LANGUAGES.get(detected or "", detected or ""),
+        "duration": round(duration, 3),
+        "text": text,
+    }
+    if "segment" in granularities:
+        body["segments"] = [
+            {
+                "id": i,
+                "seek": int(round(s["start"] * 100)),
+                "start": s["start"],
+                "end": s["end"],
+                "text": s["text"],
+                "language": s["language"],
+                "language_probability": s["language_probability"],
+                "processing_time": s["processing_time"],
+            }
+            for i, s in enumerate(segments)
+        ]
+    if "word" in granularities:
+        body["words"] = [
+            {"word": w["word"].strip(), "start": w["start"], "end": w["end"],
+             "probability": w["probability"]}
+            for s in segments
+            for w in s["words"]
+        ]  # fmt: skip
+    return JSONResponse(body)
+
+
+# -- the endpoint -----------------------------------------------------------------------------
+
+
+def _field(form: Any, name: str) -> str | None:
+    value = form.get(name)
+    if value is None or isinstance(value, UploadFile):
+        return None
+    return str(value).strip() or None
+
+
+def _options(form: Any) -> tuple[str, str | None, str | None, list[str]]:
+    fmt = _field(form, "response_format") or "json"
+    if fmt not in RESPONSE_FORMATS:
+        raise ApiError(400, "invalid_value", f"response_format must be one of {', '.join(RESPONSE_FORMATS)}", "response_format")  # fmt: skip
+    try:
+        language = normalize_language(_field(form, "language"))
+    except UnknownLanguage as exc:
+        raise ApiError(400, "invalid_value", str(exc), "language") from exc
+    granularities = [
+        str(g).strip()
+        for name in ("timestamp_granularities[]", "timestamp_granularities")
+        for g in form.getlist(name)
+        if isinstance(g, str) and g.strip()
+    ] or ["segment"]
+    bad = [g for g in granularities if g not in GRANULARITIES]
+    if bad:
+        raise ApiError(400, "invalid_value", f"timestamp_granularities must be segment and/or word, not {bad[0]!r}", "timestamp_granularities[]")  # fmt: skip
+    return fmt, language, _field(form, "prompt"), granularities
+
+
+async def _check_workers(ctx: GatewayContext) -> None:
+    ttl = ctx.settings.heartbeat_ttl_s
+    vad = await live_workers(ctx.redis, ctx.keys, "vad", ttl)
+    asr = await live_workers(ctx.redis, ctx.keys, "asr", ttl)
+    if not (vad and asr):
+        raise ApiError(503, "no_workers", f"no live workers to transcribe with ({vad} VAD, {asr} ASR)")  # fmt: skip
+
+
+@router.post(
+    "/v1/audio/transcriptions",
+    summary="Transcribe a recorded file (OpenAI-compatible)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            "model": {"type": "string", "description": "accepted, ignored"},
+                            "language": {"type": "string"},
+                            "prompt": {"type": "string"},
+                            "response_format": {"type": "string", "enum": list(RESPONSE_FORMATS)},
+                            "timestamp_granularities[]": {
+                                "type": "array",
+                                "items": {"type": "string", "enum": list(GRANULARITIES)},
+                            },
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
+async def create_transcription(request: Request) -> Response:
+    try:
+        return await _transcribe(request)
+    except ApiError as exc:
+        log.info("transcription refused: %s %s", exc.status, exc.message)
+        return exc.response()
+
+
+async def _transcribe(request: Request) -> Response:
+    ctx: GatewayContext = request.app.state.ctx
+    limit = ctx.settings.transcription_max_bytes
+    too_large = ApiError(413, "file_too_large", f"the request exceeds the limit of {limit} bytes (TRANSCRIPTION_MAX_BYTES)", "file")  # fmt: skip
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise too_large
+    try:
+        async with _limited(request, limit).form(max_files=1, max_fields=32) as form:
+            fmt, language, prompt, granularities = _options(form)
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise ApiError(400, "missing_file", "a multipart field 'file' with the audio is required", "file")  # fmt: skip
+            await _check_workers(ctx)
+            started = time.monotonic()
+            pcm = await asyncio.to_thread(decode_upload, upload.file)
+    except _TooLarge:
+        raise too_large from None
+    except MultiPartException as exc:
+        raise ApiError(400, "invalid_request", f"not a valid multipart/form-data body: {exc.message}") from exc  # fmt: skip
+
+    duration = len(pcm) / 2 / SAMPLE_RATE
+    session = FileSession(ctx, pcm, language=language, prompt=prompt)
+    finals = await session.transcribe()
+    for err in session.errors:
+        status = {"session_too_long": 413, "overloaded": 503, "too_many_sessions": 503}
+        raise ApiError(status.get(err.get("code", ""), 500), err.get("code", "error"), err.get("message", ""))  # fmt: skip
+    if not session.complete:
+        raise ApiError(504, "timeout", f"the file was not transcribed within {ctx.settings.transcription_timeout_s:.0f} s (TRANSCRIPTION_TIMEOUT_S); segments {session.reorder.next} of {session.total} arrived")  # fmt: skip
+    log.info(
+        "session=%s stage=gateway file transcribed: %.1fs audio, %d segments in %.1fs",
+        session.session_id, duration, len(finals), time.monotonic() - started,
+    )  # fmt: skip
+    return render(fmt, finals, duration=duration, language=language, granularities=granularities)

@@ -1,0 +1,138 @@
+"""The web page in a real headless Chromium (Debian's package, driven by Playwright for Python; no
+browser is downloaded): Chromium's fake microphone plays a recording into getUserMedia, the page's
+AudioWorklet resamples it to 16 kHz and streams it to /v1/listen, and the captions on the page
+must match the recording's reference. Then a file is transcribed through the page's file picker
+(POST /v1/audio/transcriptions) and the transcript is downloaded as SRT.
+
+A screenshot of the page is written to the test's tmp dir and copied to artifacts/web-e2e.png.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared.audio import decode_file, float32_to_pcm16
+from tests.conftest import REPO, Service, librispeech
+from whisper_streaming.evaluation import wer
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+FAKE_RATE = 48_000
+
+
+def chromium_path() -> str:
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        pytest.fail(
+            f"Chromium not found at {CHROMIUM}: run `make install` (scripts/install-chromium.sh "
+            "installs Debian's chromium package) or set CHROMIUM to a Chromium binary"
+        )
+    return CHROMIUM
+
+
+def fake_microphone_wav(source: Path, out: Path) -> None:
+    """The recording as 48 kHz 16-bit mono WAV with silence around it: the rate a real
+    microphone runs at, so the page's worklet really resamples (48 kHz to 16 kHz)."""
+    speech = decode_file(source, FAKE_RATE)
+    lead, tail = np.zeros(FAKE_RATE // 2, np.float32), np.zeros(FAKE_RATE * 2, np.float32)
+    with wave.open(str(out), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(FAKE_RATE)
+        w.writeframes(float32_to_pcm16(np.concatenate([lead, speech, tail])))
+
+
+def test_page_live_captions_file_upload_and_download(
+    service: Service, corpus: Path, tmp_path: Path
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium_path()
+    wav = tmp_path / "jfk-48k.wav"
+    fake_microphone_wav(corpus / "long" / "jfk.flac", wav)
+    reference = (corpus / "long" / "jfk.txt").read_text()
+    args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        # %noloop: play the file once, then silence (Chromium loops it otherwise)
+        f"--use-file-for-fake-audio-capture={wav}%noloop",
+        "--autoplay-policy=no-user-gesture-required",
+    ]
+    console: list[str] = []
+    screenshot = tmp_path / "web-e2e.png"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),  # a fresh --user-data-dir
+            executable_path=executable,
+            headless=True,
+            args=args,
+            viewport={"width": 1100, "height": 900},
+            accept_downloads=True,
+        )
+        try:
+            page = browser.new_page()
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+            page.goto(service.http + "/")
+            page.wait_for_selector("body[data-loaded='true']")
+            assert page.input_value("#endpoint") == service.ws + "/v1/listen"
+            page.click("#settings-box summary")
+            page.select_option("#language", "en")
+
+            # -- live: fake microphone -> worklet -> /v1/listen -> captions -----------------
+            page.click("#start")
+            page.wait_for_selector("body[data-state='live']", timeout=20_000)
+            # the recording is 11 s; finals come after each pause, the last one after it ends
+            page.wait_for_function(
+                "document.querySelectorAll('#transcript .utt.final').length >= 2"
+                " && !document.querySelector('#transcript .utt.interim')"
+                " && document.querySelector('#transcript').innerText.includes('country')",
+                timeout=60_000,
+            )
+            page.click("#stop")
+            page.wait_for_selector("body[data-state='idle']", timeout=60_000)
+            live = page.locator("#transcript .utt.final .words").all_inner_texts()
+            live_text = " ".join(live)
+            # the AudioContext runs at the (fake) device's rate; the worklet resampled it
+            assert page.get_attribute("body", "data-sample-rate") in ("44100", "48000")
+            assert live and wer([(reference, live_text)]).wer <= 0.2, (live_text, console)
+            coloured = page.locator("#transcript .utt.final .words span").count()
+            assert coloured >= len(reference.split()) - 3  # one coloured span per word
+            assert page.inner_text("#lang").startswith("en (")
+            assert page.inner_text("#latency").endswith(" s")
+            assert page.locator("#error").is_hidden()
+
+            # -- a file through the page's picker (POST /v1/audio/transcriptions) -------------
+            utt = next(u for u in librispeech() if u.utt_id == "2830-3980-0043")
+            page.set_input_files("#file", str(utt.path))
+            page.wait_for_selector("#transcript .utt.file", timeout=60_000)
+            file_text = " ".join(page.locator("#transcript .utt.file .words").all_inner_texts())
+            assert wer([(utt.reference, file_text)]).wer <= 0.2, (file_text, console)
+
+            # -- download of everything on the page as SRT -------------------------------------
+            with page.expect_download() as info:
+                page.click("button[data-download='srt']")
+            srt = Path(info.value.path()).read_text()
+            assert srt.startswith("1\n00:00:") and " --> " in srt
+            assert srt.count(" --> ") == len(live) + len(
+                page.locator("#transcript .utt.file").all()
+            )
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    artifacts = REPO / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    shutil.copy(screenshot, artifacts / "web-e2e.png")

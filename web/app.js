@@ -1,0 +1,497 @@
+// The Whisper Streaming page: microphone -> AudioWorklet (16 kHz PCM16) -> /v1/listen, live
+// captions with interim text, automatic reconnect with resume, downloads, file transcription.
+// Plain ES modules, no build step, nothing loaded from elsewhere. Protocol: docs/protocol.md.
+
+import {
+  FORMATS,
+  backoffMs,
+  listenUrl,
+  probabilityClass,
+  transcriptionsUrl,
+} from "./transcript.js";
+
+const RATE = 16000;
+const FRAME_MS = 40; // 20–100 ms frames; 40 ms = 1,280 bytes
+const MAX_BUFFERED_S = 30; // audio kept while reconnecting (the server's RESUME_GRACE_S)
+const MAX_RECONNECTS = 8;
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  start: $("start"), stop: $("stop"), status: $("status"), session: $("session"),
+  level: $("level"), elapsed: $("elapsed"), endpoint: $("endpoint"), language: $("language"),
+  token: $("token"), interim: $("interim"), lang: $("lang"), latency: $("latency"),
+  latencyMean: $("latency-mean"), count: $("count"), transcript: $("transcript"),
+  drop: $("drop"), file: $("file"), fileStatus: $("file-status"), error: $("error"),
+};
+
+const state = {
+  ws: null,
+  sessionId: null,
+  lastSegment: -1,
+  ready: false, // the server's `session` message arrived on the current socket
+  stopping: false,
+  closed: false, // the server's `closed` message arrived
+  attempt: 0,
+  reconnectTimer: null,
+  audio: null, // {ctx, stream, node}
+  samples: 0, // 16 kHz samples captured in this session (the session's audio clock)
+  capturedAt: [], // [samples so far, performance.now()] per frame, for latencies
+  pending: [], // frames captured while no socket is ready
+  pendingBytes: 0,
+  offset: 0, // seconds of earlier sessions and files, so downloads have one timeline
+  finals: [], // {start, end, text} on that timeline
+  latencies: [],
+  elements: new Map(), // segment -> element, for the current session
+  startedAt: 0,
+  timer: null,
+};
+
+// -- settings -----------------------------------------------------------------------------------
+
+function defaultEndpoint() {
+  if (location.protocol === "http:" || location.protocol === "https:") {
+    return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/listen`;
+  }
+  return "ws://127.0.0.1:8000/v1/listen";
+}
+
+function loadSettings() {
+  let saved = {};
+  try {
+    saved = JSON.parse(localStorage.getItem("whisper-streaming") || "{}");
+  } catch {
+    saved = {};
+  }
+  ui.endpoint.value = saved.endpoint || defaultEndpoint();
+  ui.language.value = saved.language ?? "";
+  ui.token.value = saved.token || "";
+  ui.interim.checked = saved.interim ?? true;
+}
+
+function saveSettings() {
+  const s = {
+    endpoint: ui.endpoint.value.trim(), language: ui.language.value,
+    token: ui.token.value, interim: ui.interim.checked,
+  };
+  try {
+    localStorage.setItem("whisper-streaming", JSON.stringify(s));
+  } catch {
+    /* private mode: settings just are not remembered */
+  }
+}
+
+// -- status -------------------------------------------------------------------------------------
+
+function setState(name, text) {
+  document.body.dataset.state = name;
+  ui.status.textContent = text || name;
+}
+
+function showError(message) {
+  ui.error.hidden = !message;
+  ui.error.textContent = message || "";
+}
+
+function tick() {
+  const s = Math.floor((performance.now() - state.startedAt) / 1000);
+  ui.elapsed.textContent = `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+}
+
+// -- capture ------------------------------------------------------------------------------------
+
+async function startCapture() {
+  const stream = await navigator.mediaDevices.getUserMedia({
+    audio: { channelCount: 1, echoCancellation: true, noiseSuppression: false, autoGainControl: false },
+  });
+  const ctx = new AudioContext({ latencyHint: "interactive" });
+  await ctx.audioWorklet.addModule("/static/worklet.js");
+  const source = ctx.createMediaStreamSource(stream);
+  const node = new AudioWorkletNode(ctx, "pcm16-capture", {
+    numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1],
+    processorOptions: { targetRate: RATE, frameMs: FRAME_MS },
+  });
+  node.port.onmessage = (e) => onFrame(e.data.pcm, e.data.level);
+  const mute = ctx.createGain(); // keeps the node pulled by the graph without any sound
+  mute.gain.value = 0;
+  source.connect(node).connect(mute).connect(ctx.destination);
+  if (ctx.state === "suspended") await ctx.resume();
+  state.audio = { ctx, stream, node };
+  document.body.dataset.sampleRate = String(ctx.sampleRate);
+}
+
+function stopCapture() {
+  const a = state.audio;
+  state.audio = null;
+  if (!a) return;
+  a.node.port.postMessage("stop");
+  a.node.port.onmessage = null;
+  a.stream.getTracks().forEach((t) => t.stop());
+  a.ctx.close().catch(() => {});
+  ui.level.style.width = "0";
+}
+
+function onFrame(pcm, level) {
+  ui.level.style.width = `${Math.min(100, Math.round(Math.sqrt(level) * 160))}%`;
+  state.samples += pcm.byteLength / 2;
+  state.capturedAt.push([state.samples, performance.now()]);
+  if (state.capturedAt.length > 30000) state.capturedAt.splice(0, 15000);
+  send(pcm);
+}
+
+function send(pcm) {
+  const ws = state.ws;
+  if (ws && state.ready && ws.readyState === WebSocket.OPEN && state.pending.length === 0) {
+    ws.send(pcm);
+    return;
+  }
+  state.pending.push(pcm);
+  state.pendingBytes += pcm.byteLength;
+  while (state.pendingBytes > MAX_BUFFERED_S * RATE * 2) {
+    state.pendingBytes -= state.pending.shift().byteLength; // beyond the grace period: lost anyway
+  }
+}
+
+function flushPending() {
+  const ws = state.ws;
+  while (state.pending.length && ws && ws.readyState === WebSocket.OPEN) {
+    const pcm = state.pending.shift();
+    state.pendingBytes -= pcm.byteLength;
+    ws.send(pcm);
+  }
+  if (state.stopping && ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "eof" }));
+}
+
+// -- the socket ---------------------------------------------------------------------------------
+
+function connect() {
+  clearTimeout(state.reconnectTimer);
+  state.reconnectTimer = null;
+  state.ready = false;
+  state.closed = false;
+  const params = {
+    sample_rate: RATE, encoding: "linear16", interim_results: ui.interim.checked,
+    vad_events: true, language: ui.language.value, token: ui.token.value,
+  };
+  if (state.sessionId) Object.assign(params, { session_id: state.sessionId, last_segment: state.lastSegment });
+  let ws;
+  try {
+    ws = new WebSocket(listenUrl(ui.endpoint.value.trim(), params));
+  } catch (err) {
+    fail(`bad endpoint: ${err.message}`);
+    return;
+  }
+  ws.binaryType = "arraybuffer";
+  state.ws = ws;
+  setState(state.sessionId ? "reconnecting" : "connecting");
+  ws.onmessage = (e) => onMessage(JSON.parse(e.data));
+  ws.onclose = (e) => onClose(ws, e);
+}
+
+function onMessage(msg) {
+  switch (msg.type) {
+    case "session":
+      if (!msg.resumed) {
+        state.sessionId = msg.session_id;
+        state.lastSegment = -1;
+        state.elements = new Map();
+      }
+      state.ready = true;
+      state.attempt = 0;
+      ui.session.textContent = msg.session_id.slice(0, 12);
+      setState(state.stopping ? "finishing" : "live");
+      showError("");
+      flushPending();
+      break;
+    case "partial":
+      if (msg.segment > state.lastSegment) renderPartial(msg);
+      break;
+    case "final":
+      if (msg.segment > state.lastSegment) renderFinal(msg);
+      state.lastSegment = Math.max(state.lastSegment, msg.segment);
+      break;
+    case "closed":
+      state.closed = true;
+      state.offset += msg.audio_seconds || state.samples / RATE;
+      break;
+    case "error":
+      if (msg.code === "unknown_session") state.sessionId = null; // expired: start afresh
+      else showError(`${msg.code}: ${msg.message}`);
+      break;
+    default:
+      break; // speech_started, utterance_end
+  }
+}
+
+function onClose(ws, event) {
+  if (ws !== state.ws) return;
+  state.ws = null;
+  state.ready = false;
+  if (state.closed || (state.stopping && event.code === 1000)) {
+    finish();
+    return;
+  }
+  if ([1003, 1007, 1009].includes(event.code)) {
+    fail(`the server closed the session (${event.code}${event.reason ? ": " + event.reason : ""})`);
+    return;
+  }
+  if (state.attempt >= MAX_RECONNECTS) {
+    fail("the server cannot be reached; stopped");
+    return;
+  }
+  const delay = backoffMs(state.attempt++);
+  setState("reconnecting", `reconnecting in ${(delay / 1000).toFixed(1)} s`);
+  state.reconnectTimer = setTimeout(connect, delay);
+}
+
+// -- rendering ----------------------------------------------------------------------------------
+
+function utteranceElement(segment) {
+  let el = state.elements.get(segment);
+  if (!el) {
+    el = document.createElement("p");
+    el.className = "utt";
+    el.dataset.segment = String(segment);
+    state.elements.set(segment, el);
+    const later = [...state.elements.entries()].filter(([s, e]) => s > segment && e.isConnected);
+    if (later.length) ui.transcript.insertBefore(el, later.sort((a, b) => a[0] - b[0])[0][1]);
+    else ui.transcript.appendChild(el);
+  }
+  return el;
+}
+
+function renderPartial(msg) {
+  const el = utteranceElement(msg.segment);
+  el.className = "utt interim";
+  const stable = document.createElement("span");
+  stable.className = "stable";
+  stable.textContent = msg.stable_text;
+  el.replaceChildren(stable, document.createTextNode(msg.text.slice(msg.stable_text.length)));
+  ui.transcript.scrollTop = ui.transcript.scrollHeight;
+}
+
+function latencyOf(end) {
+  const sample = Math.round(end * RATE);
+  const hit = state.capturedAt.find(([n]) => n >= sample);
+  return hit ? (performance.now() - hit[1]) / 1000 : null;
+}
+
+function wordsFragment(words, text) {
+  const span = document.createElement("span");
+  span.className = "words";
+  if (!words || !words.length) {
+    span.textContent = text;
+    return span;
+  }
+  for (const w of words) {
+    const word = document.createElement("span");
+    word.className = probabilityClass(w.probability);
+    word.title = `p = ${w.probability.toFixed(2)}  ${w.start.toFixed(2)}–${w.end.toFixed(2)} s`;
+    word.textContent = w.word;
+    span.appendChild(word);
+  }
+  return span;
+}
+
+function meta(start, detail) {
+  const m = document.createElement("span");
+  m.className = "meta";
+  const s = Math.max(0, start);
+  m.textContent = `${Math.floor(s / 60)}:${(s % 60).toFixed(1).padStart(4, "0")}${detail ? " · " + detail : ""}`;
+  return m;
+}
+
+function renderFinal(msg) {
+  const latency = latencyOf(msg.end);
+  const el = utteranceElement(msg.segment);
+  el.className = "utt final";
+  el.replaceChildren(
+    meta(state.offset + msg.start, latency === null ? "" : `${latency.toFixed(2)} s`),
+    wordsFragment(msg.words, msg.text),
+  );
+  addFinal(state.offset + msg.start, state.offset + msg.end, msg.text);
+  showLanguage(msg.language, msg.language_probability);
+  if (latency !== null) {
+    state.latencies.push(latency);
+    ui.latency.textContent = `${latency.toFixed(2)} s`;
+    const mean = state.latencies.reduce((a, b) => a + b, 0) / state.latencies.length;
+    ui.latencyMean.textContent = `${mean.toFixed(2)} s`;
+  }
+  ui.transcript.scrollTop = ui.transcript.scrollHeight;
+}
+
+function addFinal(start, end, text) {
+  state.finals.push({ start, end, text });
+  ui.count.textContent = String(state.finals.length);
+}
+
+function showLanguage(language, probability) {
+  if (language) ui.lang.textContent = `${language} (${Number(probability).toFixed(2)})`;
+}
+
+// -- start / stop -------------------------------------------------------------------------------
+
+async function start() {
+  saveSettings();
+  showError("");
+  ui.start.disabled = true;
+  Object.assign(state, {
+    sessionId: null, lastSegment: -1, stopping: false, closed: false, attempt: 0,
+    samples: 0, capturedAt: [], pending: [], pendingBytes: 0, elements: new Map(),
+  });
+  try {
+    await startCapture();
+  } catch (err) {
+    fail(`microphone: ${err.message}`);
+    return;
+  }
+  state.startedAt = performance.now();
+  state.timer = setInterval(tick, 500);
+  ui.stop.disabled = false;
+  connect();
+}
+
+function stop() {
+  if (state.stopping) return;
+  state.stopping = true;
+  ui.stop.disabled = true;
+  stopCapture();
+  clearInterval(state.timer);
+  setState("finishing", "finishing…");
+  if (state.ws && state.ready && state.ws.readyState === WebSocket.OPEN) flushPending();
+  else if (!state.ws && !state.reconnectTimer) finish();
+}
+
+function finish() {
+  clearTimeout(state.reconnectTimer);
+  state.reconnectTimer = null;
+  if (!state.closed) state.offset += state.samples / RATE;
+  stopCapture();
+  clearInterval(state.timer);
+  state.stopping = false;
+  ui.start.disabled = false;
+  ui.stop.disabled = true;
+  setState("idle", "done");
+}
+
+function fail(message) {
+  showError(message);
+  if (state.ws) state.ws.close();
+  state.ws = null;
+  stopCapture();
+  clearInterval(state.timer);
+  clearTimeout(state.reconnectTimer);
+  state.reconnectTimer = null;
+  state.stopping = false;
+  ui.start.disabled = false;
+  ui.stop.disabled = true;
+  setState("error");
+}
+
+// -- downloads ----------------------------------------------------------------------------------
+
+function download(fmt) {
+  const body = FORMATS[fmt](state.finals);
+  const type = fmt === "vtt" ? "text/vtt" : "text/plain";
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(new Blob([body], { type: `${type};charset=utf-8` }));
+  a.download = `transcript-${new Date().toISOString().slice(0, 19).replace(/[:T]/g, "-")}.${fmt}`;
+  document.body.appendChild(a);
+  a.click();
+  setTimeout(() => {
+    URL.revokeObjectURL(a.href);
+    a.remove();
+  }, 1000);
+}
+
+// -- file transcription -------------------------------------------------------------------------
+
+async function transcribeFile(file) {
+  saveSettings();
+  showError("");
+  ui.fileStatus.textContent = `Transcribing ${file.name} (${(file.size / 1e6).toFixed(1)} MB)…`;
+  const form = new FormData();
+  form.append("file", file, file.name);
+  form.append("response_format", "verbose_json");
+  form.append("timestamp_granularities[]", "segment");
+  form.append("timestamp_granularities[]", "word");
+  if (ui.language.value) form.append("language", ui.language.value);
+  const headers = ui.token.value ? { Authorization: `Bearer ${ui.token.value}` } : {};
+  const t0 = performance.now();
+  let body;
+  try {
+    const resp = await fetch(transcriptionsUrl(ui.endpoint.value.trim()), { method: "POST", body: form, headers });
+    body = await resp.json();
+    if (!resp.ok) throw new Error(body.error ? body.error.message : `HTTP ${resp.status}`);
+  } catch (err) {
+    ui.fileStatus.textContent = "";
+    showError(`${file.name}: ${err.message}`);
+    return;
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  ui.fileStatus.textContent = `${file.name}: ${body.duration.toFixed(1)} s of audio in ${seconds.toFixed(1)} s`;
+  const heading = document.createElement("p");
+  heading.className = "utt file-heading muted";
+  heading.textContent = `File: ${file.name}`;
+  ui.transcript.appendChild(heading);
+  const words = body.words || [];
+  for (const seg of body.segments || []) {
+    const el = document.createElement("p");
+    el.className = "utt final file";
+    const own = words.filter((w) => w.start >= seg.start - 0.01 && w.start < seg.end);
+    el.replaceChildren(
+      meta(state.offset + seg.start, ""),
+      wordsFragment(own.map((w) => ({ ...w, word: " " + w.word })), seg.text),
+    );
+    ui.transcript.appendChild(el);
+    addFinal(state.offset + seg.start, state.offset + seg.end, seg.text);
+    showLanguage(seg.language, seg.language_probability);
+  }
+  state.offset += body.duration;
+}
+
+function setupDrop() {
+  const zone = ui.drop;
+  const over = (on) => (e) => {
+    e.preventDefault();
+    zone.classList.toggle("over", on);
+  };
+  zone.addEventListener("dragenter", over(true));
+  zone.addEventListener("dragover", over(true));
+  zone.addEventListener("dragleave", over(false));
+  zone.addEventListener("drop", (e) => {
+    over(false)(e);
+    const file = e.dataTransfer.files[0];
+    if (file) transcribeFile(file);
+  });
+  ui.file.addEventListener("change", () => {
+    if (ui.file.files[0]) transcribeFile(ui.file.files[0]);
+    ui.file.value = "";
+  });
+  // a file dropped anywhere else must not navigate away from a live session
+  window.addEventListener("dragover", (e) => e.preventDefault());
+  window.addEventListener("drop", (e) => e.preventDefault());
+}
+
+// -- wiring -------------------------------------------------------------------------------------
+
+loadSettings();
+setupDrop();
+ui.start.addEventListener("click", start);
+ui.stop.addEventListener("click", stop);
+ui.settingsForm = $("settings");
+ui.settingsForm.addEventListener("change", saveSettings);
+$("clear").addEventListener("click", () => {
+  ui.transcript.replaceChildren();
+  state.finals = [];
+  state.latencies = [];
+  state.elements = new Map();
+  ui.count.textContent = "0";
+  ui.latency.textContent = ui.latencyMean.textContent = ui.lang.textContent = "–";
+});
+for (const b of document.querySelectorAll("[data-download]")) {
+  b.addEventListener("click", () => download(b.dataset.download));
+}
+window.addEventListener("beforeunload", () => {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify({ type: "eof" }));
+});
+document.body.dataset.loaded = "true";
