@@ -1,0 +1,232 @@
+"""Generates whisper-streaming.json, the Grafana dashboard (run: python deploy/grafana/dashboard.py).
+
+The JSON is committed (Grafana and the ConfigMap read it); tests/deploy checks that it is what this
+script makes and that every metric its queries use exists: ours in shared/metrics.py, the others in
+redis_exporter's, KEDA's or kube-state-metrics' documented names.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+OUT = Path(__file__).with_name("whisper-streaming.json")
+NS = 'namespace="$namespace"'
+STREAMS = "asr:jobs|asr:partials|asr:dead|sessions"
+HPA = 'horizontalpodautoscaler=~"keda-hpa-(gateway|vad-worker|asr-worker)"'
+
+
+def target(expr: str, legend: str, ref: str) -> dict[str, Any]:
+    return {
+        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        "expr": expr,
+        "legendFormat": legend,
+        "refId": ref,
+    }
+
+
+def panel(
+    pid: int,
+    title: str,
+    exprs: list[tuple[str, str]],
+    grid: tuple[int, int, int, int],
+    unit: str = "short",
+    description: str = "",
+) -> dict[str, Any]:
+    x, y, w, h = grid
+    return {
+        "id": pid,
+        "type": "timeseries",
+        "title": title,
+        "description": description,
+        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        "gridPos": {"x": x, "y": y, "w": w, "h": h},
+        "fieldConfig": {"defaults": {"unit": unit, "min": 0}, "overrides": []},
+        "options": {"legend": {"displayMode": "list", "placement": "bottom"}},
+        "targets": [target(e, legend, chr(ord("A") + i)) for i, (e, legend) in enumerate(exprs)],
+    }
+
+
+def row(pid: int, title: str, y: int) -> dict[str, Any]:
+    return {
+        "id": pid,
+        "type": "row",
+        "title": title,
+        "collapsed": False,
+        "gridPos": {"x": 0, "y": y, "w": 24, "h": 1},
+        "panels": [],
+    }
+
+
+def quantiles(metric: str, selector: str = NS) -> list[tuple[str, str]]:
+    return [
+        (
+            f"histogram_quantile({q}, sum by (le) (rate({metric}_bucket{{{selector}}}[$__rate_interval])))",
+            f"p{int(q * 100)}",
+        )
+        for q in (0.5, 0.95)
+    ]
+
+
+def panels() -> list[dict[str, Any]]:
+    return [
+        row(1, "Streams (redis_exporter, --check-streams)", 0),
+        panel(
+            2,
+            "Lag: entries no worker has taken yet",
+            [(f'max by (stream, group) (redis_stream_group_lag{{stream=~"{STREAMS}"}})', "{{stream}} / {{group}}")],
+            (0, 1, 8, 8),
+            description="XINFO GROUPS lag, what KEDA's lagCount triggers read.",
+        ),
+        panel(
+            3,
+            "Pending: entries in the workers' hands",
+            [
+                (
+                    f'max by (stream, group) (redis_stream_group_messages_pending{{stream=~"{STREAMS}"}})',
+                    "{{stream}} / {{group}}",
+                )
+            ],
+            (8, 1, 8, 8),
+            description="XPENDING count. For sessions/vad: sessions owned by VAD workers.",
+        ),
+        panel(
+            4,
+            "Stream length",
+            [(f'max by (stream) (redis_stream_length{{stream=~"{STREAMS}"}})', "{{stream}}")],
+            (16, 1, 8, 8),
+        ),
+        row(5, "Autoscaling (KEDA)", 9),
+        panel(
+            6,
+            "KEDA scaler metric value",
+            [
+                (
+                    'keda_scaler_metrics_value{scaledObject=~"gateway|vad-worker|asr-worker"}',
+                    "{{scaledObject}} {{scaler}} {{metric}}",
+                )
+            ],
+            (0, 10, 8, 8),
+        ),
+        panel(
+            7,
+            "Replicas: desired vs current",
+            [
+                (f"kube_horizontalpodautoscaler_status_desired_replicas{{{NS}, {HPA}}}", "desired {{horizontalpodautoscaler}}"),
+                (f"kube_horizontalpodautoscaler_status_current_replicas{{{NS}, {HPA}}}", "current {{horizontalpodautoscaler}}"),
+                (f"kube_horizontalpodautoscaler_spec_max_replicas{{{NS}, {HPA}}}", "max {{horizontalpodautoscaler}}"),
+            ],
+            (8, 10, 8, 8),
+        ),
+        panel(
+            8,
+            "Scalers active / errors",
+            [
+                ('keda_scaler_active{scaledObject=~"gateway|vad-worker|asr-worker"}', "active {{scaledObject}} {{scaler}}"),
+                (
+                    'sum by (scaledObject) (rate(keda_scaler_detail_errors_total{scaledObject=~"gateway|vad-worker|asr-worker"}[$__rate_interval]))',
+                    "errors/s {{scaledObject}}",
+                ),
+            ],
+            (16, 10, 8, 8),
+        ),
+        row(9, "Service", 18),
+        panel(
+            10,
+            "Active sessions",
+            [
+                (f"sum(whisper_sessions_active{{{NS}}})", "all gateways"),
+                (f"sum by (pod) (whisper_vad_sessions_owned{{{NS}}})", "owned by {{pod}}"),
+            ],
+            (0, 19, 8, 8),
+        ),
+        panel(11, "Final latency", quantiles("whisper_final_latency_seconds"), (8, 19, 8, 8), "s"),
+        panel(12, "Partial latency", quantiles("whisper_partial_latency_seconds"), (16, 19, 8, 8), "s"),
+        panel(
+            13,
+            "ASR real-time factor",
+            quantiles("whisper_asr_realtime_factor"),
+            (0, 27, 8, 8),
+            description="Processing seconds per audio second.",
+        ),
+        panel(14, "ASR queue wait", quantiles("whisper_asr_queue_wait_seconds"), (8, 27, 8, 8), "s"),
+        panel(15, "ASR processing time", quantiles("whisper_asr_processing_seconds"), (16, 27, 8, 8), "s"),
+        panel(
+            16,
+            "Errors",
+            [
+                (f'sum by (outcome) (rate(whisper_asr_jobs_total{{{NS}, outcome!="ok"}}[$__rate_interval]))', "asr {{outcome}}"),
+                (f'sum by (outcome) (rate(whisper_asr_partials_total{{{NS}, outcome="error"}}[$__rate_interval]))', "partial {{outcome}}"),
+                (f"sum by (code) (rate(whisper_frames_rejected_total{{{NS}}}[$__rate_interval]))", "frames rejected {{code}}"),
+                (f"sum by (reason) (rate(whisper_sessions_refused_total{{{NS}}}[$__rate_interval]))", "sessions refused {{reason}}"),
+                (f"sum(rate(whisper_vad_bad_messages_total{{{NS}}}[$__rate_interval]))", "vad bad messages"),
+            ],
+            (0, 35, 8, 8),
+            "ops",
+        ),
+        panel(
+            17,
+            "Dead letters",
+            [
+                (f"sum(increase(whisper_asr_dead_letters_total{{{NS}}}[1h]))", "moved in the last hour"),
+                ('max(redis_stream_length{stream="asr:dead"})', "asr:dead length"),
+            ],
+            (8, 35, 8, 8),
+        ),
+        panel(
+            18,
+            "Throughput",
+            [
+                (f"sum(rate(whisper_audio_bytes_total{{{NS}}}[$__rate_interval])) / 32000", "audio s/s in"),
+                (f"sum(rate(whisper_vad_audio_seconds_total{{{NS}}}[$__rate_interval]))", "audio s/s through VAD"),
+                (f"sum by (reason) (rate(whisper_vad_segments_total{{{NS}}}[$__rate_interval]))", "segments/s {{reason}}"),
+                (f"sum(rate(whisper_finals_sent_total{{{NS}}}[$__rate_interval]))", "finals/s sent"),
+                (f"sum(rate(whisper_backpressure_waits_total{{{NS}}}[$__rate_interval]))", "back-pressure waits/s"),
+            ],
+            (16, 35, 8, 8),
+        ),
+    ]
+
+
+def dashboard() -> dict[str, Any]:
+    return {
+        "uid": "whisper-streaming",
+        "title": "Whisper Streaming",
+        "description": "Stream lag and pending, KEDA scaling, latency, real-time factor, errors.",
+        "tags": ["whisper-streaming", "keda", "redis"],
+        "timezone": "browser",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "refresh": "10s",
+        "time": {"from": "now-1h", "to": "now"},
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {"text": "Prometheus", "value": "prometheus"},
+                },
+                {
+                    "name": "namespace",
+                    "type": "custom",
+                    "query": "whisper-streaming",
+                    "current": {"text": "whisper-streaming", "value": "whisper-streaming"},
+                },
+            ]
+        },
+        "annotations": {"list": []},
+        "panels": panels(),
+    }
+
+
+def render() -> str:
+    return json.dumps(dashboard(), indent=2, sort_keys=False) + "\n"
+
+
+if __name__ == "__main__":
+    OUT.write_text(render())
+    sys.stdout.write(f"wrote {OUT}\n")
