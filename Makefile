@@ -15,13 +15,14 @@ export POETRY_PYPI_MIRROR_URL ?= $(shell $(PYTHON) -c 'from pip._internal.models
 export POETRY_VIRTUALENVS_IN_PROJECT := true
 export POETRY_NO_INTERACTION := 1
 
-.PHONY: help install run test test-fast lint bench clean redis-server
+.PHONY: help install run test test-fast lint bench clean redis-server deploy-tools autoscale-demo
 
 help:
 	@echo "make run   - start the service on http://127.0.0.1:8000 (HOST/PORT override)"
 	@echo "make test  - run the test suite"
 	@echo "make lint  - ruff and mypy"
 	@echo "make bench - benchmarks (writes docs/benchmarks.md figures)"
+	@echo "make autoscale-demo - KEDA's stream-lag scaling applied to local ASR workers during a burst"
 
 $(POETRY):
 	$(PYTHON) -m venv $(TOOLS)/poetry
@@ -36,7 +37,13 @@ $(STAMP): $(POETRY) pyproject.toml poetry.lock
 	$(POETRY) sync --with dev
 	@touch $(STAMP)
 
-install: $(STAMP) redis-server
+deploy-tools:
+	@bash scripts/install-deploy-tools.sh
+
+install: $(STAMP) redis-server deploy-tools
+
+autoscale-demo: install
+	$(POETRY) run python deploy/autoscale_demo.py
 
 run: install
 	$(POETRY) run whisper-streaming up
