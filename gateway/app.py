@@ -6,13 +6,15 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI, WebSocket
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from gateway import transcriptions
+from gateway.auth import AuthConfigError, Authenticator, KeySessions, Principal, credential_from
 from gateway.legacy import LegacySession
 from gateway.native import NativeSession
 from gateway.native_protocol import parse_options
@@ -25,6 +27,38 @@ from shared.redis_util import connect, live_workers
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+async def authorize(ws: WebSocket, session_id: str | None = None) -> Principal | None:
+    """Origin, credentials and the key's session limit; on failure a clear error and 1008."""
+    ctx: GatewayContext = ws.app.state.ctx
+    assert ctx.auth is not None and ctx.key_sessions is not None
+    try:
+        ctx.auth.check_origin(ws.headers.get("origin"))
+        principal = ctx.auth.authenticate(credential_from(dict(ws.headers), dict(ws.query_params)))
+    except ProtocolError as exc:
+        await ws.send_json(exc.frame())
+        await ws.close(exc.close_code)
+        return None
+    return principal
+
+
+async def run_session(
+    ws: WebSocket, session: LegacySession | NativeSession, principal: Principal
+) -> None:
+    ctx: GatewayContext = ws.app.state.ctx
+    assert ctx.key_sessions is not None
+    session.owner = principal.name
+    try:
+        await ctx.key_sessions.acquire(principal, session.session_id)
+    except ProtocolError as exc:
+        await ws.send_json(exc.frame())
+        await ws.close(exc.close_code)
+        return
+    try:
+        await session.run()
+    finally:
+        await ctx.key_sessions.release(principal, session.session_id)
 
 
 async def refuse(ws: WebSocket) -> bool:
@@ -58,8 +92,62 @@ async def readiness(ctx: GatewayContext) -> tuple[dict[str, object], bool]:
     return detail, ready
 
 
+async def legacy(ws: WebSocket, endpoint: str) -> None:
+    await ws.accept()
+    principal = await authorize(ws)
+    if principal is None or await refuse(ws):
+        return
+    session = LegacySession(ws, ws.app.state.ctx)
+    session.endpoint = endpoint
+    await run_session(ws, session, principal)
+
+
+async def legacy_root(ws: WebSocket) -> None:
+    await legacy(ws, "/")
+
+
+async def legacy_ws(ws: WebSocket) -> None:
+    await legacy(ws, "/ws")
+
+
+async def listen(ws: WebSocket) -> None:
+    """The native endpoint; see docs/protocol.md."""
+    await ws.accept()
+    principal = await authorize(ws)
+    if principal is None:
+        return
+    ctx: GatewayContext = ws.app.state.ctx
+    try:
+        options = parse_options(dict(ws.query_params), None, ctx.settings.endpointing_min_ms)
+    except ProtocolError as exc:
+        await ws.send_json(exc.frame())
+        await ws.close(exc.close_code)
+        return
+    if options.session_id is None and await refuse(ws):
+        return
+    await run_session(ws, NativeSession(ws, ctx, options), principal)
+
+
+async def mint_token(request: Request) -> JSONResponse:
+    """Exchange an API key for a short-lived session token (for web pages)."""
+    auth: Authenticator = request.app.state.ctx.auth
+    presented = credential_from(dict(request.headers), {})
+    name = auth.check_key(presented) if presented else None
+    if not auth.enabled:
+        name = name or "dev"
+    if name is None:
+        return JSONResponse(
+            {"error": {"code": "unauthorized", "message": "an API key is required"}},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    token, ttl = auth.mint(name)
+    return JSONResponse({"token": token, "token_type": "bearer", "expires_in": ttl})
+
+
 def create_app(settings: Settings) -> FastAPI:
     keys = Keys(settings.key_prefix)
+    authenticator = Authenticator(settings)  # fails fast on a bad key configuration
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -68,7 +156,16 @@ def create_app(settings: Settings) -> FastAPI:
         await router.subscribe()
         stop = asyncio.Event()
         router_task = asyncio.create_task(router.run(stop), name="result-router")
-        app.state.ctx = GatewayContext(settings=settings, redis=r, keys=keys, router=router)
+        app.state.ctx = GatewayContext(
+            settings=settings,
+            redis=r,
+            keys=keys,
+            router=router,
+            auth=authenticator,
+            key_sessions=KeySessions(r, keys, settings),
+        )
+        if not authenticator.enabled:
+            log.warning("AUTHENTICATION IS OFF: anyone who can reach this port can use it")
         log.info("gateway listening for results on %s", keys.results_pattern)
         try:
             yield
@@ -80,34 +177,31 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="Whisper Streaming", version="0.1.0", lifespan=lifespan)
 
-    async def legacy(ws: WebSocket, endpoint: str) -> None:
-        await ws.accept()
-        if await refuse(ws):
-            return
-        session = LegacySession(ws, app.state.ctx)
-        session.endpoint = endpoint
-        await session.run()
+    app.add_api_websocket_route("/v1/listen", listen)
+    app.add_api_websocket_route("/", legacy_root)
+    app.add_api_websocket_route("/ws", legacy_ws)
+    app.add_api_route("/v1/auth/token", mint_token, methods=["POST"])
 
-    @app.websocket("/v1/listen")
-    async def listen(ws: WebSocket) -> None:
-        await ws.accept()
-        try:
-            options = parse_options(dict(ws.query_params), None, settings.endpointing_min_ms)
-        except ProtocolError as exc:
-            await ws.send_json(exc.frame())
-            await ws.close(exc.close_code)
-            return
-        if options.session_id is None and await refuse(ws):
-            return
-        await NativeSession(ws, app.state.ctx, options).run()
-
-    @app.websocket("/")
-    async def ws_root(ws: WebSocket) -> None:
-        await legacy(ws, "/")
-
-    @app.websocket("/ws")
-    async def ws_ws(ws: WebSocket) -> None:
-        await legacy(ws, "/ws")
+    @app.middleware("http")
+    async def require_auth(request: Request, call_next: Any) -> Response:
+        """HTTP API calls (/v1/…) need a key or token like the WebSockets; the page, health,
+        readiness and metrics do not (keep /metrics inside the cluster)."""
+        path = request.url.path
+        if path.startswith("/v1/") and path != "/v1/auth/token":
+            auth: Authenticator = authenticator
+            try:
+                auth.check_origin(request.headers.get("origin"))
+                request.state.principal = auth.authenticate(
+                    credential_from(dict(request.headers), dict(request.query_params))
+                )
+            except ProtocolError as exc:
+                return JSONResponse(
+                    {"error": {"code": exc.code, "message": exc.message}},
+                    status_code=403 if exc.code == "origin_not_allowed" else 401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        response: Response = await call_next(request)
+        return response
 
     mount_web(app)
     app.include_router(transcriptions.router)
@@ -135,8 +229,12 @@ def main(settings: Settings | None = None) -> None:
 
     settings = settings or Settings()
     configure(settings.log_level)
+    try:
+        app = create_app(settings)
+    except AuthConfigError as exc:
+        raise SystemExit(f"gateway: {exc}") from exc
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),

@@ -76,7 +76,9 @@ class NativeSession(Session):
     async def _resume_state(self) -> None:
         key = self.keys.session(self.session_id)
         state = await self.ctx.redis.hgetall(key)
-        if not state or b"state" not in state:
+        auth = self.ctx.auth
+        foreign = auth is not None and auth.enabled and state.get(b"owner") != self.owner.encode()
+        if not state or b"state" not in state or foreign:
             raise ProtocolError(
                 "unknown_session",
                 f"session {self.session_id} does not exist or has expired",

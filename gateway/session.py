@@ -19,6 +19,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from gateway.auth import Authenticator, KeySessions
 from gateway.ordering import ArrivalClock, Coalescer, ReorderBuffer
 from gateway.protocol import (
     CLOSE_NORMAL,
@@ -70,6 +71,8 @@ class GatewayContext:
     """Tasks that outlive a socket (a dropped native session's grace timer)."""
     active: int = 0
     """Sessions open on this gateway process."""
+    auth: Authenticator | None = None
+    key_sessions: KeySessions | None = None
 
 
 async def admission_error(ctx: GatewayContext) -> ProtocolError | None:
@@ -120,6 +123,8 @@ class Session:
         self.ctx = ctx
         self.keys = ctx.keys
         self.session_id = session_id or uuid.uuid4().hex
+        self.owner = "dev"
+        """The API key's name: only the same key may resume the session."""
         self.language: str | None = None
         self.interim_results = False
         self.vad_events = False
@@ -368,7 +373,12 @@ class Session:
         async with self.ctx.redis.pipeline(transaction=True) as pipe:
             pipe.hset(
                 self.keys.session(self.session_id),
-                mapping={"state": "attached", "attach": 1, "endpoint": self.endpoint},
+                mapping={
+                    "state": "attached",
+                    "attach": 1,
+                    "endpoint": self.endpoint,
+                    "owner": self.owner,
+                },
             )
             pipe.expire(self.keys.session(self.session_id), ttl)
             pipe.xadd(

@@ -100,6 +100,32 @@ class Settings(BaseSettings):
         "file before it answers 504.",
     )
 
+    # --- authentication ------------------------------------------------------------------------
+    auth_enabled: bool = Field(
+        default=True,
+        description="Require an API key or session token on every endpoint but health and "
+        "metrics. `whisper-streaming up` turns it off (development mode) unless set.",
+    )
+    api_keys: str = Field(
+        default="",
+        description="Comma-separated `name:key` or `name:sha256:<hex digest>` entries.",
+    )
+    api_keys_file: str = Field(
+        default="", description="File with one `name:key` or `name:sha256:<hex>` a line."
+    )
+    auth_token_secret: str = Field(
+        default="",
+        description="HMAC secret of session tokens; empty = derived from the key set.",
+    )
+    auth_token_ttl_s: int = Field(default=300, ge=10, description="Session token lifetime.")
+    allowed_origins: str = Field(
+        default="",
+        description="Comma-separated Origins browsers may connect from; empty = any.",
+    )
+    api_key_max_sessions: int = Field(
+        default=50, ge=1, description="Concurrent sessions per API key, across all gateways."
+    )
+
     # --- streams and retention -----------------------------------------------------------------
     audio_backlog_max: int = Field(
         default=600,

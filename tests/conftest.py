@@ -138,6 +138,7 @@ def spawn(redis_server: EmbeddedRedis, key_prefix: str, tmp_path: Path) -> Itera
             "CONSUMER_NAME": f"{role}-{len(started)}",
             "HEARTBEAT_INTERVAL_S": "0.5",
             "HEARTBEAT_TTL_S": "3",
+            "AUTH_ENABLED": "false",
         }
         p = Process(role, base | env, tmp_path)
         started.append(p)
@@ -192,6 +193,7 @@ def service(
         "HEARTBEAT_INTERVAL_S": "0.5",
         "HEARTBEAT_TTL_S": "3",
         "ASR_CPU_THREADS": "1",
+        "AUTH_ENABLED": "false",
     }
     procs = [
         Process("asr-worker", env | {"CONSUMER_NAME": "asr-0"}, log_dir, "asr-0"),

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -41,7 +42,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedRedis:
     """A throw-away redis-server: free port, temporary directory, no persistence."""
 
-    def __init__(self, port: int | None = None, appendonly: bool = False) -> None:
+    def __init__(
+        self, port: int | None = None, appendonly: bool = False, extra_args: list[str] | None = None
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise SystemExit(REDIS_MISSING)
@@ -49,6 +52,7 @@ class EmbeddedRedis:
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="whisper-streaming-redis-"))
         self.appendonly = appendonly
+        self.extra_args = extra_args or []
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -59,7 +63,7 @@ class EmbeddedRedis:
         args = [
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
             "--save", "", "--appendonly", "yes" if self.appendonly else "no",
-            "--daemonize", "no", "--loglevel", "warning",
+            "--daemonize", "no", "--loglevel", "warning", *self.extra_args,
         ]  # fmt: skip
         # Own session: a Ctrl-C meant for `up` must not kill Redis before the workers drain.
         self.proc = subprocess.Popen(
@@ -71,13 +75,23 @@ class EmbeddedRedis:
                 err = self.proc.stderr.read().decode() if self.proc.stderr else ""
                 raise RuntimeError(f"redis-server exited: {err}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(64).startswith(b"+PONG"):
-                        return
+                if self._ping():
+                    return
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("redis-server did not answer in time")
+
+    def _ping(self) -> bool:
+        """Whether the server answers (a password-protected one answers NOAUTH)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw:
+            if "--tls-port" not in self.extra_args:
+                raw.sendall(b"PING\r\n")
+                return raw.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+            ctx = ssl.create_default_context()  # a probe only: no certificate check
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+            with ctx.wrap_socket(raw) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(64).startswith((b"+PONG", b"-NOAUTH"))
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -158,6 +172,8 @@ def run_up(settings: Settings, vad_workers: int, asr_workers: int, ready_timeout
         env["REDIS_URL"] = redis.url
         print(f"embedded redis-server on {redis.url} (data in {redis.dir})", flush=True)
     env["HOST"], env["PORT"] = settings.host, str(settings.port)
+    env.setdefault("AUTH_ENABLED", "false")  # development mode, unless the user says otherwise
+    open_mode = env["AUTH_ENABLED"].lower() in ("false", "0", "no")
     stack = Stack(env)
     stopping = False
 
@@ -183,7 +199,15 @@ def run_up(settings: Settings, vad_workers: int, asr_workers: int, ready_timeout
         else:
             ws = f"ws://{settings.host}:{settings.port}"
             print(f"Whisper Streaming is up: {base}  (WebSocket {ws}/ or {ws}/ws)", flush=True)
-            print("Development mode: no authentication. Ctrl-C stops everything.", flush=True)
+            if open_mode:
+                print(
+                    "Development mode: NO AUTHENTICATION — anyone who can reach this address "
+                    "can use it (set AUTH_ENABLED=true and API_KEYS to require keys). "
+                    "Ctrl-C stops everything.",
+                    flush=True,
+                )
+            else:
+                print("Authentication is on. Ctrl-C stops everything.", flush=True)
             while not stack.dead():
                 time.sleep(0.5)
             for c in stack.dead():

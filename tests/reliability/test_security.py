@@ -1,0 +1,175 @@
+"""Authentication and authorisation end to end, and Redis with a password and with TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import websockets
+
+from tests.conftest import librispeech
+from tests.reliability.test_crash_recovery import start_stack
+from tests.reliability.test_limits import expect_error
+from whisper_streaming.evaluation import wer
+from whisper_streaming.replay import load_pcm, stream_pcm
+from whisper_streaming.up import EmbeddedRedis, free_port
+
+pytestmark = pytest.mark.e2e
+
+KEYS = "alice:alices-secret,bob:sha256:" + hashlib.sha256(b"bobs-secret").hexdigest()
+AUTH = {
+    "AUTH_ENABLED": "true",
+    "API_KEYS": KEYS,
+    "ALLOWED_ORIGINS": "http://good.example",
+    "API_KEY_MAX_SESSIONS": "1",
+}
+
+
+def utterance() -> tuple[bytes, str]:
+    utt = next(u for u in librispeech() if u.utt_id == "2830-3980-0043")
+    return load_pcm(utt.path), utt.reference
+
+
+def post(url: str, headers: dict[str, str]) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=b"", headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+async def test_keys_tokens_origins_and_per_key_limits(spawn) -> None:
+    _, (url,) = start_stack(spawn, **AUTH)
+    http = url.replace("ws://", "http://")
+    pcm, reference = utterance()
+
+    # no credentials, a wrong key, a bad origin: refused with a clear error and 1008
+    for target, kwargs, code in [
+        (url + "/", {}, "unauthorized"),
+        (url + "/v1/listen", {}, "unauthorized"),
+        (url + "/v1/listen?token=guess", {}, "unauthorized"),
+        (url + "/?token=alices-secret", {"origin": "http://evil.example"}, "origin_not_allowed"),
+    ]:
+        async with websockets.connect(target, **kwargs) as ws:
+            await expect_error(ws, code, 1008)
+
+    # the predecessor's clients put the key in the URL they are given; nothing else changes
+    ok = await stream_pcm(url + "/?token=alices-secret", pcm, speed=0, send_config=False)
+    assert ok.close_code == 1000 and wer([(reference, ok.text)]).wer <= 0.2
+    # a header works on the native endpoint, and an allowed origin passes
+    async with websockets.connect(
+        url + "/v1/listen", additional_headers={"Authorization": "Bearer bobs-secret"},
+        origin="http://good.example",
+    ) as ws:  # fmt: skip
+        assert json.loads(await ws.recv())["type"] == "session"
+        # bob may hold one session at a time, across gateways
+        async with websockets.connect(url + "/v1/listen?token=bobs-secret") as second:
+            await expect_error(second, "key_session_limit", 1008)
+        await ws.send(json.dumps({"type": "eof"}))
+    async with websockets.connect(url + "/v1/listen?token=bobs-secret") as again:
+        assert json.loads(await again.recv())["type"] == "session"  # released at the end
+
+    # a short-lived token for web pages, minted with a key
+    status, body = post(http + "/v1/auth/token", {"Authorization": "Bearer alices-secret"})
+    assert status == 200 and body["expires_in"] == 300
+    viaToken = await stream_pcm(f"{url}/v1/listen?token={body['token']}", pcm, speed=0)
+    assert viaToken.close_code == 1000 and wer([(reference, viaToken.text)]).wer <= 0.2
+    assert post(http + "/v1/auth/token", {})[0] == 401
+    assert post(http + "/v1/auth/token", {"Authorization": f"Bearer {body['token']}"})[0] == 401
+
+    # the HTTP API wants the same credentials; health and readiness stay open
+    assert post(http + "/v1/audio/transcriptions", {})[0] == 401
+    with urllib.request.urlopen(http + "/readyz") as r:
+        assert r.status == 200
+
+
+async def test_only_the_owner_may_resume(spawn) -> None:
+    _, (url,) = start_stack(spawn, **(AUTH | {"API_KEY_MAX_SESSIONS": "5"}))
+    pcm, _ = utterance()
+    async with websockets.connect(url + "/v1/listen?token=alices-secret") as ws:
+        sid = json.loads(await ws.recv())["session_id"]
+        await ws.send(pcm)
+        await ws.send(json.dumps({"type": "eof"}))
+        async for _ in ws:
+            pass
+    async with websockets.connect(f"{url}/v1/listen?token=bobs-secret&session_id={sid}") as ws:
+        await expect_error(ws, "unknown_session", 1008)
+    async with websockets.connect(f"{url}/v1/listen?token=alices-secret&session_id={sid}") as ws:
+        assert json.loads(await ws.recv())["resumed"] is True
+
+
+def test_gateway_refuses_to_start_with_auth_on_and_no_keys(spawn) -> None:
+    gw = spawn("gateway", PORT=str(free_port()), AUTH_ENABLED="true", API_KEYS="")
+    assert gw.proc.wait(60) != 0
+    assert "no API key is configured" in gw.log()
+
+
+def make_tls_files(d: Path) -> None:
+    run = lambda *a: subprocess.run(a, cwd=d, check=True, capture_output=True)  # noqa: E731
+    run(
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    )
+    run(
+        "openssl",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "redis.key",
+        "-out",
+        "redis.csr",
+    )
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run("openssl", "x509", "-req", "-in", "redis.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "redis.crt")  # fmt: skip
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["password", "tls+password"])
+async def test_redis_with_password_and_tls(spawn, tmp_path: Path, tls: bool) -> None:
+    port = free_port()
+    args = ["--requirepass", "s3cret"]
+    if tls:
+        make_tls_files(tmp_path)
+        args += ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(tmp_path / "redis.crt"),
+                 "--tls-key-file", str(tmp_path / "redis.key"), "--tls-ca-cert-file",
+                 str(tmp_path / "ca.crt"), "--tls-auth-clients", "no"]  # fmt: skip
+        redis_url = f"rediss://:s3cret@127.0.0.1:{port}/0?ssl_ca_certs={tmp_path / 'ca.crt'}"
+    else:
+        redis_url = f"redis://:s3cret@127.0.0.1:{port}/0"
+    server = EmbeddedRedis(port=port, extra_args=args)
+    server.start()
+    try:
+        procs, (url,) = start_stack(spawn, REDIS_URL=redis_url)
+        pcm, reference = utterance()
+        result = await stream_pcm(url, pcm, speed=0)
+        assert result.close_code == 1000 and wer([(reference, result.text)]).wer <= 0.2
+        for p in procs.values():
+            assert "redis unavailable" not in p.log()
+    finally:
+        for p in procs.values():
+            p.stop()
+        server.stop()
+        await asyncio.sleep(0)

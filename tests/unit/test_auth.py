@@ -1,0 +1,87 @@
+"""API keys, session tokens and origins (pure)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from gateway.auth import AuthConfigError, Authenticator, credential_from, parse_key
+from gateway.protocol import ProtocolError
+from shared.settings import Settings
+
+BOB_DIGEST = hashlib.sha256(b"bobs-secret").hexdigest()
+
+
+def auth(**kw: object) -> Authenticator:
+    base = {"api_keys": f"alice:alices-secret,bob:sha256:{BOB_DIGEST}", "auth_enabled": True}
+    return Authenticator(Settings(**(base | kw)))
+
+
+def test_plain_and_hashed_keys() -> None:
+    a = auth()
+    assert a.check_key("alices-secret") == "alice"
+    assert a.check_key("bobs-secret") == "bob"
+    assert a.check_key("alices-secret ") is None and a.check_key("") is None
+    assert all(len(k.digest) == 32 for k in a.keys)  # only digests are kept
+
+
+def test_keys_file(tmp_path) -> None:
+    f = tmp_path / "keys"
+    f.write_text("# team keys\ncarol:carols-secret\n\n")
+    a = auth(api_keys="", api_keys_file=str(f))
+    assert a.check_key("carols-secret") == "carol"
+
+
+@pytest.mark.parametrize("spec", ["x:sha256:zz", "x:sha256:abcd", "x:"])
+def test_bad_key_specs(spec: str) -> None:
+    with pytest.raises(AuthConfigError):
+        parse_key(spec)
+
+
+def test_auth_on_without_keys_refuses_to_start() -> None:
+    with pytest.raises(AuthConfigError, match="API_KEYS"):
+        Authenticator(Settings(auth_enabled=True, api_keys=""))
+
+
+def test_tokens() -> None:
+    a = auth()
+    token, ttl = a.mint("alice", now=1000.0)
+    assert ttl == 300 and token.startswith("wst1.")
+    assert a.check_token(token, now=1100.0) == "alice"
+    assert a.check_token(token, now=1301.0) is None  # expired
+    tampered = token[:-2] + ("AA" if token[-2:] != "AA" else "BB")
+    assert a.check_token(tampered, now=1100.0) is None
+    other = auth(auth_token_secret="another")
+    assert other.check_token(token, now=1100.0) is None
+    # replicas with the same keys (and no explicit secret) accept each other's tokens
+    assert auth().check_token(token, now=1100.0) == "alice"
+
+
+def test_authenticate() -> None:
+    a = auth()
+    assert a.authenticate("bobs-secret").name == "bob"
+    token, _ = a.mint("alice")
+    assert a.authenticate(token).via == "token"
+    for bad in (None, "", "nope", "wst1.x.y"):
+        with pytest.raises(ProtocolError) as info:
+            a.authenticate(bad)
+        assert info.value.code == "unauthorized" and info.value.close_code == 1008
+    assert Authenticator(Settings(auth_enabled=False)).authenticate(None).via == "open"
+
+
+def test_origins() -> None:
+    a = auth(allowed_origins="https://app.example.com, http://localhost:8000/")
+    a.check_origin(None)  # not a browser
+    a.check_origin("https://app.example.com")
+    a.check_origin("http://localhost:8000")
+    with pytest.raises(ProtocolError) as info:
+        a.check_origin("https://evil.example")
+    assert info.value.code == "origin_not_allowed"
+    auth().check_origin("https://anything.example")  # no list: any origin
+
+
+def test_credential_sources() -> None:
+    assert credential_from({"authorization": "Bearer k1"}, {"token": "k2"}) == "k1"
+    assert credential_from({}, {"token": "k2"}) == "k2"
+    assert credential_from({"authorization": "Basic xyz"}, {}) is None
