@@ -71,7 +71,7 @@ class NativeSession(Session):
             }
         )
         if self.resuming:
-            await self.fill_from_transcript()
+            await self.catch_up()
 
     async def _resume_state(self) -> None:
         key = self.keys.session(self.session_id)

@@ -14,6 +14,14 @@ from shared.schemas import SchemaError, StreamMessage, decode
 
 log = logging.getLogger(__name__)
 
+
+class Resync:
+    """Put on every session's queue after the subscription was lost and restored: results
+    published meanwhile never arrive, so sessions re-read their durable transcript stream."""
+
+
+RESYNC = Resync()
+
 SESSION_QUEUE_MAX = 1000
 """Results waiting for one session's socket; beyond this the session is too slow and results are
 dropped from the live path (they stay on the durable transcript stream)."""
@@ -23,12 +31,13 @@ class ResultRouter:
     def __init__(self, r: aioredis.Redis, keys: Keys) -> None:
         self._r = r
         self._keys = keys
-        self._queues: dict[str, asyncio.Queue[StreamMessage]] = {}
+        self._queues: dict[str, asyncio.Queue[StreamMessage | Resync]] = {}
+        self._lost = False
         self._pubsub: aioredis.client.PubSub | None = None
         self.connected = asyncio.Event()
 
-    def register(self, session_id: str) -> asyncio.Queue[StreamMessage]:
-        queue: asyncio.Queue[StreamMessage] = asyncio.Queue(SESSION_QUEUE_MAX)
+    def register(self, session_id: str) -> asyncio.Queue[StreamMessage | Resync]:
+        queue: asyncio.Queue[StreamMessage | Resync] = asyncio.Queue(SESSION_QUEUE_MAX)
         self._queues[session_id] = queue
         return queue
 
@@ -39,6 +48,14 @@ class ResultRouter:
         self._pubsub = self._r.pubsub(ignore_subscribe_messages=True)
         await self._pubsub.psubscribe(self._keys.results_pattern)
         self.connected.set()
+        if self._lost:
+            self._lost = False
+            log.warning("results subscription restored: %d sessions resync", len(self._queues))
+            for queue in self._queues.values():
+                try:
+                    queue.put_nowait(RESYNC)
+                except asyncio.QueueFull:
+                    pass
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -51,6 +68,7 @@ class ResultRouter:
                     self._dispatch(msg)
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 self.connected.clear()
+                self._lost = True
                 log.warning("results subscription lost (%s); reconnecting", exc)
                 await self._close_pubsub()
                 await asyncio.sleep(0.5)

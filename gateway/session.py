@@ -28,7 +28,7 @@ from gateway.protocol import (
     CLOSE_TRY_AGAIN_LATER,
     ProtocolError,
 )
-from gateway.router import ResultRouter
+from gateway.router import ResultRouter, Resync
 from shared import metrics
 from shared.audio import SAMPLE_RATE, PcmCarry, StreamResampler
 from shared.keys import Keys
@@ -146,7 +146,7 @@ class Session:
         self._rate_frames = 0
         self._write_lock = asyncio.Lock()
         self._send_lock = asyncio.Lock()
-        self._queue: asyncio.Queue[StreamMessage] = asyncio.Queue()
+        self._queue: asyncio.Queue[StreamMessage | Resync] = asyncio.Queue()
 
     # -- hooks -------------------------------------------------------------------------------
 
@@ -270,7 +270,16 @@ class Session:
                 await pipe.execute()
 
     async def fill_from_transcript(self) -> None:
-        """Send finals the live path missed, from the durable ``transcript:{session}``."""
+        """The live wait is over: send the finals the live path missed, from the durable
+        ``transcript:{session}``, and stop waiting for segments that never came."""
+        await self.catch_up()
+        if self.total is not None:
+            for ready in self.reorder.skip_to(self.total):
+                await self._deliver(ready)
+        await self.after_finals()
+
+    async def catch_up(self) -> None:
+        """Send, in order, the finals on ``transcript:{session}`` that the client has not had."""
         entries = await self.ctx.redis.xrange(self.keys.transcript(self.session_id))
         for _id, fields in entries:
             try:
@@ -278,9 +287,6 @@ class Session:
             except SchemaError:
                 continue
             for ready in self.reorder.push(t.segment, t):
-                await self._deliver(ready)
-        if self.total is not None:
-            for ready in self.reorder.skip_to(self.total):
                 await self._deliver(ready)
         await self.after_finals()
 
@@ -455,6 +461,19 @@ class Session:
             elif isinstance(msg, SessionDone):
                 self.total = msg.segments
                 self.audio_seconds = msg.audio_seconds
+            elif isinstance(msg, Resync):
+                await self._resync()
+
+    async def _resync(self) -> None:
+        """Catch up on what the live path lost: finals from the transcript stream, and the
+        segment count if the session's audio already ended."""
+        done = await self.ctx.redis.hmget(
+            self.keys.session(self.session_id), ["segments", "audio_seconds"]
+        )
+        if done[0] is not None:
+            self.total = int(done[0])
+            self.audio_seconds = float(done[1] or 0)
+        await self.catch_up()
 
     async def _deliver(self, t: Transcript) -> None:
         if not t.text or self.client_gone:

@@ -93,7 +93,7 @@ class EmbeddedRedis:
                 conn.sendall(b"PING\r\n")
                 return conn.recv(64).startswith((b"+PONG", b"-NOAUTH"))
 
-    def stop(self) -> None:
+    def stop(self, remove_dir: bool = True) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -103,7 +103,8 @@ class EmbeddedRedis:
                 self.proc.wait()
         if self.proc is not None and self.proc.stderr is not None:
             self.proc.stderr.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if remove_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @dataclass
