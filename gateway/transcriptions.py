@@ -241,4 +241,8 @@ async def _transcribe(request: Request) -> Response:
         "session=%s stage=gateway file transcribed: %.1fs audio, %d segments in %.1fs",
         session.session_id, duration, len(finals), time.monotonic() - started,
     )  # fmt: skip
-    return render(fmt, finals, duration=duration, language=language, granularities=granularities)
+    response = render(
+        fmt, finals, duration=duration, language=language, granularities=granularities
+    )
+    response.headers["X-Session-Id"] = session.session_id  # its finals on transcript:{session}
+    return response
