@@ -32,6 +32,12 @@ $(POETRY):
 redis-server:
 	@command -v redis-server >/dev/null 2>&1 || bash scripts/install-redis.sh
 
+# Debian's chromium, for the browser end-to-end test (tests/e2e/test_web.py); nothing is downloaded
+# from elsewhere (Playwright drives it with executable_path, `playwright install` is never run).
+.PHONY: chromium loadtest
+chromium:
+	@command -v chromium >/dev/null 2>&1 || bash scripts/install-chromium.sh
+
 $(STAMP): $(POETRY) pyproject.toml poetry.lock
 	$(POETRY) env use $(PYTHON) >/dev/null
 	$(POETRY) sync --with dev
@@ -40,7 +46,7 @@ $(STAMP): $(POETRY) pyproject.toml poetry.lock
 deploy-tools:
 	@bash scripts/install-deploy-tools.sh
 
-install: $(STAMP) redis-server deploy-tools
+install: $(STAMP) redis-server chromium deploy-tools
 
 autoscale-demo: install
 	$(POETRY) run python deploy/autoscale_demo.py
@@ -60,6 +66,16 @@ lint: install
 	$(POETRY) run ruff check .
 	$(POETRY) run ruff format --check .
 	$(POETRY) run mypy
+
+# Locust against a running service (make run): the predecessor's scenario plus end-of-speech-to-
+# final latency. LOAD_HOST, USERS, RUN_TIME; LOAD_AUDIO_DIR etc. as in locustfile.py.
+LOAD_HOST ?= ws://127.0.0.1:8000
+USERS ?= 10
+RUN_TIME ?= 2m
+loadtest: install
+	$(POETRY) install --with dev,load
+	$(POETRY) run locust -f locustfile.py --host $(LOAD_HOST) --headless --users $(USERS) \
+		--spawn-rate 2 --run-time $(RUN_TIME) --stop-timeout 60
 
 clean:
 	rm -rf .venv $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
