@@ -203,11 +203,17 @@ async def feed_session(
         part = pcm[i : i + chunk_bytes]
         await r.xadd(
             keys.audio(session_id),
-            entry(encode(AudioChunk(session_id=session_id, seq=seq, pcm=part, received_at=time.time()))),
+            entry(
+                encode(
+                    AudioChunk(session_id=session_id, seq=seq, pcm=part, received_at=time.time())
+                )
+            ),
         )
         if pace > 0:
             await asyncio.sleep(pace * len(part) / (2 * SAMPLE_RATE))
-    await r.xadd(keys.audio(session_id), entry(encode(AudioEnd(session_id=session_id, seq=seq + 1))))
+    await r.xadd(
+        keys.audio(session_id), entry(encode(AudioEnd(session_id=session_id, seq=seq + 1)))
+    )
 
 
 def corpus_dir() -> Path:
@@ -286,9 +292,15 @@ async def run_demo(
         f"cooldown {policy.cooldown_s:g}s; burst: {len(audio)} sessions",
         file=out,
     )
-    print(f"{'t(s)':>6} {'lag':>4} {'pending':>7} {'xlen':>4} {'desired':>7} {'replicas':>8} {'finals':>6}", file=out)
+    print(
+        f"{'t(s)':>6} {'lag':>4} {'pending':>7} {'xlen':>4} {'desired':>7} {'replicas':>8} {'finals':>6}",
+        file=out,
+    )
     burst = asyncio.gather(
-        *(feed_session(r, keys, sid, pcm, pace=0.25) for sid, pcm in zip(session_ids, audio, strict=True))
+        *(
+            feed_session(r, keys, sid, pcm, pace=0.25)
+            for sid, pcm in zip(session_ids, audio, strict=True)
+        )
     )
     scaled_up = False
     try:
@@ -355,15 +367,23 @@ def main(argv: list[str] | None = None) -> int:
 
     from whisper_streaming.up import EmbeddedRedis  # loopback only, a temporary directory
 
-    policy = ScalePolicy(lag_count=args.lag_count, max_replicas=args.max_replicas, cooldown_s=args.cooldown)
+    policy = ScalePolicy(
+        lag_count=args.lag_count, max_replicas=args.max_replicas, cooldown_s=args.cooldown
+    )
     server = EmbeddedRedis()
     server.start()
     try:
         with tempfile.TemporaryDirectory(prefix="autoscale-demo-") as logs:
             samples = asyncio.run(
                 run_demo(
-                    server.url, "demo:", policy, args.sessions, args.utterances,
-                    args.deadline, args.poll, Path(logs),
+                    server.url,
+                    "demo:",
+                    policy,
+                    args.sessions,
+                    args.utterances,
+                    args.deadline,
+                    args.poll,
+                    Path(logs),
                 )  # fmt: skip
             )
     finally:

@@ -76,7 +76,12 @@ def panels() -> list[dict[str, Any]]:
         panel(
             2,
             "Lag: entries no worker has taken yet",
-            [(f'max by (stream, group) (redis_stream_group_lag{{stream=~"{STREAMS}"}})', "{{stream}} / {{group}}")],
+            [
+                (
+                    f'max by (stream, group) (redis_stream_group_lag{{stream=~"{STREAMS}"}})',
+                    "{{stream}} / {{group}}",
+                )
+            ],
             (0, 1, 8, 8),
             description="XINFO GROUPS lag, what KEDA's lagCount triggers read.",
         ),
@@ -114,9 +119,18 @@ def panels() -> list[dict[str, Any]]:
             7,
             "Replicas: desired vs current",
             [
-                (f"kube_horizontalpodautoscaler_status_desired_replicas{{{NS}, {HPA}}}", "desired {{horizontalpodautoscaler}}"),
-                (f"kube_horizontalpodautoscaler_status_current_replicas{{{NS}, {HPA}}}", "current {{horizontalpodautoscaler}}"),
-                (f"kube_horizontalpodautoscaler_spec_max_replicas{{{NS}, {HPA}}}", "max {{horizontalpodautoscaler}}"),
+                (
+                    f"kube_horizontalpodautoscaler_status_desired_replicas{{{NS}, {HPA}}}",
+                    "desired {{horizontalpodautoscaler}}",
+                ),
+                (
+                    f"kube_horizontalpodautoscaler_status_current_replicas{{{NS}, {HPA}}}",
+                    "current {{horizontalpodautoscaler}}",
+                ),
+                (
+                    f"kube_horizontalpodautoscaler_spec_max_replicas{{{NS}, {HPA}}}",
+                    "max {{horizontalpodautoscaler}}",
+                ),
             ],
             (8, 10, 8, 8),
         ),
@@ -124,7 +138,10 @@ def panels() -> list[dict[str, Any]]:
             8,
             "Scalers active / errors",
             [
-                ('keda_scaler_active{scaledObject=~"gateway|vad-worker|asr-worker"}', "active {{scaledObject}} {{scaler}}"),
+                (
+                    'keda_scaler_active{scaledObject=~"gateway|vad-worker|asr-worker"}',
+                    "active {{scaledObject}} {{scaler}}",
+                ),
                 (
                     'sum by (scaledObject) (rate(keda_scaler_detail_errors_total{scaledObject=~"gateway|vad-worker|asr-worker"}[$__rate_interval]))',
                     "errors/s {{scaledObject}}",
@@ -143,7 +160,9 @@ def panels() -> list[dict[str, Any]]:
             (0, 19, 8, 8),
         ),
         panel(11, "Final latency", quantiles("whisper_final_latency_seconds"), (8, 19, 8, 8), "s"),
-        panel(12, "Partial latency", quantiles("whisper_partial_latency_seconds"), (16, 19, 8, 8), "s"),
+        panel(
+            12, "Partial latency", quantiles("whisper_partial_latency_seconds"), (16, 19, 8, 8), "s"
+        ),
         panel(
             13,
             "ASR real-time factor",
@@ -151,17 +170,40 @@ def panels() -> list[dict[str, Any]]:
             (0, 27, 8, 8),
             description="Processing seconds per audio second.",
         ),
-        panel(14, "ASR queue wait", quantiles("whisper_asr_queue_wait_seconds"), (8, 27, 8, 8), "s"),
-        panel(15, "ASR processing time", quantiles("whisper_asr_processing_seconds"), (16, 27, 8, 8), "s"),
+        panel(
+            14, "ASR queue wait", quantiles("whisper_asr_queue_wait_seconds"), (8, 27, 8, 8), "s"
+        ),
+        panel(
+            15,
+            "ASR processing time",
+            quantiles("whisper_asr_processing_seconds"),
+            (16, 27, 8, 8),
+            "s",
+        ),
         panel(
             16,
             "Errors",
             [
-                (f'sum by (outcome) (rate(whisper_asr_jobs_total{{{NS}, outcome!="ok"}}[$__rate_interval]))', "asr {{outcome}}"),
-                (f'sum by (outcome) (rate(whisper_asr_partials_total{{{NS}, outcome="error"}}[$__rate_interval]))', "partial {{outcome}}"),
-                (f"sum by (code) (rate(whisper_frames_rejected_total{{{NS}}}[$__rate_interval]))", "frames rejected {{code}}"),
-                (f"sum by (reason) (rate(whisper_sessions_refused_total{{{NS}}}[$__rate_interval]))", "sessions refused {{reason}}"),
-                (f"sum(rate(whisper_vad_bad_messages_total{{{NS}}}[$__rate_interval]))", "vad bad messages"),
+                (
+                    f'sum by (outcome) (rate(whisper_asr_jobs_total{{{NS}, outcome!="ok"}}[$__rate_interval]))',
+                    "asr {{outcome}}",
+                ),
+                (
+                    f'sum by (outcome) (rate(whisper_asr_partials_total{{{NS}, outcome="error"}}[$__rate_interval]))',
+                    "partial {{outcome}}",
+                ),
+                (
+                    f"sum by (code) (rate(whisper_frames_rejected_total{{{NS}}}[$__rate_interval]))",
+                    "frames rejected {{code}}",
+                ),
+                (
+                    f"sum by (reason) (rate(whisper_sessions_refused_total{{{NS}}}[$__rate_interval]))",
+                    "sessions refused {{reason}}",
+                ),
+                (
+                    f"sum(rate(whisper_vad_bad_messages_total{{{NS}}}[$__rate_interval]))",
+                    "vad bad messages",
+                ),
             ],
             (0, 35, 8, 8),
             "ops",
@@ -170,7 +212,10 @@ def panels() -> list[dict[str, Any]]:
             17,
             "Dead letters",
             [
-                (f"sum(increase(whisper_asr_dead_letters_total{{{NS}}}[1h]))", "moved in the last hour"),
+                (
+                    f"sum(increase(whisper_asr_dead_letters_total{{{NS}}}[1h]))",
+                    "moved in the last hour",
+                ),
                 ('max(redis_stream_length{stream="asr:dead"})', "asr:dead length"),
             ],
             (8, 35, 8, 8),
@@ -179,11 +224,26 @@ def panels() -> list[dict[str, Any]]:
             18,
             "Throughput",
             [
-                (f"sum(rate(whisper_audio_bytes_total{{{NS}}}[$__rate_interval])) / 32000", "audio s/s in"),
-                (f"sum(rate(whisper_vad_audio_seconds_total{{{NS}}}[$__rate_interval]))", "audio s/s through VAD"),
-                (f"sum by (reason) (rate(whisper_vad_segments_total{{{NS}}}[$__rate_interval]))", "segments/s {{reason}}"),
-                (f"sum(rate(whisper_finals_sent_total{{{NS}}}[$__rate_interval]))", "finals/s sent"),
-                (f"sum(rate(whisper_backpressure_waits_total{{{NS}}}[$__rate_interval]))", "back-pressure waits/s"),
+                (
+                    f"sum(rate(whisper_audio_bytes_total{{{NS}}}[$__rate_interval])) / 32000",
+                    "audio s/s in",
+                ),
+                (
+                    f"sum(rate(whisper_vad_audio_seconds_total{{{NS}}}[$__rate_interval]))",
+                    "audio s/s through VAD",
+                ),
+                (
+                    f"sum by (reason) (rate(whisper_vad_segments_total{{{NS}}}[$__rate_interval]))",
+                    "segments/s {{reason}}",
+                ),
+                (
+                    f"sum(rate(whisper_finals_sent_total{{{NS}}}[$__rate_interval]))",
+                    "finals/s sent",
+                ),
+                (
+                    f"sum(rate(whisper_backpressure_waits_total{{{NS}}}[$__rate_interval]))",
+                    "back-pressure waits/s",
+                ),
             ],
             (16, 35, 8, 8),
         ),
