@@ -75,7 +75,9 @@ def rendered() -> dict[str, list[dict[str, Any]]]:
 
 
 def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    return [
+        d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
+    ]
 
 
 def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:

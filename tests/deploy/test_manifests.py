@@ -111,7 +111,11 @@ def test_keda_schema_check_rejects_unknown_fields(rendered) -> None:
 
 
 def config(docs: list[dict[str, Any]]) -> dict[str, str]:
-    cms = [d for d in find(docs, "ConfigMap") if d["metadata"]["name"].startswith("whisper-streaming-config")]
+    cms = [
+        d
+        for d in find(docs, "ConfigMap")
+        if d["metadata"]["name"].startswith("whisper-streaming-config")
+    ]
     assert len(cms) == 1
     return cms[0]["data"]
 
@@ -125,7 +129,10 @@ def test_stream_and_group_names_are_the_code_constants(rendered, name: str) -> N
     docs = rendered[name]
     keys = K.Keys(config(docs).get("KEY_PREFIX", "") or "")
     Settings(**{k.lower(): v for k, v in config(docs).items()})  # the settings validate
-    expected = {"asr-worker": (keys.asr_jobs, K.ASR_GROUP), "vad-worker": (keys.sessions, K.VAD_GROUP)}
+    expected = {
+        "asr-worker": (keys.asr_jobs, K.ASR_GROUP),
+        "vad-worker": (keys.sessions, K.VAD_GROUP),
+    }
     for so_name, (stream, group) in expected.items():
         triggers = redis_triggers(one(docs, "ScaledObject", so_name))
         assert triggers, so_name
@@ -197,7 +204,10 @@ def test_pods_are_wired_as_the_processes_expect(rendered, name: str) -> None:
         assert c["securityContext"]["readOnlyRootFilesystem"] is True
         assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
         if role == "gateway":
-            assert pod["terminationGracePeriodSeconds"] > eof + c["lifecycle"]["preStop"]["sleep"]["seconds"]
+            assert (
+                pod["terminationGracePeriodSeconds"]
+                > eof + c["lifecycle"]["preStop"]["sleep"]["seconds"]
+            )
             assert c["ports"][0]["containerPort"] == 8000 and env["PORT"]["value"] == "8000"
             assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
         else:
@@ -228,7 +238,9 @@ def test_selectors_and_references_resolve(rendered, name: str) -> None:
     for svc in services:
         assert any(matches({"matchLabels": svc["spec"]["selector"]}, p) for p in pods.values()), svc
     for pdb in find(docs, "PodDisruptionBudget"):
-        assert any(matches(pdb["spec"]["selector"], p) for p in pods.values()), pdb["metadata"]["name"]
+        assert any(matches(pdb["spec"]["selector"], p) for p in pods.values()), pdb["metadata"][
+            "name"
+        ]
     for sm in find(docs, "ServiceMonitor"):
         targets = [s for s in services if matches(sm["spec"]["selector"], s["metadata"]["labels"])]
         assert targets, sm["metadata"]["name"]
@@ -241,7 +253,9 @@ def test_selectors_and_references_resolve(rendered, name: str) -> None:
             assert "authenticationRef" not in t or t["authenticationRef"]["name"] in auths
     ing = one(docs, "Ingress", "gateway")
     backend = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
-    assert backend["name"] == "gateway" and any(s["metadata"]["name"] == "gateway" for s in services)
+    assert backend["name"] == "gateway" and any(
+        s["metadata"]["name"] == "gateway" for s in services
+    )
 
 
 @pytest.mark.parametrize("name", list(KUSTOMIZATIONS))
@@ -264,7 +278,9 @@ def test_gpu_placement_matches_the_karpenter_gpu_pool(rendered) -> None:
     assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert c["image"].endswith("/asr-worker-cuda:0.1.0")
     assert pod["nodeSelector"] == {"karpenter.sh/nodepool": "gpu"}
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
+        "tolerations"
+    ]
     init = pod["initContainers"][0]
     assert init["command"][1] == "/scripts/sync-model.sh"
     local = one(rendered["local"], "Deployment", "asr-worker")["spec"]["template"]["spec"]

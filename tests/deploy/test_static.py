@@ -20,7 +20,9 @@ def run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
 
 def test_yamllint() -> None:
     yamllint = tool("yamllint", "it is a dev dependency: run `make install`")
-    proc = run([yamllint, "-s", "-c", str(DEPLOY / "yamllint.yaml"), "deploy", "docker-compose.yml"])
+    proc = run(
+        [yamllint, "-s", "-c", str(DEPLOY / "yamllint.yaml"), "deploy", "docker-compose.yml"]
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -64,7 +66,12 @@ def test_dockerfile_targets_are_multi_stage_non_root_and_run_the_cli() -> None:
     assert re.search(r"USER 10001", runtime) and "useradd" in runtime
     assert 'ENTRYPOINT ["whisper-streaming"]' in runtime
     assert "poetry.lock" in " ".join(s["builder"]) and "--only main" in " ".join(s["builder"])
-    commands = {"gateway": "gateway", "vad-worker": "vad-worker", "asr-worker-cpu": "asr-worker", "asr-worker-cuda": "asr-worker"}
+    commands = {
+        "gateway": "gateway",
+        "vad-worker": "vad-worker",
+        "asr-worker-cpu": "asr-worker",
+        "asr-worker-cuda": "asr-worker",
+    }
     for target, command in commands.items():
         lines = s[target]
         assert lines[0].split()[1] == "runtime", f"{target} must build on the slim runtime stage"
@@ -81,7 +88,9 @@ def test_cuda_target_carries_ctranslate2s_cuda_12_and_cudnn_9() -> None:
     ct2 = re.search(r'name = "ctranslate2"\nversion = "(\d+)\.(\d+)', lock)
     assert ct2 and int(ct2.group(1)) == 4 and int(ct2.group(2)) >= 5
     libs = " ".join(stages()["cuda-libs"])
-    assert re.search(r'nvidia-cublas-cu12==12\.', libs) and re.search(r'nvidia-cudnn-cu12==9\.', libs)
+    assert re.search(r"nvidia-cublas-cu12==12\.", libs) and re.search(
+        r"nvidia-cudnn-cu12==9\.", libs
+    )
     cuda = " ".join(stages()["asr-worker-cuda"])
     assert "nvidia/cublas/lib" in cuda and "nvidia/cudnn/lib" in cuda
 
@@ -89,7 +98,14 @@ def test_cuda_target_carries_ctranslate2s_cuda_12_and_cudnn_9() -> None:
 def test_dockerignore_keeps_the_context_small() -> None:
     lines = (REPO / ".dockerignore").read_text().splitlines()
     assert lines[lines.index("*")] == "*"  # everything out, then only what the images need
-    for needed in ("!pyproject.toml", "!poetry.lock", "!shared/", "!gateway/", "!workers/", "!deploy/docker/"):
+    for needed in (
+        "!pyproject.toml",
+        "!poetry.lock",
+        "!shared/",
+        "!gateway/",
+        "!workers/",
+        "!deploy/docker/",
+    ):
         assert needed in lines
 
 
@@ -101,7 +117,12 @@ def test_compose_file() -> None:
     assert cmd[cmd.index("--appendonly") + 1] == "yes"
     assert redis["image"].startswith("redis:7")
     assert "redis-data:/data" in redis["volumes"]
-    expected = {"gateway": "gateway", "vad-worker": "vad-worker", "asr-worker": "asr-worker-cpu", "asr-worker-cuda": "asr-worker-cuda"}
+    expected = {
+        "gateway": "gateway",
+        "vad-worker": "vad-worker",
+        "asr-worker": "asr-worker-cpu",
+        "asr-worker-cuda": "asr-worker-cuda",
+    }
     for name, target in expected.items():
         svc = services[name]
         assert svc["build"]["target"] == target

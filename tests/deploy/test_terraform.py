@@ -15,7 +15,7 @@ import hcl2
 import pytest
 import yaml
 
-from tests.deploy.conftest import DEPLOY, REPO
+from tests.deploy.conftest import DEPLOY, REPO, schemas_dir
 
 TF = DEPLOY / "terraform"
 
@@ -29,14 +29,18 @@ def formatter() -> list[str]:
     hclfmt = REPO / ".tools" / "bin" / "hclfmt"
     if hclfmt.is_file():
         return [str(hclfmt), "-require-no-change"]
-    pytest.fail("neither terraform nor hclfmt found: run `make install` (scripts/install-deploy-tools.sh)")
+    pytest.fail(
+        "neither terraform nor hclfmt found: run `make install` (scripts/install-deploy-tools.sh)"
+    )
 
 
 def test_terraform_fmt() -> None:
     cmd = formatter()
     if cmd[1] == "fmt":
         proc = subprocess.run([*cmd, str(TF)], capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0, f"run `terraform fmt -recursive deploy/terraform`:\n{proc.stdout}"
+        assert proc.returncode == 0, (
+            f"run `terraform fmt -recursive deploy/terraform`:\n{proc.stdout}"
+        )
     else:
         for f in sorted(TF.glob("*.tf")):
             proc = subprocess.run([*cmd, str(f)], capture_output=True, text=True, timeout=60)
@@ -45,7 +49,7 @@ def test_terraform_fmt() -> None:
 
 def test_formatter_rejects_misaligned_code(tmp_path: Path) -> None:
     bad = tmp_path / "bad.tf"
-    bad.write_text('locals {\n  a = 1\n  bb    = 2\n}\n')
+    bad.write_text("locals {\n  a = 1\n  bb    = 2\n}\n")
     cmd = formatter()
     target = tmp_path if cmd[1] == "fmt" else bad
     assert subprocess.run([*cmd, str(target)], capture_output=True, timeout=60).returncode != 0
@@ -115,7 +119,9 @@ def test_karpenter_pools_and_gpu_taint() -> None:
     assert 'kind="NodePool"' in gpu and 'metadata={name="gpu"}' in gpu
     assert '{key="nvidia.com/gpu",value="true",effect="NoSchedule"}' in gpu
     assert '"nvidia.com/gpu"=tostring(var.gpu_limit)' in gpu
-    assert '"karpenter.k8s.aws/instance-family",operator="In",values=var.gpu_instance_families' in gpu
+    assert (
+        '"karpenter.k8s.aws/instance-family",operator="In",values=var.gpu_instance_families' in gpu
+    )
     assert 'nodeClassRef={group="karpenter.k8s.aws",kind="EC2NodeClass",name="gpu"}' in gpu
     assert 'kind="EC2NodeClass"' in manifest("nodeclass_gpu")["raw"]
     general = manifest("nodepool_general")["raw"]
@@ -123,7 +129,9 @@ def test_karpenter_pools_and_gpu_taint() -> None:
     variables = blocks("variable")
     assert [s(f) for f in variables["gpu_instance_families"]["default"]] == ["g6", "g5"]
     # the overlay's GPU placement names this pool and its taint
-    patch = yaml.safe_load((DEPLOY / "keda" / "overlays" / "eks-gpu" / "asr-worker-gpu.yaml").read_text())
+    patch = yaml.safe_load(
+        (DEPLOY / "keda" / "overlays" / "eks-gpu" / "asr-worker-gpu.yaml").read_text()
+    )
     pod = patch["spec"]["template"]["spec"]
     assert pod["nodeSelector"]["karpenter.sh/nodepool"] == "gpu"
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
@@ -132,20 +140,35 @@ def test_karpenter_pools_and_gpu_taint() -> None:
 def test_required_resources() -> None:
     res = blocks("resource")
     redis = res["aws_elasticache_replication_group.redis"]
-    assert redis["transit_encryption_enabled"] is True and redis["at_rest_encryption_enabled"] is True
+    assert (
+        redis["transit_encryption_enabled"] is True and redis["at_rest_encryption_enabled"] is True
+    )
     assert "random_password.redis_auth" in s(redis["auth_token"])
     assert redis["automatic_failover_enabled"] is True
     assert s(redis["engine"]) == "${var.redis_engine}"
     releases = {s(b["chart"]): b for k, b in res.items() if k.startswith("helm_release.")}
-    assert {"karpenter", "keda", "kube-prometheus-stack", "prometheus-redis-exporter", "nvidia-device-plugin", "aws-load-balancer-controller"} <= set(releases)
+    assert {
+        "karpenter",
+        "keda",
+        "kube-prometheus-stack",
+        "prometheus-redis-exporter",
+        "nvidia-device-plugin",
+        "aws-load-balancer-controller",
+    } <= set(releases)
     exporter = json.dumps(releases["prometheus-redis-exporter"]["values"])
     assert "check-streams" in exporter and "sessions" in exporter and "asr:*" in exporter
     kps = json.dumps(releases["kube-prometheus-stack"]["values"])
     assert "grafana_dashboard" in kps
     for chart, body in releases.items():
-        assert "var.chart_versions" in s(body["version"]), f"{chart}: version must come from chart_versions"
+        assert "var.chart_versions" in s(body["version"]), (
+            f"{chart}: version must come from chart_versions"
+        )
     secret = res["kubernetes_secret_v1.whisper_redis"]
-    assert {s(k) for k in secret["data"]} == {"address", "password", "redis-url"}  # overlays read these
+    assert {s(k) for k in secret["data"]} == {
+        "address",
+        "password",
+        "redis-url",
+    }  # overlays read these
     local_vals = {k: v for block in config()["locals"] for k, v in block.items()}
     assert s(local_vals["redis_url"]).startswith("rediss://")  # TLS for the pods too
     assert "aws_eks_pod_identity_association.app" in res and "aws_s3_bucket.models" in res
@@ -153,9 +176,8 @@ def test_required_resources() -> None:
 
 def test_keda_chart_matches_the_crd_schemas_we_validate_against() -> None:
     default = blocks("variable")["chart_versions"]["default"]
-    sources = (REPO.parent / "shared" / "schemas" / "keda" / "SOURCES.md")
-    if sources.is_file():
-        assert f"v{s(default['keda'])}" in sources.read_text()
+    sources = schemas_dir() / "keda" / "SOURCES.md"
+    assert f"v{s(default['keda'])}" in sources.read_text()
     assert re.fullmatch(r"\d+\.\d+\.\d+", s(default["keda"]))
 
 
@@ -166,7 +188,13 @@ def test_variables_validated_and_outputs_described() -> None:
         if name != "tags":
             assert body.get("validation"), f"variable {name} has no validation"
     outputs = blocks("output")
-    for name in ("cluster_name", "configure_kubectl", "redis_primary_endpoint", "ecr_repositories", "model_bucket_uri"):
+    for name in (
+        "cluster_name",
+        "configure_kubectl",
+        "redis_primary_endpoint",
+        "ecr_repositories",
+        "model_bucket_uri",
+    ):
         assert outputs[name].get("description"), name
     readme = (TF / "README.md").read_text()
     for step in ("terraform init", "terraform apply", "kubectl apply -k"):
