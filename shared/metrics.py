@@ -48,4 +48,7 @@ PARTIAL_LATENCY = Histogram(
     "From the arrival of a partial's last audio at the gateway to the partial being sent",
     buckets=LATENCY_BUCKETS,
 )
+ASR_BATCH_SIZE = Histogram(
+    "whisper_asr_batch_size", "Jobs decoded together", buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32)
+)
 ASR_DEAD_LETTERS = Counter("whisper_asr_dead_letters_total", "Jobs moved to the dead-letter stream")

@@ -150,9 +150,43 @@ class Settings(BaseSettings):
     )
 
     # --- VAD -----------------------------------------------------------------------------------
-    vad_backend: Literal["silero"] = Field(
+    vad_backend: Literal["silero", "pyannote"] = Field(
         default="silero",
-        description="Voice activity detector (Silero ONNX, shipped with faster-whisper).",
+        description="Voice activity detector: `silero` (ONNX, shipped with faster-whisper) or "
+        "`pyannote` (pyannote.audio's segmentation model; needs the `pyannote` extra, see "
+        "docs/vad.md).",
+    )
+    pyannote_model: str = Field(
+        default="pyannote/segmentation-3.0",
+        description="pyannote segmentation model: a Hugging Face name (gated: needs "
+        "PYANNOTE_AUTH_TOKEN) or a local checkpoint file or directory (synced from S3 or a volume).",
+    )
+    pyannote_auth_token: str = Field(
+        default="", description="Hugging Face token for gated pyannote models; empty = none."
+    )
+    pyannote_device: Literal["cpu", "cuda"] = Field(
+        default="cpu", description="Where the pyannote models run."
+    )
+    pyannote_context_s: float = Field(
+        default=3.0,
+        ge=0,
+        le=10,
+        description="Seconds of a session's past audio that pyannote's segmentation model sees "
+        "again with each new chunk (bounded left context; cost grows with it).",
+    )
+    pyannote_onset: float = Field(
+        default=0.5, gt=0, lt=1, description="pyannote backend: speech starts above this."
+    )
+    pyannote_offset: float = Field(
+        default=0.5, gt=0, lt=1, description="pyannote backend: speech ends below this."
+    )
+    pyannote_min_duration_on_ms: int = Field(
+        default=0, ge=0, description="pyannote backend: shorter speech is dropped."
+    )
+    pyannote_min_duration_off_ms: int = Field(
+        default=0,
+        ge=0,
+        description="pyannote backend: silence that ends an utterance; 0 = VAD_MIN_SILENCE_MS.",
     )
     vad_threshold: float = Field(default=0.5, gt=0, lt=1, description="Speech probability.")
     vad_min_silence_ms: int = Field(
@@ -211,6 +245,13 @@ class Settings(BaseSettings):
     asr_partial_beam_size: int = Field(
         default=1, ge=1, le=10, description="Beam width for interim results (speed over accuracy)."
     )
+    asr_batch_size: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Final jobs of different sessions decoded together when they wait together "
+        "(1 = off; 0 = auto: 8 on CUDA, 1 on CPU).",
+    )
     asr_condition_on_previous: bool = Field(
         default=True, description="Prompt each segment with the session's previous final text."
     )
@@ -231,6 +272,27 @@ class Settings(BaseSettings):
         ge=1000,
         description="Pending jobs idle this long (a dead worker's) are reclaimed; keep it above "
         "the worst job time.",
+    )
+
+    # --- speaker labels (sessions with diarize=true) ------------------------------------------
+    diarize_embedding_model: str = Field(
+        default="pyannote/wespeaker-voxceleb-resnet34-LM",
+        description="Speaker-embedding model for `diarize=true` sessions (ASR workers, `pyannote` "
+        "extra): a Hugging Face name (token: PYANNOTE_AUTH_TOKEN) or a local checkpoint.",
+    )
+    diarize_threshold: float = Field(
+        default=0.5,
+        gt=-1,
+        lt=1,
+        description="Cosine similarity above which a segment joins a known speaker.",
+    )
+    diarize_max_speakers: int = Field(
+        default=8, ge=1, le=64, description="Speakers per session at most."
+    )
+    diarize_min_duration_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="Shorter segments join the closest known speaker without changing it.",
     )
 
     @field_validator("redis_url")

@@ -23,7 +23,9 @@ from shared.keys import ASR_GROUP, Keys
 from shared.redis_util import Heartbeat, connect, ensure_group, entry, entry_data
 from shared.schemas import AsrJob, SchemaError, Transcript, decode_as, encode
 from shared.settings import Settings
-from workers.asr import DecodeOptions, Transcriber, load_model
+from workers.asr import DecodeOptions, Transcriber, device_and_compute, load_model
+from workers.batching import BatchTranscriber
+from workers.diarize import SpeakerLabeler
 from workers.runtime import TaskSet, install_signal_handlers, run_with_grace, start_metrics_server
 
 log = logging.getLogger(__name__)
@@ -43,14 +45,22 @@ return 1
 
 
 class AsrWorker:
-    def __init__(self, settings: Settings, r: aioredis.Redis, transcriber: Transcriber) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        r: aioredis.Redis,
+        transcriber: Transcriber,
+        batcher: BatchTranscriber | None = None,
+    ) -> None:
         self.s = settings
         self.r = r
         self.keys = Keys(settings.key_prefix)
         self.name = settings.consumer_name
         self.transcriber = transcriber
+        self.batcher = batcher if settings.asr_batch_size > 1 else None
         self._set_prompt = r.register_script(_SET_PROMPT)
         self._last_claim = 0.0
+        self.speakers = SpeakerLabeler(settings, r, self.keys)
 
     async def run(self, stop: asyncio.Event) -> None:
         await ensure_group(self.r, self.keys.asr_jobs, ASR_GROUP)
@@ -99,10 +109,58 @@ class AsrWorker:
         for stream, entries in resp or []:
             name = stream.decode() if isinstance(stream, bytes) else stream
             (finals if name == jobs else interim).extend(entries)
-        for entry_id, fields in finals:
-            await self.handle_safely(entry_id, fields, deliveries=1)
+        if finals and self.batcher is not None:
+            more = await self.r.xreadgroup(
+                ASR_GROUP, self.name, {jobs: ">"}, count=self.s.asr_batch_size - 1
+            )
+            finals += [e for _stream, entries in more or [] for e in entries]
+        if len(finals) > 1:
+            await self.handle_batch(finals)
+        else:
+            for entry_id, fields in finals:
+                await self.handle_safely(entry_id, fields, deliveries=1)
         for entry_id, fields in interim:
             await self.handle_partial(entry_id, fields)
+
+    async def handle_batch(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        """Final jobs waiting together, from any sessions, decoded as batches (one per language);
+        anything that cannot be batched, or a batch that fails, goes through :meth:`handle` one
+        by one (with its retry and dead-letter rules)."""
+        assert self.batcher is not None
+        groups: dict[str | None, list[tuple[bytes, AsrJob]]] = {}
+        singles: list[tuple[bytes, dict[bytes, bytes]]] = []
+        for entry_id, fields in entries:
+            try:
+                job = decode_as(entry_data(fields), AsrJob)
+            except SchemaError:
+                singles.append((entry_id, fields))
+                continue
+            if self.batcher.can_batch(job):
+                groups.setdefault(job.language, []).append((entry_id, job))
+            else:
+                singles.append((entry_id, fields))
+        for group in groups.values():
+            jobs = [j for _i, j in group]
+            prompts = [
+                await self._prompt(j) if self.s.asr_condition_on_previous else None for j in jobs
+            ]
+            try:
+                results = await asyncio.to_thread(self.batcher.transcribe, jobs, prompts)
+            except Exception:
+                log.exception("batch of %d failed; taking its jobs one by one", len(jobs))
+                singles += [(i, entry(encode(j))) for i, j in group]
+                continue
+            metrics.ASR_BATCH_SIZE.observe(len(jobs))
+            for (entry_id, job), result in zip(group, results, strict=True):
+                queue_wait = max(0.0, time.time() - job.enqueued_at) if job.enqueued_at else 0.0
+                result.queue_time = round(queue_wait, 4)
+                await self.speakers.label(job, result)
+                await asyncio.shield(self._publish_and_ack(entry_id, result))
+                metrics.ASR_JOBS.labels("ok").inc()
+                metrics.ASR_QUEUE_WAIT.observe(queue_wait)
+            log.info("stage=asr batch of %d in %.2fs", len(jobs), results[0].processing_time)
+        for entry_id, fields in singles:
+            await self.handle_safely(entry_id, fields, deliveries=1)
 
     async def handle_partial(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         """Transcribe a partial job unless it is stale; never retried, never dead-lettered."""
@@ -200,6 +258,7 @@ class AsrWorker:
                 metrics.ASR_JOBS.labels("retry").inc()
             return  # left pending: reclaimed after ASR_CLAIM_IDLE_MS
         result.queue_time = round(queue_wait, 4)
+        await self.speakers.label(job, result)
         await asyncio.shield(self._publish_and_ack(entry_id, result))
         metrics.ASR_JOBS.labels("ok").inc()
         metrics.ASR_PROCESSING.observe(result.processing_time)
@@ -271,10 +330,15 @@ async def amain(settings: Settings) -> None:
     install_signal_handlers(stop)
     start_metrics_server(settings.metrics_port)
     model = await asyncio.to_thread(load_model, settings)
-    transcriber = Transcriber(model, DecodeOptions.from_settings(settings), settings.consumer_name)
+    options = DecodeOptions.from_settings(settings)
+    transcriber = Transcriber(model, options, settings.consumer_name)
+    if settings.asr_batch_size == 0:  # auto: batch on a GPU, not on a CPU (see benchmarks)
+        device, _ = device_and_compute(settings.asr_device, settings.asr_compute_type)
+        settings = settings.model_copy(update={"asr_batch_size": 8 if device == "cuda" else 1})
+    batcher = BatchTranscriber(model, options, settings.consumer_name)
     r = connect(settings.effective_redis_url, name=f"asr-{settings.consumer_name}")
     try:
-        worker = AsrWorker(settings, r, transcriber)
+        worker = AsrWorker(settings, r, transcriber, batcher)
         await run_with_grace(worker.run(stop), stop, settings.shutdown_grace_s)
     finally:
         await r.aclose()
