@@ -22,6 +22,23 @@ resource "kubernetes_secret_v1" "whisper_redis" {
   }
 }
 
+# The gateway's API keys (AUTH_ENABLED is on): one generated key to start with; add lines
+# (`name:key` or `name:sha256:<hex>`) for each client.
+resource "random_password" "api_key" {
+  length  = 40
+  special = false
+}
+
+resource "kubernetes_secret_v1" "api_keys" {
+  metadata {
+    name      = "whisper-api-keys"
+    namespace = kubernetes_namespace_v1.app.metadata[0].name
+  }
+  data = {
+    keys = "default:${random_password.api_key.result}\n"
+  }
+}
+
 resource "aws_ecr_repository" "images" {
   for_each = toset(["gateway", "vad-worker", "asr-worker-cpu", "asr-worker-cuda"])
 

@@ -43,3 +43,9 @@ output "grafana_admin_password" {
   value       = random_password.grafana_admin.result
   sensitive   = true
 }
+
+output "api_key" {
+  description = "The generated API key (client name `default`) for the gateway."
+  value       = random_password.api_key.result
+  sensitive   = true
+}

@@ -204,6 +204,10 @@ def test_pods_are_wired_as_the_processes_expect(rendered, name: str) -> None:
         assert c["securityContext"]["readOnlyRootFilesystem"] is True
         assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
         if role == "gateway":
+            mounted = {v["name"]: v for v in pod["volumes"]}
+            assert mounted["api-keys"]["secret"]["secretName"] == "whisper-api-keys"
+            mount = next(m for m in c["volumeMounts"] if m["name"] == "api-keys")
+            assert env["API_KEYS_FILE"]["value"].startswith(mount["mountPath"] + "/")
             assert (
                 pod["terminationGracePeriodSeconds"]
                 > eof + c["lifecycle"]["preStop"]["sleep"]["seconds"]

@@ -169,6 +169,7 @@ def test_required_resources() -> None:
         "password",
         "redis-url",
     }  # overlays read these
+    assert "kubernetes_secret_v1.api_keys" in res  # the gateway's API_KEYS_FILE
     local_vals = {k: v for block in config()["locals"] for k, v in block.items()}
     assert s(local_vals["redis_url"]).startswith("rediss://")  # TLS for the pods too
     assert "aws_eks_pod_identity_association.app" in res and "aws_s3_bucket.models" in res
