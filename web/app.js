@@ -101,7 +101,8 @@ function tick() {
 
 async function startCapture() {
   const stream = await navigator.mediaDevices.getUserMedia({
-    audio: { channelCount: 1, echoCancellation: true, noiseSuppression: false, autoGainControl: false },
+    // raw audio: the page plays nothing back (no echo to cancel), and Whisper copes with noise and level
+    audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
   });
   const ctx = new AudioContext({ latencyHint: "interactive" });
   await ctx.audioWorklet.addModule("/static/worklet.js");
@@ -187,7 +188,11 @@ function connect() {
   ws.onclose = (e) => onClose(ws, e);
 }
 
+const received = {}; // message counts by type, shown as data-received (for tests and debugging)
+
 function onMessage(msg) {
+  received[msg.type] = (received[msg.type] || 0) + 1;
+  document.body.dataset.received = JSON.stringify(received);
   switch (msg.type) {
     case "session":
       if (!msg.resumed) {

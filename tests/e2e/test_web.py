@@ -4,11 +4,13 @@ AudioWorklet resamples it to 16 kHz and streams it to /v1/listen, and the captio
 must match the recording's reference. Then a file is transcribed through the page's file picker
 (POST /v1/audio/transcriptions) and the transcript is downloaded as SRT.
 
-A screenshot of the page is written to the test's tmp dir and copied to artifacts/web-e2e.png.
+Screenshots of the page (live: at the first interim text or final; and at the end) are written to the test's tmp
+dir and copied to artifacts/web-e2e-live.png and artifacts/web-e2e.png.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import wave
@@ -24,6 +26,13 @@ from whisper_streaming.evaluation import wer
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+WATCH_INTERIM = """() => {
+  new MutationObserver(() => {
+    const el = document.querySelector("#transcript .utt.interim");
+    if (el && el.textContent.trim()) window.interimSeen = el.textContent;
+  }).observe(document.querySelector("#transcript"),
+             {subtree: true, childList: true, attributes: true, characterData: true});
+}"""
 FAKE_RATE = 48_000
 
 
@@ -93,8 +102,14 @@ def test_page_live_captions_file_upload_and_download(
             page.select_option("#language", "en")
 
             # -- live: fake microphone -> worklet -> /v1/listen -> captions -----------------
+            page.evaluate(WATCH_INTERIM)
             page.click("#start")
             page.wait_for_selector("body[data-state='live']", timeout=20_000)
+            page.wait_for_function(
+                "window.interimSeen || document.querySelector('#transcript .utt.final')",
+                timeout=30_000,
+            )
+            page.screenshot(path=str(tmp_path / "web-e2e-live.png"))
             # the recording is 11 s; finals come after each pause, the last one after it ends
             page.wait_for_function(
                 "document.querySelectorAll('#transcript .utt.final').length >= 2"
@@ -114,6 +129,12 @@ def test_page_live_captions_file_upload_and_download(
             assert page.inner_text("#lang").startswith("en (")
             assert page.inner_text("#latency").endswith(" s")
             assert page.locator("#error").is_hidden()
+            received = json.loads(page.get_attribute("body", "data-received") or "{}")
+            assert received["session"] == 1 and received["final"] >= 2, received
+            # Partials are best effort (a busy ASR pool drops stale ones, by design): every one
+            # that arrived must have been shown as grey interim text before its final.
+            if received.get("partial"):
+                assert page.evaluate("window.interimSeen"), received
 
             # -- a file through the page's picker (POST /v1/audio/transcriptions) -------------
             utt = next(u for u in librispeech() if u.utt_id == "2830-3980-0043")
@@ -136,3 +157,4 @@ def test_page_live_captions_file_upload_and_download(
     artifacts = REPO / "artifacts"
     artifacts.mkdir(exist_ok=True)
     shutil.copy(screenshot, artifacts / "web-e2e.png")
+    shutil.copy(tmp_path / "web-e2e-live.png", artifacts / "web-e2e-live.png")
