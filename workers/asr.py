@@ -103,6 +103,26 @@ def is_hallucination(seg: Any, opts: DecodeOptions) -> bool:
     return n_words > MAX_WORDS_PER_SECOND * duration + 2
 
 
+EARLY_STOP_GAP_S = 1.2
+"""A final whose last word ends this long before its audio does (the VAD leaves at most
+``VAD_SPEECH_PAD_MS`` of silence at the end) probably lost its tail."""
+
+MAX_WORD_S = 2.0
+"""No real word lasts this long: when one does, the aligner has stretched it over speech the
+decoder skipped (what tiny.en does when a prompt makes it stop early)."""
+
+
+def stopped_early(result: Transcript, job: AsrJob) -> bool:
+    duration = job.end - job.start
+    if duration < 2 * EARLY_STOP_GAP_S:
+        return False
+    if not result.words:
+        return True
+    if any(w.end - w.start > MAX_WORD_S for w in result.words):
+        return True
+    return job.end - result.words[-1].end > EARLY_STOP_GAP_S
+
+
 class Transcriber:
     """Turns :class:`AsrJob` into :class:`Transcript` with an injected Whisper model."""
 
@@ -114,6 +134,19 @@ class Transcriber:
     def transcribe(
         self, job: AsrJob, prompt: str | None = None, beam_size: int | None = None
     ) -> Transcript:
+        """Transcribe with the session's previous text as prompt; if the prompt made the model
+        stop early (tiny models do), transcribe again without it."""
+        result = self._transcribe(job, prompt, beam_size)
+        if prompt and job.final and stopped_early(result, job):
+            log.info("session=%s segment=%d: stopped early with a prompt; again without",
+                     job.session_id, job.segment)  # fmt: skip
+            retry = self._transcribe(job, None, beam_size)
+            if len(retry.words) > len(result.words):
+                retry.processing_time = round(retry.processing_time + result.processing_time, 4)
+                return retry
+        return result
+
+    def _transcribe(self, job: AsrJob, prompt: str | None, beam_size: int | None) -> Transcript:
         started = time.monotonic()
         audio = pcm16_to_float32(job.pcm)
         segments, info = self._model.transcribe(

@@ -23,7 +23,13 @@ from shared.keys import ASR_GROUP, Keys
 from shared.redis_util import Heartbeat, connect, ensure_group, entry, entry_data
 from shared.schemas import AsrJob, SchemaError, Transcript, decode_as, encode
 from shared.settings import Settings
-from workers.asr import DecodeOptions, Transcriber, device_and_compute, load_model
+from workers.asr import (
+    DecodeOptions,
+    Transcriber,
+    device_and_compute,
+    load_model,
+    stopped_early,
+)
 from workers.batching import BatchTranscriber
 from workers.diarize import SpeakerLabeler
 from workers.runtime import TaskSet, install_signal_handlers, run_with_grace, start_metrics_server
@@ -151,6 +157,11 @@ class AsrWorker:
                 singles += [(i, entry(encode(j))) for i, j in group]
                 continue
             metrics.ASR_BATCH_SIZE.observe(len(jobs))
+            for k, (job, prompt) in enumerate(zip(jobs, prompts, strict=True)):
+                if prompt and stopped_early(results[k], job):  # as Transcriber does alone
+                    retry = await asyncio.to_thread(self.transcriber.transcribe, job, None)
+                    if len(retry.words) > len(results[k].words):
+                        results[k] = retry
             for (entry_id, job), result in zip(group, results, strict=True):
                 queue_wait = max(0.0, time.time() - job.enqueued_at) if job.enqueued_at else 0.0
                 result.queue_time = round(queue_wait, 4)

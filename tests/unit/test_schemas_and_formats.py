@@ -92,3 +92,26 @@ def test_settings_refuse_unsafe_values() -> None:
     with pytest.raises(ValidationError):
         Settings(vad_threshold=1.5)
     assert Settings(redis_url="").redis_url is None
+
+
+def test_stopped_early_detects_a_lost_tail() -> None:
+    from workers.asr import stopped_early
+
+    job = schemas.AsrJob(session_id="s", segment=0, start=6.0, end=15.5, pcm=b"")
+    w = lambda end: schemas.Word(word=" x", start=end - 0.2, end=end, probability=0.9)  # noqa: E731
+    full = schemas.Transcript(
+        session_id="s", segment=0, start=6, end=15.5, text="x", words=[w(15.1)]
+    )
+    cut = schemas.Transcript(
+        session_id="s", segment=0, start=6, end=15.5, text="x", words=[w(12.0)]
+    )
+    empty = schemas.Transcript(session_id="s", segment=0, start=6, end=15.5, text="")
+    assert not stopped_early(full, job)
+    assert stopped_early(cut, job) and stopped_early(empty, job)
+    stretched = schemas.Word(word=" of", start=10.4, end=15.2, probability=0.5)
+    swallowed = schemas.Transcript(
+        session_id="s", segment=0, start=6, end=15.5, text="x", words=[w(10.4), stretched]
+    )
+    assert stopped_early(swallowed, job)
+    short = schemas.AsrJob(session_id="s", segment=0, start=0, end=2.0, pcm=b"")
+    assert not stopped_early(empty, short)
