@@ -5,13 +5,34 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 from typing import Any
 
 from bench.machine import git_rev, load1, machine, now
 from bench.stack import StackConfig
 
 
+def add_quiet_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--quiet-load",
+        type=float,
+        default=1.0,
+        help="before starting, wait for the 1-minute load average to drop below this …",
+    )
+    p.add_argument("--quiet-wait", type=float, default=120.0, help="… for at most this long (s)")
+
+
+def wait_quiet(args: argparse.Namespace) -> dict[str, float]:
+    """Other work on the machine skews every timing: wait a while for it to calm down, and
+    record what the load was when we started anyway."""
+    started = time.monotonic()
+    while load1() >= args.quiet_load and time.monotonic() - started < args.quiet_wait:
+        time.sleep(5)
+    return {"waited_s": round(time.monotonic() - started), "load_when_started": load1()}
+
+
 def add_stack_args(p: argparse.ArgumentParser) -> None:
+    add_quiet_args(p)
     p.add_argument("--asr-workers", type=int, default=1)
     p.add_argument("--vad-workers", type=int, default=1)
     p.add_argument(

@@ -112,6 +112,7 @@ def _record(run: StreamRun, raw: str | bytes, now: float) -> None:
                 float(msg["end"]),
                 msg.get("text", ""),
                 now,
+                float(msg.get("processing_time") or 0.0),
             )
         )
     elif kind == "error":

@@ -13,7 +13,14 @@ import sys
 from typing import Any
 
 from bench import report
-from bench.cli import add_stack_args, finish, meta, sigterm_as_interrupt, stack_config
+from bench.cli import (
+    add_stack_args,
+    finish,
+    meta,
+    sigterm_as_interrupt,
+    stack_config,
+    wait_quiet,
+)
 from bench.corpus import librispeech, rotating_streams, to_pcm16
 from bench.runs import full_speed, realtime
 from bench.stack import BenchStack
@@ -45,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     sigterm_as_interrupt()
     cfg = stack_config(args)
-    m = meta(cfg)
+    quiet = wait_quiet(args)
+    m = meta(cfg) | {"quiet": quiet}
     utts = librispeech(held_out_only=True)
     levels = [int(x) for x in args.levels.split(",") if x]
     off_levels = [int(x) for x in args.off_levels.split(",") if x]

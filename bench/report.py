@@ -52,7 +52,18 @@ def provenance(meta: dict[str, Any]) -> str:
     return (
         f"Command: `{meta['command']}` · {meta['date']} · commit {meta['commit']} · "
         f"{describe(meta['machine'])} · 1-min load average {meta['load_start']} at start, "
-        f"{meta['load_end']} at end · service: {meta['stack']}"
+        f"{meta['load_end']} at end · service: {meta['stack']}" + busy_note(meta)
+    )
+
+
+def busy_note(meta: dict[str, Any]) -> str:
+    cores = meta["machine"]["cores"] or 1
+    worst = max(meta.get("load_start", 0), meta.get("load_end", 0))
+    if worst < 0.5 * cores:
+        return ""
+    return (
+        f" · **the machine was busy with other work (load {worst} on {cores} cores; it never "
+        "became quiet while we waited): timings are pessimistic**"
     )
 
 

@@ -54,9 +54,14 @@ def realtime(
 def summarize_realtime(streams: list[Stream], runs: list[StreamRun]) -> dict[str, Any]:
     partial, first, final = [], [], []
     regions = no_partial = missed = 0
+    per_region = []
     for s, run in zip(streams, runs, strict=True):
         for lat in region_latencies(s.regions, run.messages, SendLog(run.sent)):
             regions += 1
+            per_region.append(
+                [s.name, round(lat.region.start, 2), round(lat.region.end, 2)]
+                + [None if x is None else round(x, 3) for x in (lat.first_partial, lat.final)]
+            )
             if lat.first_partial is not None:
                 partial.append(lat.first_partial)
             else:
@@ -78,6 +83,7 @@ def summarize_realtime(streams: list[Stream], runs: list[StreamRun]) -> dict[str
         "regions_without_partial": no_partial,
         "regions_without_final": missed,
         "partials": sum(1 for r in runs for m in r.messages if m.type == "partial"),
+        "asr_final_busy_s": round(sum(m.processing_time for r in runs for m in r.finals), 2),
         "finals": sum(1 for r in runs for m in r.messages if m.type == "final"),
         "wer": round(w.wer * 100, 2),
         "wer_errors": w.errors,
@@ -85,6 +91,13 @@ def summarize_realtime(streams: list[Stream], runs: list[StreamRun]) -> dict[str
         "client_max_send_lag_s": round(max(r.max_send_lag_s for r in runs), 3),
         "errors": [e for r in runs for e in r.errors],
         "texts": {r.name: r.text for r in runs},
+        "per_region": per_region,
+        "finals_by_stream": {
+            r.name: [
+                [m.segment, m.start, m.end, round(m.received - r.started, 2)] for m in r.finals
+            ]
+            for r in runs
+        },
     }
 
 
@@ -116,6 +129,7 @@ def full_speed(
     with Sampler(stack) as sampler:
         runs = asyncio.run(go())
     audio = sum(len(p) / 32000 for _, p in items)
+    finals = [m for r in runs.values() for m in r.finals]
     res = sampler.result()
     return {
         "sessions": len(items),
@@ -123,6 +137,8 @@ def full_speed(
         "audio_s": round(audio, 1),
         "wall_s": res["wall_s"],
         "audio_s_per_s": round(audio / res["wall_s"], 2),
+        "finals": len(finals),
+        "asr_busy_s": round(sum(m.processing_time for m in finals), 2),
         "errors": [e for r in runs.values() for e in r.errors],
         "resources": res,
     }, runs

@@ -58,9 +58,12 @@ class StackConfig:
     """Service settings (ASR_CPU_THREADS, ASR_BEAM_SIZE, COALESCE_MS, VAD_MIN_SILENCE_MS …)."""
 
     def label(self) -> str:
-        knobs = " ".join(f"{k}={v}" for k, v in sorted(self.env.items()))
-        return f"{self.asr_workers} ASR × {self.env.get('ASR_CPU_THREADS', '0')} threads" + (
-            f", {knobs}" if knobs else ""
+        threads = self.env.get("ASR_CPU_THREADS", "0")
+        threads = "all-cores" if threads == "0" else threads
+        knobs = " ".join(f"{k}={v}" for k, v in sorted(self.env.items()) if k != "ASR_CPU_THREADS")
+        return (
+            f"{self.asr_workers} ASR worker(s) × {threads} threads, {self.vad_workers} VAD, "
+            "1 gateway, tiny.en int8 CPU" + (f", {knobs}" if knobs else "")
         )
 
 
@@ -131,6 +134,7 @@ class BenchStack:
                 "PYTHONUNBUFFERED": "1",
                 "HEARTBEAT_INTERVAL_S": "1",
                 "HEARTBEAT_TTL_S": "5",
+                "AUTH_ENABLED": "false",  # loopback only, as `up` runs in development mode
             }
             | self.cfg.env
         )

@@ -50,6 +50,8 @@ class Message:
     end: float
     text: str
     received: float
+    processing_time: float = 0.0
+    """The ASR worker's own time for this result (finals and partials carry it)."""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,14 @@ from typing import Any
 import numpy as np
 
 from bench import report
-from bench.cli import add_stack_args, finish, meta, sigterm_as_interrupt, stack_config
+from bench.cli import (
+    add_stack_args,
+    finish,
+    meta,
+    sigterm_as_interrupt,
+    stack_config,
+    wait_quiet,
+)
 from bench.corpus import audio, build_stream, librispeech, rotating_streams, to_pcm16
 from bench.latency import warm_up
 from bench.offline import offline
@@ -38,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     sigterm_as_interrupt()
     cfg = stack_config(args)
-    m = meta(cfg)
+    quiet = wait_quiet(args)
+    m = meta(cfg) | {"quiet": quiet}
     every = librispeech()
     held = {u.utt_id for u in librispeech(held_out_only=True)}
     out: dict[str, Any] = {"meta": m}
@@ -71,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.name == "bench":
         if out.get("sweep"):
             report.plot_latency(
-                out["sweep"], PLOT, f"{m['date']} · {report.describe_short(m)} · {m['stack']}"
+                out["sweep"],
+                PLOT,
+                f"{m['command']} · {m['date']} · {report.describe_short(m)} · {m['stack']}",
             )
         report.replace_section("capacity", render(out))
         print(f"updated {report.DOC}")
@@ -133,6 +143,7 @@ def cost_vs_length(stack: BenchStack, every: list[Any], args: argparse.Namespace
             if total >= longest:
                 break
     full = build_stream("long", chosen).pcm
+    full_speed(stack, [("warm", to_pcm16(full[: 10 * 16000]))], concurrency=1)
     rows = []
     for length in (float(x) for x in args.lengths.split(",")):
         pcm = to_pcm16(full[: int(length * 16000)].astype(np.float32))
@@ -208,7 +219,10 @@ def render(out: dict[str, Any]) -> str:
         "",
         f"Efficiency pipeline / offline: **{out['efficiency']:.2f}** (target ≥ 0.9: "
         f"{'**met**' if out['efficiency'] >= 0.9 else '**not met**'}). "
-        f"CPU by process at full speed (s): {_fmt_cpu(pipe['resources']['cpu_s'])}.",
+        f"CPU by process at full speed (s): {_fmt_cpu(pipe['resources']['cpu_s'])}. The "
+        f"pipeline cut the {off['files']} files into {pipe.get('finals')} utterances (one "
+        f"Whisper call each, offline makes one per file); the ASR workers' own transcription "
+        f"time summed to {pipe.get('asr_busy_s')} s of the {pipe['wall_s']} s wall.",
         "",
         f"**Accuracy** ({acc['held_out_files']} held-out LibriSpeech files, the same sessions): "
         f"offline WER {acc['offline_wer_held_out']} %, streamed {acc['streamed_wer_held_out']} % "

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from bench import report
-from bench.cli import finish, meta, sigterm_as_interrupt
+from bench.cli import add_quiet_args, finish, meta, sigterm_as_interrupt, wait_quiet
 from bench.corpus import audio, librispeech, rotating_streams, to_pcm16
 from bench.latency import warm_up
 from bench.runs import full_speed, realtime
@@ -23,6 +23,7 @@ CONFIGS: dict[str, StackConfig] = {
     "VAD_MIN_SILENCE_MS=300": StackConfig(1, 1, {"VAD_MIN_SILENCE_MS": "300"}),
     "COALESCE_MS=40": StackConfig(1, 1, {"COALESCE_MS": "40"}),
     "PARTIAL_INTERVAL_MS=1200": StackConfig(1, 1, {"PARTIAL_INTERVAL_MS": "1200"}),
+    "ASR_CONDITION_ON_PREVIOUS=false": StackConfig(1, 1, {"ASR_CONDITION_ON_PREVIOUS": "false"}),
 }
 
 
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--levels", default="1,4")
     p.add_argument("--seconds", type=float, default=35.0)
     p.add_argument("--name", default="tuning")
+    add_quiet_args(p)
     args = p.parse_args(argv)
     sigterm_as_interrupt()
     m = meta(StackConfig())
@@ -63,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.only and not any(o in name for o in args.only):
                 continue
             print(f"{name} …", flush=True)
+            quiet = wait_quiet(args)
             out["configs"][name] = measure(cfg, levels, args.seconds)
+            out["configs"][name]["load_before"] = quiet["load_when_started"]
             out["configs"][name]["load_after"] = report_load()
             print(f"  {_line(out['configs'][name])}", flush=True)
     except KeyboardInterrupt:
@@ -98,7 +102,7 @@ def render(out: dict[str, Any]) -> str:
     levels = sorted({lv["streams"] for r in out["configs"].values() for lv in r["levels"]})
     for n in levels:
         header += [f"{n} str. final p50/p95 (s)", f"{n} str. first partial p50/p95 (s)"]
-    header.append("load after")
+    header.append("load before / after")
     rows = []
     for name, r in out["configs"].items():
         row: list[Any] = [name, r["audio_s_per_s"], r["wer_held_out"]]
@@ -112,7 +116,7 @@ def render(out: dict[str, Any]) -> str:
                 f"{lv['final_s']['p50']} / {lv['final_s']['p95']}",
                 f"{lv['first_partial_s']['p50']} / {lv['first_partial_s']['p95']}",
             ]
-        row.append(r.get("load_after"))
+        row.append(f"{r.get('load_before')} / {r.get('load_after')}")
         rows.append(row)
     return "\n".join(
         [
