@@ -53,6 +53,7 @@ class NativeSession(Session):
         self.language = options.language
         self.interim_results = options.interim_results
         self.vad_events = options.vad_events
+        self.diarize = options.diarize
         self.min_silence_ms = options.endpointing
         self.set_input_rate(options.sample_rate)
 

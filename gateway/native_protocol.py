@@ -25,6 +25,8 @@ class NativeOptions:
     endpointing: int | None = None
     """Milliseconds of silence that end an utterance; ``None`` = the server default."""
     vad_events: bool = False
+    diarize: bool = False
+    """Label finals (and their words) with ``speaker``."""
     token: str | None = None
     session_id: str | None = None
     """Resume this session (with ``last_segment``: the last final the client has)."""
@@ -39,6 +41,7 @@ class NativeOptions:
             "interim_results": self.interim_results,
             "endpointing": self.endpointing or default_endpointing,
             "vad_events": self.vad_events,
+            "diarize": self.diarize,
         }
 
 
@@ -132,6 +135,7 @@ def parse_options(
         "encoding": _encoding,
         "interim_results": _bool,
         "vad_events": _bool,
+        "diarize": _bool,
         "endpointing": endpointing,
         "token": lambda n, v: None if v is None else str(v),
         "session_id": _session_id,

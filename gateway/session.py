@@ -43,6 +43,7 @@ from shared.schemas import (
     StreamMessage,
     Transcript,
     VadEvent,
+    Word,
     decode_as,
     encode,
 )
@@ -96,8 +97,9 @@ async def admission_error(ctx: GatewayContext) -> ProtocolError | None:
 
 
 def final_message(t: Transcript) -> dict[str, Any]:
-    """The predecessor's result object, plus type, session, segment and session-audio times."""
-    return {
+    """The predecessor's result object, plus type, session, segment and session-audio times
+    (and ``speaker``, on finals and words, only where the session asked for ``diarize``)."""
+    msg: dict[str, Any] = {
         "type": "final",
         "session_id": t.session_id,
         "segment": t.segment,
@@ -106,12 +108,24 @@ def final_message(t: Transcript) -> dict[str, Any]:
         "language": t.language,
         "language_probability": t.language_probability,
         "text": t.text,
-        "words": [
-            {"word": w.word, "start": w.start, "end": w.end, "probability": w.probability}
-            for w in t.words
-        ],
+        "words": [_word(w) for w in t.words],
         "processing_time": t.processing_time,
     }
+    if t.speaker is not None:
+        msg["speaker"] = t.speaker
+    return msg
+
+
+def _word(w: Word) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "word": w.word,
+        "start": w.start,
+        "end": w.end,
+        "probability": w.probability,
+    }
+    if w.speaker is not None:
+        out["speaker"] = w.speaker
+    return out
 
 
 class Session:
@@ -128,6 +142,7 @@ class Session:
         self.language: str | None = None
         self.interim_results = False
         self.vad_events = False
+        self.diarize = False
         self.min_silence_ms: int | None = None
         self.announced = False
         self.ended = False
@@ -374,6 +389,7 @@ class Session:
             min_silence_ms=self.min_silence_ms,
             interim_results=self.interim_results,
             vad_events=self.vad_events,
+            diarize=self.diarize,
         )
         ttl = self.ctx.settings.session_ttl_s
         async with self.ctx.redis.pipeline(transaction=True) as pipe:

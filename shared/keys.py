@@ -31,6 +31,7 @@ ASR_GROUP = "asr"
 AUDIO_STREAM_PREFIX = "audio:"
 TRANSCRIPT_STREAM_PREFIX = "transcript:"
 SESSION_HASH_PREFIX = "session:"
+SPEAKERS_PREFIX = "speakers:"
 RESULTS_CHANNEL_PREFIX = "results:"
 HEARTBEATS_PREFIX = "heartbeats:"
 
@@ -72,6 +73,10 @@ class Keys:
 
     def session(self, session_id: str) -> str:
         return f"{self.prefix}{SESSION_HASH_PREFIX}{session_id}"
+
+    def speakers(self, session_id: str) -> str:
+        """Online speaker clustering state of a ``diarize=true`` session (workers/diarize.py)."""
+        return f"{self.prefix}{SPEAKERS_PREFIX}{session_id}"
 
     def results(self, session_id: str) -> str:
         return f"{self.prefix}{RESULTS_CHANNEL_PREFIX}{session_id}"

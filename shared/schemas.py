@@ -35,6 +35,8 @@ class SessionStart(_Msg, tag="session_start"):
     """Cut partial jobs of the open utterance (native endpoint)."""
     vad_events: bool = False
     """Publish ``speech_started`` / ``utterance_end`` events."""
+    diarize: bool = False
+    """Label finals with speakers (copied onto each job)."""
 
 
 class AudioChunk(_Msg, tag="audio"):
@@ -87,6 +89,8 @@ class AsrJob(_Msg, tag="asr_job"):
     max_length)."""
     enqueued_at: float = 0.0
     speech_ended_at: float = 0.0
+    diarize: bool = False
+    """The ASR worker labels the final with a speaker (workers/diarize.py)."""
 
 
 class Word(msgspec.Struct, kw_only=True):
@@ -94,6 +98,7 @@ class Word(msgspec.Struct, kw_only=True):
     start: float
     end: float
     probability: float
+    speaker: str | None = None
 
 
 class Transcript(_Msg, tag="transcript"):
@@ -115,6 +120,8 @@ class Transcript(_Msg, tag="transcript"):
     speech_final: bool = True
     error: str | None = None
     worker: str = ""
+    speaker: str | None = None
+    """``S0``, ``S1``, … within the session (``diarize=true`` finals only)."""
 
 
 class SessionDone(_Msg, tag="session_done"):

@@ -168,7 +168,7 @@ class Settings(BaseSettings):
         default="cpu", description="Where the pyannote models run."
     )
     pyannote_context_s: float = Field(
-        default=3.0,
+        default=2.0,
         ge=0,
         le=10,
         description="Seconds of a session's past audio that pyannote's segmentation model sees "

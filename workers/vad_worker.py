@@ -53,7 +53,7 @@ from workers.segmenter import (
     SegmenterState,
     SpeechStart,
 )
-from workers.silero import SileroStream, SileroVad
+from workers.vad_backends import VadModel, VadStream, detection_params, make_vad
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class OwnedSession:
     start: SessionStart
     entry_id: bytes
     segmenter: Segmenter
-    vad: SileroStream
+    vad: VadStream
     last_id: bytes = b"0-0"
     last_audio_at: float = field(default_factory=time.monotonic)
     last_received_at: float = 0.0
@@ -83,7 +83,7 @@ class OwnedSession:
 
 
 class VadWorker:
-    def __init__(self, settings: Settings, r: aioredis.Redis, vad: SileroVad) -> None:
+    def __init__(self, settings: Settings, r: aioredis.Redis, vad: VadModel) -> None:
         self.s = settings
         self.r = r
         self.keys = Keys(settings.key_prefix)
@@ -93,12 +93,14 @@ class VadWorker:
         self._maintained_at = 0.0
 
     def segmenter_config(self, start: SessionStart) -> SegmenterConfig:
+        det = detection_params(self.s)
         return SegmenterConfig(
             sample_rate=SAMPLE_RATE,
-            threshold=self.s.vad_threshold,
-            min_silence_ms=start.min_silence_ms or self.s.vad_min_silence_ms,
+            threshold=det.threshold,
+            neg_threshold=det.neg_threshold,
+            min_silence_ms=start.min_silence_ms or det.min_silence_ms,
             speech_pad_ms=self.s.vad_speech_pad_ms,
-            min_speech_ms=self.s.vad_min_speech_ms,
+            min_speech_ms=det.min_speech_ms,
             max_segment_s=self.s.vad_max_segment_s,
             partial_first_ms=self.s.partial_first_ms if start.interim_results else 0,
             partial_interval_ms=self.s.partial_interval_ms,
@@ -338,6 +340,7 @@ class VadWorker:
             language=owned.start.language,
             enqueued_at=time.time(),
             speech_ended_at=owned.last_received_at,
+            diarize=owned.start.diarize,
         )
 
     async def _final_job(self, owned: OwnedSession, seg: Segment) -> None:
@@ -430,7 +433,7 @@ async def amain(settings: Settings) -> None:
     stop = asyncio.Event()
     install_signal_handlers(stop)
     start_metrics_server(settings.metrics_port)
-    vad = SileroVad()
+    vad = await asyncio.to_thread(make_vad, settings)
     r = connect(settings.effective_redis_url, name=f"vad-{settings.consumer_name}")
     try:
         await run_with_grace(VadWorker(settings, r, vad).run(stop), stop, settings.shutdown_grace_s)
