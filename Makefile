@@ -91,3 +91,10 @@ bench-latency: install
 
 bench-tuning: install
 	$(POETRY) run python -m bench.tuning
+
+# VAD quality (docs/vad.md): detection error against ../shared/corpus/vad; BACKENDS="silero pyannote"
+# with the pyannote extra installed and PYANNOTE_MODEL / PYANNOTE_AUTH_TOKEN set.
+.PHONY: bench-vad
+BACKENDS ?= silero
+bench-vad: install
+	$(POETRY) run python -m bench.vad_quality $(foreach b,$(BACKENDS),--backend $(b))
