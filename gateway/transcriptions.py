@@ -23,7 +23,7 @@ from starlette.formparsers import MultiPartException
 from starlette.types import Message
 
 from gateway.file_session import FileSession
-from gateway.session import GatewayContext, final_message
+from gateway.session import GatewayContext, admission_error, final_message
 from shared.audio import SAMPLE_RATE, AudioDecodeError, decode_file, float32_to_pcm16
 from shared.languages import LANGUAGES, UnknownLanguage, normalize_language
 from shared.redis_util import live_workers
@@ -222,6 +222,9 @@ async def _transcribe(request: Request) -> Response:
             if not isinstance(upload, UploadFile):
                 raise ApiError(400, "missing_file", "a multipart field 'file' with the audio is required", "file")  # fmt: skip
             await _check_workers(ctx)
+            refused = await admission_error(ctx)  # the same admission control as the sockets
+            if refused is not None:
+                raise ApiError(503, refused.code, refused.message)
             started = time.monotonic()
             pcm = await asyncio.to_thread(decode_upload, upload.file)
     except _TooLarge:
