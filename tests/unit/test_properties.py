@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import msgpack
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.native_protocol import parse_native_frame, parse_options
@@ -14,6 +14,9 @@ from gateway.ordering import Coalescer, ReorderBuffer
 from gateway.protocol import ClientConfig, Eof, ProtocolError, parse_text_frame
 from shared import schemas
 from shared.audio import PcmCarry
+
+# the machine is small and shared: generating data may be slow, which is not a failure of ours
+SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
 
 json_values = st.recursive(
     st.none()
@@ -45,7 +48,7 @@ config_like = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=SLOW_OK)
 @given(st.one_of(st.text(max_size=200), config_like.map(json.dumps), json_values.map(json.dumps)))
 def test_legacy_text_frames(text: str) -> None:
     try:
@@ -58,7 +61,7 @@ def test_legacy_text_frames(text: str) -> None:
         assert 8000 <= result.sample_rate <= 192_000 and 1 <= result.channels <= 8
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=SLOW_OK)
 @given(st.one_of(st.text(max_size=200), config_like.map(json.dumps), json_values.map(json.dumps)))
 def test_native_control_frames(text: str) -> None:
     try:
@@ -75,7 +78,7 @@ def test_native_control_frames(text: str) -> None:
         assert 8000 <= opts.sample_rate <= 192_000
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=SLOW_OK)
 @given(
     st.dictionaries(
         st.sampled_from(
@@ -94,7 +97,7 @@ def test_query_parameters(params: dict[str, str]) -> None:
     assert opts.encoding == "linear16" and opts.last_segment >= -1
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500, deadline=None, suppress_health_check=SLOW_OK)
 @given(
     st.binary(max_size=300)
     | st.dictionaries(st.text(max_size=12), json_values, max_size=8).map(
@@ -122,6 +125,7 @@ def test_stream_message_decoder(data: bytes) -> None:
     assert schemas.decode(schemas.encode(msg)) == msg
 
 
+@settings(suppress_health_check=SLOW_OK)
 @given(st.lists(st.binary(max_size=50), max_size=50))
 def test_binary_frames_stay_sample_aligned(frames: list[bytes]) -> None:
     carry = PcmCarry()
@@ -131,6 +135,7 @@ def test_binary_frames_stay_sample_aligned(frames: list[bytes]) -> None:
     assert carry.pending == len(b"".join(frames)) % 2
 
 
+@settings(suppress_health_check=SLOW_OK)
 @given(st.lists(st.binary(max_size=400), max_size=60), st.integers(10, 2000))
 def test_coalescer_loses_nothing(frames: list[bytes], target: int) -> None:
     c = Coalescer(target_bytes=target, max_wait_s=0.1)
@@ -140,6 +145,7 @@ def test_coalescer_loses_nothing(frames: list[bytes], target: int) -> None:
     assert joined == b"".join(frames)
 
 
+@settings(suppress_health_check=SLOW_OK)
 @given(st.permutations(list(range(30))), st.lists(st.integers(0, 29), max_size=20))
 def test_reorder_releases_each_segment_once_in_order(order: list[int], dupes: list[int]) -> None:
     buf: ReorderBuffer[int] = ReorderBuffer()
