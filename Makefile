@@ -15,7 +15,7 @@ export POETRY_PYPI_MIRROR_URL ?= $(shell $(PYTHON) -c 'from pip._internal.models
 export POETRY_VIRTUALENVS_IN_PROJECT := true
 export POETRY_NO_INTERACTION := 1
 
-.PHONY: help install run test test-fast lint bench clean redis-server deploy-tools autoscale-demo
+.PHONY: help install run test test-fast lint bench clean redis-server soak deploy-tools autoscale-demo
 
 help:
 	@echo "make run   - start the service on http://127.0.0.1:8000 (HOST/PORT override)"
@@ -66,6 +66,10 @@ lint: install
 	$(POETRY) run ruff check .
 	$(POETRY) run ruff format --check .
 	$(POETRY) run mypy
+
+SOAK_ARGS ?= --sessions 4 --minutes 3 --kill-every 20
+soak: install
+	$(POETRY) run python -m whisper_streaming.soak $(SOAK_ARGS)
 
 # Locust against a running service (make run): the predecessor's scenario plus end-of-speech-to-
 # final latency. LOAD_HOST, USERS, RUN_TIME; LOAD_AUDIO_DIR etc. as in locustfile.py.

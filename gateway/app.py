@@ -85,7 +85,7 @@ async def readiness(ctx: GatewayContext) -> tuple[dict[str, object], bool]:
     ready = bool(
         detail["redis"]
         and detail["vad_workers"]
-        and detail["asr_workers"]
+        and (detail["asr_workers"] or not ctx.settings.ready_require_asr)
         and detail["results_subscribed"]
     )
     detail["status"] = "ready" if ready else "not ready"

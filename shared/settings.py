@@ -142,6 +142,11 @@ class Settings(BaseSettings):
     session_ttl_s: int = Field(
         default=3600, ge=1, description="Per-session keys expire this long after last use."
     )
+    ready_require_asr: bool = Field(
+        default=True,
+        description="/readyz needs a live ASR worker; set false when the ASR pool scales to "
+        "zero (KEDA), or gateways would leave the load balancer and nothing could wake it.",
+    )
     heartbeat_interval_s: float = Field(
         default=2.0, gt=0, description="Workers refresh their heartbeat this often."
     )

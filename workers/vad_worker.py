@@ -23,7 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import metrics
 from shared.audio import SAMPLE_RATE, float32_to_pcm16, pcm16_to_float32
-from shared.keys import VAD_GROUP, Keys
+from shared.keys import ASR_GROUP, VAD_GROUP, Keys
 from shared.redis_util import Heartbeat, connect, ensure_group, entry, entry_data
 from shared.schemas import (
     AsrJob,
@@ -108,6 +108,9 @@ class VadWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         await ensure_group(self.r, self.keys.sessions, VAD_GROUP)
+        # the ASR groups too: KEDA reads their lag even while the ASR pool is scaled to zero
+        await ensure_group(self.r, self.keys.asr_jobs, ASR_GROUP)
+        await ensure_group(self.r, self.keys.asr_partials, ASR_GROUP)
         beat = Heartbeat(self.r, self.keys, ROLE, self.name, self.s.heartbeat_interval_s)
         tasks = TaskSet()
         tasks.spawn(beat.run(stop), "heartbeat")
@@ -404,7 +407,7 @@ class VadWorker:
             pipe.publish(self.keys.results(sid), encode(done))
             pipe.xack(self.keys.sessions, VAD_GROUP, owned.entry_id)
             pipe.xdel(self.keys.sessions, owned.entry_id)
-            pipe.expire(self.keys.audio(sid), self.s.session_ttl_s)
+            pipe.delete(self.keys.audio(sid))  # every sample is accounted for: free it now
             pipe.hset(
                 self.keys.session(sid),
                 mapping={"segments": done.segments, "audio_seconds": done.audio_seconds},
