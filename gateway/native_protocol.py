@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.protocol import CLOSE_INVALID_PAYLOAD, CLOSE_UNSUPPORTED, ProtocolError
+from gateway.protocol import CLOSE_INVALID_PAYLOAD, CLOSE_UNSUPPORTED, ProtocolError, load_object
 from shared.languages import UnknownLanguage, normalize_language
 
 PROTOCOL_VERSION = 1
@@ -146,16 +145,7 @@ def parse_options(
 
 
 def parse_native_frame(text: str) -> NativeMessage:
-    try:
-        obj = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise ProtocolError(
-            "invalid_json", f"text frame is not JSON: {exc}", CLOSE_INVALID_PAYLOAD
-        ) from exc
-    if not isinstance(obj, dict):
-        raise ProtocolError(
-            "invalid_message", "a text frame must be a JSON object", CLOSE_INVALID_PAYLOAD
-        )
+    obj = load_object(text)
     kind = obj.get("type")
     if kind == "finalize":
         return Finalize()

@@ -106,8 +106,8 @@ def parse_config(data: Any) -> ClientConfig:
     )
 
 
-def parse_text_frame(text: str) -> ClientMessage:
-    """One text frame: a config or a control message. Unknown fields are ignored."""
+def load_object(text: str) -> dict[str, Any]:
+    """A text frame's JSON object, or the error every endpoint gives for anything else."""
     try:
         obj = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
@@ -118,6 +118,12 @@ def parse_text_frame(text: str) -> ClientMessage:
         raise ProtocolError(
             "invalid_message", "a text frame must be a JSON object", CLOSE_INVALID_PAYLOAD
         )
+    return obj
+
+
+def parse_text_frame(text: str) -> ClientMessage:
+    """One text frame: a config or a control message. Unknown fields are ignored."""
+    obj = load_object(text)
     kind = obj.get("type")
     if kind == "config":
         return parse_config(obj.get("data"))

@@ -3,7 +3,6 @@ whole service started as a user would start it."""
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import subprocess
@@ -18,45 +17,10 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from whisper_streaming.corpus import corpus_dir
 from whisper_streaming.up import EmbeddedRedis, free_port
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def corpus_dir() -> Path:
-    """The shared speech corpus: ``$WHISPER_CORPUS`` or ``../shared/corpus`` beside the repo."""
-    path = Path(os.environ.get("WHISPER_CORPUS", REPO.parent / "shared" / "corpus"))
-    if not (path / "librispeech" / "transcripts.tsv").is_file():
-        raise RuntimeError(
-            f"speech corpus not found at {path}: set WHISPER_CORPUS to the folder that holds "
-            "librispeech/, long/, vad/ (../shared/corpus in this project's checkouts)"
-        )
-    return path
-
-
-@dataclass(frozen=True)
-class Utterance:
-    utt_id: str
-    path: Path
-    reference: str
-    subset: str
-
-
-def librispeech(held_out_only: bool = False) -> list[Utterance]:
-    base = corpus_dir() / "librispeech"
-    refs = dict(
-        line.rstrip("\n").split("\t", 1)
-        for line in (base / "transcripts.tsv").read_text().splitlines()
-    )
-    out = []
-    with (base / "splits.tsv").open() as fh:
-        for row in csv.DictReader(fh, delimiter="\t"):
-            if held_out_only and row["subset"] == "train-clean-5":
-                continue
-            out.append(
-                Utterance(row["utt_id"], base / row["file"], refs[row["utt_id"]], row["subset"])
-            )
-    return out
 
 
 @pytest.fixture(scope="session")

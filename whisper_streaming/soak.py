@@ -31,6 +31,7 @@ import redis.asyncio as aioredis
 import websockets
 
 from shared.audio import decode_file, float32_to_pcm16
+from whisper_streaming.corpus import librispeech
 from whisper_streaming.evaluation import wer
 from whisper_streaming.up import EmbeddedRedis, free_port
 
@@ -53,22 +54,16 @@ class Totals:
     errors: list[str] = field(default_factory=list)
 
 
-def corpus() -> Path:
-    return Path(os.environ.get("WHISPER_CORPUS", REPO.parent / "shared" / "corpus"))
-
-
 def playlists(n: int) -> list[tuple[bytes, str]]:
-    base = corpus() / "librispeech"
-    refs = dict(line.split("\t", 1) for line in (base / "transcripts.tsv").read_text().splitlines())
-    rows = [r.split("\t") for r in (base / "splits.tsv").read_text().splitlines()[1:]]
-    held = [(r[0], base / r[2]) for r in rows if r[1] != "train-clean-5"]
-    audio = {uid: decode_file(path) for uid, path in held}
+    """Three held-out utterances per session, 1.5 s apart, and their reference."""
+    held = librispeech(held_out_only=True)
+    audio = {u.utt_id: decode_file(u.path) for u in held}
     gap = np.zeros(int(16000 * 1.5), dtype=np.float32)
     out = []
     for i in range(n):
-        pick = [held[(3 * i + k) % len(held)][0] for k in range(3)]
-        pcm = float32_to_pcm16(np.concatenate([x for uid in pick for x in (audio[uid], gap)]))
-        out.append((pcm, " ".join(refs[uid] for uid in pick)))
+        pick = [held[(3 * i + k) % len(held)] for k in range(3)]
+        pcm = float32_to_pcm16(np.concatenate([x for u in pick for x in (audio[u.utt_id], gap)]))
+        out.append((pcm, " ".join(u.reference for u in pick)))
     return out
 
 
