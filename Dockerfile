@@ -37,6 +37,8 @@ COPY shared ./shared
 COPY gateway ./gateway
 COPY workers ./workers
 COPY whisper_streaming ./whisper_streaming
+# the browser page the gateway serves at GET /
+COPY web ./web
 RUN /opt/poetry/bin/poetry install --only main --no-ansi \
  && find /app/.venv -name '__pycache__' -prune -exec rm -rf {} + \
  && /app/.venv/bin/python -m compileall -q /app/shared /app/gateway /app/workers /app/whisper_streaming

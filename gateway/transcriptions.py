@@ -22,7 +22,9 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.types import Message
 
+from gateway.auth import Principal
 from gateway.file_session import FileSession
+from gateway.protocol import ProtocolError
 from gateway.session import GatewayContext, admission_error, final_message
 from shared.audio import SAMPLE_RATE, AudioDecodeError, decode_file, float32_to_pcm16
 from shared.languages import LANGUAGES, UnknownLanguage, normalize_language
@@ -234,7 +236,17 @@ async def _transcribe(request: Request) -> Response:
 
     duration = len(pcm) / 2 / SAMPLE_RATE
     session = FileSession(ctx, pcm, language=language, prompt=prompt)
-    finals = await session.transcribe()
+    principal = getattr(request.state, "principal", None) or Principal("dev", "open")
+    session.owner = principal.name  # counted against the key's session limit like a socket
+    assert ctx.key_sessions is not None
+    try:
+        await ctx.key_sessions.acquire(principal, session.session_id)
+    except ProtocolError as exc:
+        raise ApiError(429, exc.code, exc.message) from exc
+    try:
+        finals = await session.transcribe()
+    finally:
+        await ctx.key_sessions.release(principal, session.session_id)
     for err in session.errors:
         status = {"session_too_long": 413, "overloaded": 503, "too_many_sessions": 503}
         raise ApiError(status.get(err.get("code", ""), 500), err.get("code", "error"), err.get("message", ""))  # fmt: skip

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from whisper_streaming.corpus import corpus_dir
+from whisper_streaming.corpus import Utterance, corpus_dir, librispeech  # noqa: F401 (re-exported)
 from whisper_streaming.up import EmbeddedRedis, free_port
 
 REPO = Path(__file__).resolve().parents[1]
