@@ -15,7 +15,7 @@ export POETRY_PYPI_MIRROR_URL ?= $(shell $(PYTHON) -c 'from pip._internal.models
 export POETRY_VIRTUALENVS_IN_PROJECT := true
 export POETRY_NO_INTERACTION := 1
 
-.PHONY: help install run test test-fast lint bench clean redis-server soak deploy-tools autoscale-demo
+.PHONY: help install test-deps run test test-fast lint bench clean redis-server soak deploy-tools autoscale-demo
 
 help:
 	@echo "make run   - start the service on http://127.0.0.1:8000 (HOST/PORT override)"
@@ -46,7 +46,11 @@ $(STAMP): $(POETRY) pyproject.toml poetry.lock
 deploy-tools:
 	@bash scripts/install-deploy-tools.sh
 
-install: $(STAMP) redis-server chromium deploy-tools
+# what running the service needs
+install: $(STAMP) redis-server
+
+# what the test suite needs on top: the browser and the offline deployment checkers
+test-deps: install chromium deploy-tools
 
 autoscale-demo: install
 	$(POETRY) run python deploy/autoscale_demo.py
@@ -54,12 +58,12 @@ autoscale-demo: install
 run: install
 	$(POETRY) run whisper-streaming up
 
-test: install
+test: test-deps
 	$(POETRY) run ruff check .
 	$(POETRY) run mypy
 	$(POETRY) run pytest
 
-test-fast: install
+test-fast: test-deps
 	$(POETRY) run pytest -m "not e2e"
 
 lint: install
