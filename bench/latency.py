@@ -9,6 +9,7 @@ when the first partial / the final of that speech arrived.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -25,6 +26,7 @@ from bench.corpus import librispeech, rotating_streams, to_pcm16
 from bench.runs import full_speed, realtime
 from bench.stack import BenchStack
 
+PLOT = report.DOC.parent / "benchmarks-latency-native.png"
 TARGETS = "one stream: first partial p50 ≤ 1.0 s, final p50 ≤ 0.6 s, final p95 ≤ 1.0 s; four streams: final p95 ≤ 1.5 s"
 
 
@@ -48,8 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk-ms", type=int, default=20, help="audio per WebSocket frame")
     p.add_argument("--name", default="latency", help="JSON name; 'latency' also updates the docs")
     p.add_argument("--no-docs", action="store_true")
+    p.add_argument(
+        "--from-json", action="store_true", help="only re-render the docs from the saved JSON"
+    )
     add_stack_args(p)
     args = p.parse_args(argv)
+    if args.from_json:
+        publish(json.loads((report.RESULTS / f"{args.name}.json").read_text()))
+        return 0
     sigterm_as_interrupt()
     cfg = stack_config(args)
     quiet = wait_quiet(args)
@@ -72,15 +80,24 @@ def main(argv: list[str] | None = None) -> int:
                 out["interim_off"].append(res)
                 _progress(res)
     except KeyboardInterrupt:
-        print("interrupted; service stopped", file=sys.stderr)
+        finish(m)
+        m["interrupted"] = True
+        print(f"interrupted; service stopped; {report.save_json(args.name, out)}", file=sys.stderr)
         return 130
     finish(m)
     path = report.save_json(args.name, out)
     print(f"wrote {path}")
     if not args.no_docs and args.name == "latency":
-        report.replace_section("latency", render(out))
-        print(f"updated {report.DOC}")
+        publish(out)
     return 0
+
+
+def publish(out: dict[str, Any]) -> None:
+    m = out["meta"]
+    title = f"{m['command']} · {m['date']} · {report.describe_short(m)}"
+    report.plot_latency(out["levels"], PLOT, title)
+    report.replace_section("latency", render(out))
+    print(f"updated {report.DOC} and {PLOT}")
 
 
 def _progress(res: dict[str, Any]) -> None:
@@ -111,6 +128,10 @@ def render(out: dict[str, Any]) -> str:
         f"- one stream, final p50 ≤ 0.6 s: {report.met(one and one['final_s']['p50'], 0.6)}",
         f"- one stream, final p95 ≤ 1.0 s: {report.met(one and one['final_s']['p95'], 1.0)}",
         f"- four streams, final p95 ≤ 1.5 s: {report.met(four and four['final_s']['p95'], 1.5)}",
+        "",
+        "![latency percentiles against concurrent streams, interim results on]"
+        "(benchmarks-latency-native.png)",
+        "",
     ]
     on = {lv["streams"]: lv for lv in out["levels"]}
     for off in out["interim_off"]:

@@ -16,11 +16,13 @@ from whisper_streaming.evaluation import wer
 DRAIN_TIMEOUT_S = 240.0
 
 
-def wait_idle(stack: BenchStack, timeout: float = 60.0) -> None:
-    """Until asr:jobs is empty (the previous run's jobs would skew the next one)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and stack.backlog() > 0:
-        time.sleep(0.2)
+def wait_idle(stack: BenchStack, timeout: float = 300.0) -> float:
+    """Until asr:jobs and asr:partials are empty (the previous run's work would skew the next
+    run); returns how long that took."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout and stack.backlog() > 0:
+        time.sleep(0.25)
+    return round(time.monotonic() - started, 1)
 
 
 def realtime(
@@ -32,7 +34,7 @@ def realtime(
     stagger_s: float = 0.25,
 ) -> dict[str, Any]:
     """All ``streams`` at once at real-time pace (stream i starts ``i × stagger_s`` late)."""
-    wait_idle(stack)
+    idle_wait = wait_idle(stack)
     pcms = [to_pcm16(s.pcm) for s in streams]
 
     async def go() -> list[StreamRun]:
@@ -48,7 +50,11 @@ def realtime(
 
     with Sampler(stack) as sampler:
         runs = asyncio.run(go())
-    return summarize_realtime(streams, runs) | {"interim": interim, "resources": sampler.result()}
+    return summarize_realtime(streams, runs) | {
+        "interim": interim,
+        "resources": sampler.result(),
+        "waited_for_idle_s": idle_wait,
+    }
 
 
 def summarize_realtime(streams: list[Stream], runs: list[StreamRun]) -> dict[str, Any]:

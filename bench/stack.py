@@ -238,7 +238,7 @@ class BenchStack:
 
     def backlog(self) -> int:
         assert self.redis is not None
-        return int(self.redis.xlen("asr:jobs"))
+        return int(self.redis.xlen("asr:jobs")) + int(self.redis.xlen("asr:partials"))
 
 
 class Sampler:

@@ -37,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--concurrency", type=int, default=4, help="sessions at once at full speed")
     p.add_argument("--max-streams", type=int, default=32, help="sweep stops here at the latest")
+    p.add_argument(
+        "--min-streams",
+        type=int,
+        default=4,
+        help="the sweep goes at least this far (cost against stream count needs a few points)",
+    )
     p.add_argument("--seconds", type=float, default=35.0, help="audio per real-time stream")
     p.add_argument("--lengths", default="30,60,120,240", help="cost curve: session lengths (s)")
     p.add_argument("--skip-sweep", action="store_true")
@@ -121,7 +127,8 @@ def sweep(stack: BenchStack, args: argparse.Namespace) -> list[dict[str, Any]]:
             flush=True,
         )
         p95 = res["final_s"]["p95"]
-        if p95 is None or p95 > STOP_P95_S or res["regions_without_final"]:
+        over = p95 is None or p95 > STOP_P95_S or res["regions_without_final"]
+        if over and n >= args.min_streams:
             break
         n *= 2
     return levels
