@@ -423,7 +423,12 @@ class Session:
         chunk = AudioChunk(
             session_id=self.session_id, seq=self._seq, pcm=pcm, received_at=time.time()
         )
-        await self.ctx.redis.xadd(self.keys.audio(self.session_id), entry(encode(chunk)))
+        key = self.keys.audio(self.session_id)
+        async with self.ctx.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(key, entry(encode(chunk)))
+            # a TTL even while live: if every process of the session dies, nothing stays behind
+            pipe.expire(key, self.ctx.settings.session_ttl_s)
+            await pipe.execute()
         if self._seq % BACKLOG_CHECK_EVERY == 0:
             await self._wait_for_vad()
 

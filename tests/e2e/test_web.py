@@ -114,7 +114,9 @@ def test_page_live_captions_file_upload_and_download(
             page.wait_for_function(
                 "document.querySelectorAll('#transcript .utt.final').length >= 2"
                 " && !document.querySelector('#transcript .utt.interim')"
-                " && document.querySelector('#transcript').innerText.includes('country')",
+                # the last utterance ("... for your country"), not the second ("your country ...")
+                " && document.querySelector('#transcript').innerText.toLowerCase()"
+                ".includes('for your country')",
                 timeout=60_000,
             )
             page.click("#stop")
