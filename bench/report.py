@@ -59,11 +59,11 @@ def provenance(meta: dict[str, Any]) -> str:
 def busy_note(meta: dict[str, Any]) -> str:
     cores = meta["machine"]["cores"] or 1
     worst = max(meta.get("load_start", 0), meta.get("load_end", 0))
-    if worst < 0.5 * cores:
+    if worst < 0.6 * cores:
         return ""
     return (
-        f" · **the machine was busy with other work (load {worst} on {cores} cores; it never "
-        "became quiet while we waited): timings are pessimistic**"
+        f" · **other work was running on the machine (load up to {worst} on {cores} cores): "
+        "timings are pessimistic**"
     )
 
 
