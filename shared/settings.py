@@ -225,7 +225,7 @@ class Settings(BaseSettings):
         default=400, ge=100, description="Interim results: first partial this long after onset."
     )
     partial_interval_ms: int = Field(
-        default=600, ge=100, description="Interim results: a new partial per this much audio."
+        default=1000, ge=100, description="Interim results: a new partial per this much audio."
     )
     partials_stream_maxlen: int = Field(
         default=1000, ge=10, description="Bound of asr:partials (stale partials are dropped)."
@@ -258,7 +258,9 @@ class Settings(BaseSettings):
         "(1 = off; 0 = auto: 8 on CUDA, 1 on CPU).",
     )
     asr_condition_on_previous: bool = Field(
-        default=True, description="Prompt each segment with the session's previous final text."
+        default=False,
+        description="Prompt each segment with the session's previous final text. Off by "
+        "default: with tiny.en it made text up and cost throughput (docs/benchmarks.md).",
     )
     asr_no_speech_threshold: float = Field(
         default=0.6, description="Whisper no-speech probability above which text is distrusted."
