@@ -8,8 +8,6 @@ padding, 500 ms minimum silence, threshold 0.5), shifted to where the utterance 
 
 from __future__ import annotations
 
-import csv
-import os
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -18,43 +16,11 @@ import numpy as np
 
 from bench.stats import Region, merge_regions
 from shared.audio import SAMPLE_RATE, decode_file
+from whisper_streaming.corpus import Utterance, corpus_dir, librispeech  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 GT_MIN_SILENCE_MS = 500
 GT_MIN_SPEECH_MS = 250
-
-
-def corpus_dir() -> Path:
-    path = Path(os.environ.get("WHISPER_CORPUS", REPO.parent / "shared" / "corpus"))
-    if not (path / "librispeech" / "transcripts.tsv").is_file():
-        raise SystemExit(f"speech corpus not found at {path}: set WHISPER_CORPUS")
-    return path
-
-
-@dataclass(frozen=True)
-class Utterance:
-    utt_id: str
-    path: Path
-    reference: str
-    subset: str
-
-
-def librispeech(held_out_only: bool = False) -> list[Utterance]:
-    """LibriSpeech utterances; held out = every subset except train-clean-5 (training data)."""
-    base = corpus_dir() / "librispeech"
-    refs = dict(
-        line.rstrip("\n").split("\t", 1)
-        for line in (base / "transcripts.tsv").read_text().splitlines()
-    )
-    out = []
-    with (base / "splits.tsv").open() as fh:
-        for row in csv.DictReader(fh, delimiter="\t"):
-            if held_out_only and row["subset"] == "train-clean-5":
-                continue
-            out.append(
-                Utterance(row["utt_id"], base / row["file"], refs[row["utt_id"]], row["subset"])
-            )
-    return out
 
 
 @cache
