@@ -136,7 +136,13 @@ class Transcriber:
     ) -> Transcript:
         """Transcribe with the session's previous text as prompt; if the prompt made the model
         stop early (tiny models do), transcribe again without it."""
-        result = self._transcribe(job, prompt, beam_size)
+        return self.recover(job, prompt, self._transcribe(job, prompt, beam_size), beam_size)
+
+    def recover(
+        self, job: AsrJob, prompt: str | None, result: Transcript, beam_size: int | None = None
+    ) -> Transcript:
+        """``result`` itself, or a transcription without the prompt if the prompt made the
+        model stop early (used for batched results too)."""
         if prompt and job.final and stopped_early(result, job):
             log.info("session=%s segment=%d: stopped early with a prompt; again without",
                      job.session_id, job.segment)  # fmt: skip

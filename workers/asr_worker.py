@@ -28,7 +28,6 @@ from workers.asr import (
     Transcriber,
     device_and_compute,
     load_model,
-    stopped_early,
 )
 from workers.batching import BatchTranscriber
 from workers.diarize import SpeakerLabeler
@@ -48,6 +47,11 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
+
+
+def queue_wait(job: AsrJob) -> float:
+    """Seconds the job waited on the stream (0 if it does not say when it was queued)."""
+    return max(0.0, time.time() - job.enqueued_at) if job.enqueued_at else 0.0
 
 
 class AsrWorker:
@@ -157,18 +161,9 @@ class AsrWorker:
                 singles += [(i, entry(encode(j))) for i, j in group]
                 continue
             metrics.ASR_BATCH_SIZE.observe(len(jobs))
-            for k, (job, prompt) in enumerate(zip(jobs, prompts, strict=True)):
-                if prompt and stopped_early(results[k], job):  # as Transcriber does alone
-                    retry = await asyncio.to_thread(self.transcriber.transcribe, job, None)
-                    if len(retry.words) > len(results[k].words):
-                        results[k] = retry
-            for (entry_id, job), result in zip(group, results, strict=True):
-                queue_wait = max(0.0, time.time() - job.enqueued_at) if job.enqueued_at else 0.0
-                result.queue_time = round(queue_wait, 4)
-                await self.speakers.label(job, result)
-                await asyncio.shield(self._publish_and_ack(entry_id, result))
-                metrics.ASR_JOBS.labels("ok").inc()
-                metrics.ASR_QUEUE_WAIT.observe(queue_wait)
+            for (entry_id, job), prompt, result in zip(group, prompts, results, strict=True):
+                result = await asyncio.to_thread(self.transcriber.recover, job, prompt, result)
+                await self._finish(entry_id, job, result, queue_wait(job))
             log.info("stage=asr batch of %d in %.2fs", len(jobs), results[0].processing_time)
         for entry_id, fields in singles:
             await self.handle_safely(entry_id, fields, deliveries=1)
@@ -254,7 +249,7 @@ class AsrWorker:
         if deliveries > self.s.asr_max_deliveries:
             await self._dead_letter(entry_id, raw, f"delivered {deliveries} times", job)
             return
-        queue_wait = max(0.0, time.time() - job.enqueued_at) if job.enqueued_at else 0.0
+        waited = queue_wait(job)
         prompt = await self._prompt(job) if self.s.asr_condition_on_previous else None
         try:
             result = await asyncio.to_thread(self.transcriber.transcribe, job, prompt)
@@ -268,19 +263,25 @@ class AsrWorker:
             else:
                 metrics.ASR_JOBS.labels("retry").inc()
             return  # left pending: reclaimed after ASR_CLAIM_IDLE_MS
-        result.queue_time = round(queue_wait, 4)
-        await self.speakers.label(job, result)
-        await asyncio.shield(self._publish_and_ack(entry_id, result))
-        metrics.ASR_JOBS.labels("ok").inc()
+        await self._finish(entry_id, job, result, waited)
         metrics.ASR_PROCESSING.observe(result.processing_time)
-        metrics.ASR_QUEUE_WAIT.observe(queue_wait)
         if job.end > job.start:
             metrics.ASR_RTF.observe(result.processing_time / (job.end - job.start))
         log.info(
             "session=%s segment=%d stage=asr audio_s=%.2f latency_ms=%d queue_ms=%d text=%r",
             job.session_id, job.segment, job.end - job.start,
-            result.processing_time * 1000, queue_wait * 1000, result.text[:60],
+            result.processing_time * 1000, waited * 1000, result.text[:60],
         )  # fmt: skip
+
+    async def _finish(
+        self, entry_id: bytes, job: AsrJob, result: Transcript, waited: float
+    ) -> None:
+        """A final is done: label its speaker, publish, store and ack it (never half-done)."""
+        result.queue_time = round(waited, 4)
+        await self.speakers.label(job, result)
+        await asyncio.shield(self._publish_and_ack(entry_id, result))
+        metrics.ASR_JOBS.labels("ok").inc()
+        metrics.ASR_QUEUE_WAIT.observe(waited)
 
     async def _prompt(self, job: AsrJob) -> str | None:
         value = await self.r.hget(self.keys.session(job.session_id), "prompt")
