@@ -26,8 +26,7 @@ from gateway.protocol import CLOSE_INVALID_PAYLOAD, CLOSE_POLICY, ProtocolError
 from gateway.session import STOP, GatewayContext, Session, final_message
 from shared import metrics
 from shared.audio import SAMPLE_RATE
-from shared.redis_util import entry
-from shared.schemas import AudioEnd, Transcript, VadEvent, encode
+from shared.schemas import Transcript, VadEvent
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +119,7 @@ class NativeSession(Session):
         attach, state = await self.ctx.redis.hmget(key, ["attach", "state"])
         if attach is None or int(attach) != self._attach or state != b"detached":
             return  # resumed (or already ended) meanwhile
-        end = AudioEnd(session_id=self.session_id, seq=0, reason="abandoned")
-        async with self.ctx.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.keys.audio(self.session_id), entry(encode(end)))
-            pipe.hset(key, "state", "ended")
-            await pipe.execute()
+        await self.end_audio("abandoned")  # its buffer was flushed when the socket dropped
         log.info("session=%s not resumed within %.0fs: ended", self.session_id, grace)
 
     # -- input -----------------------------------------------------------------------------------
