@@ -32,6 +32,7 @@ AUDIO_STREAM_PREFIX = "audio:"
 TRANSCRIPT_STREAM_PREFIX = "transcript:"
 SESSION_HASH_PREFIX = "session:"
 SPEAKERS_PREFIX = "speakers:"
+SPECULATIVE_PREFIX = "spec:"
 RESULTS_CHANNEL_PREFIX = "results:"
 HEARTBEATS_PREFIX = "heartbeats:"
 
@@ -77,6 +78,10 @@ class Keys:
     def speakers(self, session_id: str) -> str:
         """Online speaker clustering state of a ``diarize=true`` session (workers/diarize.py)."""
         return f"{self.prefix}{SPEAKERS_PREFIX}{session_id}"
+
+    def speculative(self, session_id: str) -> str:
+        """Hash of a session's speculative finals in flight (workers/speculation.py)."""
+        return f"{self.prefix}{SPECULATIVE_PREFIX}{session_id}"
 
     def results(self, session_id: str) -> str:
         return f"{self.prefix}{RESULTS_CHANNEL_PREFIX}{session_id}"

@@ -26,6 +26,11 @@ FINAL_LATENCY = Histogram(
 VAD_SESSIONS = Gauge("whisper_vad_sessions_owned", "Sessions owned by this VAD worker")
 VAD_SEGMENTS = Counter("whisper_vad_segments_total", "Segments cut", ["reason"])
 VAD_PARTIALS = Counter("whisper_vad_partials_total", "Partial (interim) jobs cut")
+VAD_SPECULATIVE = Counter(
+    "whisper_vad_speculative_total",
+    "Speculative finals: sent, skipped (a final was waiting), committed, void",
+    ["outcome"],
+)
 VAD_AUDIO_SECONDS = Counter("whisper_vad_audio_seconds_total", "Audio seconds run through VAD")
 VAD_BAD_MESSAGES = Counter("whisper_vad_bad_messages_total", "Undecodable stream entries skipped")
 
@@ -43,6 +48,11 @@ ASR_RTF = Histogram(
     buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0),
 )
 ASR_PARTIALS = Counter("whisper_asr_partials_total", "Partial jobs taken", ["outcome"])
+ASR_SPECULATIVE = Counter(
+    "whisper_asr_speculative_total",
+    "Speculative finals: published, stored (commit to come), late (done), void, stale (skipped)",
+    ["outcome"],
+)
 PARTIAL_LATENCY = Histogram(
     "whisper_partial_latency_seconds",
     "From the arrival of a partial's last audio at the gateway to the partial being sent",

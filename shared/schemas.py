@@ -83,7 +83,8 @@ class AsrJob(_Msg, tag="asr_job"):
     final: bool = True
     """False for a partial job (a snapshot of the open utterance, on ``asr:partials``)."""
     rev: int = 0
-    """Partial revision within the segment (1, 2, …); newer revisions make older ones stale."""
+    """Partial (or speculative) revision within the segment (1, 2, …); newer revisions make older
+    ones stale."""
     reason: str = "silence"
     """Why the segment closed: silence, max_length, finalize or flush (``speech_final`` unless
     max_length)."""
@@ -91,6 +92,10 @@ class AsrJob(_Msg, tag="asr_job"):
     speech_ended_at: float = 0.0
     diarize: bool = False
     """The ASR worker labels the final with a speaker (workers/diarize.py)."""
+    speculative: bool = False
+    """A final transcribed before its endpoint is confirmed (``rev`` is then the tentative's
+    revision): its result is stored, and published only once the VAD worker commits that
+    revision (workers/speculation.py)."""
 
 
 class Word(msgspec.Struct, kw_only=True):

@@ -200,6 +200,17 @@ class Settings(BaseSettings):
     vad_speech_pad_ms: int = Field(
         default=400, ge=0, description="Audio kept before and after detected speech."
     )
+    vad_speech_pad_end_ms: int = Field(
+        default=200,
+        ge=-1,
+        description="Audio kept after speech when a pause ends an utterance (speculative finals "
+        "start this far into the pause); -1 = VAD_SPEECH_PAD_MS.",
+    )
+    speculative_finals: bool = Field(
+        default=True,
+        description="Transcribe an utterance as soon as a pause reaches VAD_SPEECH_PAD_END_MS, "
+        "and publish it when the pause reaches the endpoint (only while no final job waits).",
+    )
     vad_min_speech_ms: int = Field(
         default=250, ge=0, description="Shorter blips of 'speech' are dropped."
     )

@@ -32,6 +32,7 @@ from workers.asr import (
 from workers.batching import BatchTranscriber
 from workers.diarize import SpeakerLabeler
 from workers.runtime import TaskSet, install_signal_handlers, run_with_grace, start_metrics_server
+from workers.speculation import DONE, PUBLISHED, VOID, WAITING, Speculation
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,14 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
+
+
+SPEC_OUTCOMES = {PUBLISHED: "published", WAITING: "stored", DONE: "late", VOID: "void"}
+
+
+def spec_rev(job: AsrJob) -> int | None:
+    """The revision to store a speculative final under; ``None`` for an ordinary job."""
+    return job.rev if job.speculative else None
 
 
 def queue_wait(job: AsrJob) -> float:
@@ -71,6 +80,9 @@ class AsrWorker:
         self._set_prompt = r.register_script(_SET_PROMPT)
         self._last_claim = 0.0
         self.speakers = SpeakerLabeler(settings, r, self.keys)
+        self.spec = Speculation(
+            r, self.keys, settings.transcript_stream_maxlen, settings.session_ttl_s
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         await ensure_group(self.r, self.keys.asr_jobs, ASR_GROUP)
@@ -249,6 +261,10 @@ class AsrWorker:
         if deliveries > self.s.asr_max_deliveries:
             await self._dead_letter(entry_id, raw, f"delivered {deliveries} times", job)
             return
+        if job.speculative and not await self.spec.wanted(job.session_id, job.segment, job.rev):
+            metrics.ASR_SPECULATIVE.labels("stale").inc()
+            await self._ack(entry_id)
+            return
         waited = queue_wait(job)
         prompt = await self._prompt(job) if self.s.asr_condition_on_previous else None
         try:
@@ -279,7 +295,7 @@ class AsrWorker:
         """A final is done: label its speaker, publish, store and ack it (never half-done)."""
         result.queue_time = round(waited, 4)
         await self.speakers.label(job, result)
-        await asyncio.shield(self._publish_and_ack(entry_id, result))
+        await asyncio.shield(self._publish_and_ack(entry_id, result, spec_rev(job)))
         metrics.ASR_JOBS.labels("ok").inc()
         metrics.ASR_QUEUE_WAIT.observe(waited)
 
@@ -287,8 +303,27 @@ class AsrWorker:
         value = await self.r.hget(self.keys.session(job.session_id), "prompt")
         return value.decode("utf-8", "replace") if value else None
 
-    async def _publish_and_ack(self, entry_id: bytes, result: Transcript) -> None:
+    async def _ack(self, entry_id: bytes) -> None:
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.xack(self.keys.asr_jobs, ASR_GROUP, entry_id)
+            pipe.xdel(self.keys.asr_jobs, entry_id)
+            await pipe.execute()
+
+    async def _publish_and_ack(
+        self, entry_id: bytes, result: Transcript, spec_rev: int | None = None
+    ) -> None:
+        """Publish the final, append it to the transcript stream and ack its job, atomically; a
+        speculative final (``spec_rev``) is stored instead, and published by whichever of this
+        store and the VAD worker's commit comes second (workers/speculation.py)."""
         sid = result.session_id
+        if spec_rev is not None:
+            result.rev = 0
+            prompt = result.text if result.text and result.error is None else ""
+            data = encode(result)
+            outcome = await self.spec.store(sid, result.segment, spec_rev, data, prompt)
+            metrics.ASR_SPECULATIVE.labels(SPEC_OUTCOMES[outcome]).inc()
+            await self._ack(entry_id)
+            return
         data = encode(result)
         async with self.r.pipeline(transaction=True) as pipe:
             pipe.xadd(
@@ -331,10 +366,9 @@ class AsrWorker:
                 error=error,
                 worker=self.name,
             )
-            await self._publish_and_ack(entry_id, failed)
+            await self._publish_and_ack(entry_id, failed, spec_rev(job))
         else:
-            await self.r.xack(self.keys.asr_jobs, ASR_GROUP, entry_id)
-            await self.r.xdel(self.keys.asr_jobs, entry_id)
+            await self._ack(entry_id)
 
 
 async def amain(settings: Settings) -> None:

@@ -48,7 +48,12 @@ class SegmenterConfig:
     partial_first_ms: int = 0
     """Interim snapshots of the open utterance: the first this long after speech onset (0 = off)."""
     partial_interval_ms: int = 600
-    """…then one per this much new audio."""
+    """…then one per this much new audio (never during a pause: only new speech is worth it)."""
+    speech_pad_end_ms: int | None = None
+    """Audio kept after speech in a segment closed by silence; default ``speech_pad_ms``."""
+    tentative: bool = False
+    """Emit a :class:`Tentative` as soon as a silence is ``speech_pad_end_ms`` long: the segment's
+    audio is then complete *if* the silence lasts until the endpoint (speculative finals)."""
 
     @property
     def silence_off(self) -> float:
@@ -70,9 +75,33 @@ class Segment:
     audio: np.ndarray
     reason: str
     """``silence`` (endpointing), ``max_length`` (cut at the quietest point) or ``flush``."""
+    tentative_rev: int | None = None
+    """The :class:`Tentative` whose audio this segment is, exactly (closed by silence only)."""
 
     def seconds(self, sample_rate: int = 16_000) -> tuple[float, float]:
         return self.start / sample_rate, self.end / sample_rate
+
+
+@dataclass
+class Tentative:
+    """The open utterance would close as ``start``..``end`` (``audio``) if the silence that just
+    began lasts ``min_silence_ms``. Revision ``rev`` counts the tentatives of segment ``index``;
+    the closing :class:`Segment` names the one it confirms, a :class:`TentativeVoid` the one that
+    speech (or a cut) made void."""
+
+    index: int
+    start: int
+    end: int
+    audio: np.ndarray
+    rev: int
+
+
+@dataclass
+class TentativeVoid:
+    """Tentative ``rev`` of segment ``index`` will not be this segment's final."""
+
+    index: int
+    rev: int
 
 
 @dataclass
@@ -94,7 +123,7 @@ class Partial:
     rev: int
 
 
-Event = Segment | SpeechStart | Partial
+Event = Segment | SpeechStart | Partial | Tentative | TentativeVoid
 
 
 @dataclass
@@ -106,6 +135,9 @@ class _Open:
     probs: list[tuple[int, float]] = field(default_factory=list)
     partial_rev: int = 0
     partial_end: int = 0
+    tentative_rev: int = 0
+    tentative_cut: int | None = None
+    """The end of the live tentative (``None``: none, or it was made void)."""
 
 
 class Segmenter:
@@ -115,6 +147,8 @@ class Segmenter:
         self._vad = vad
         self.cfg = config or SegmenterConfig()
         self._pad = self.cfg.samples(self.cfg.speech_pad_ms)
+        pad_end = self.cfg.speech_pad_end_ms
+        self._pad_end = self._pad if pad_end is None else self.cfg.samples(pad_end)
         self._min_silence = self.cfg.samples(self.cfg.min_silence_ms)
         self._min_speech_windows = max(
             1, int(np.ceil(self.cfg.samples(self.cfg.min_speech_ms) / self.cfg.window))
@@ -188,7 +222,7 @@ class Segmenter:
         out, self._events = self._events, []
         return out
 
-    def flush(self) -> list[Segment]:
+    def flush(self) -> list[Event]:
         """End of audio: close the open segment (with the trailing partial window)."""
         out = self.finalize(reason="flush")
         self._pos += len(self._pending)
@@ -197,13 +231,17 @@ class Segmenter:
         self._trim()
         return out
 
-    def finalize(self, reason: str = "finalize") -> list[Segment]:
+    def finalize(self, reason: str = "finalize") -> list[Event]:
         """Close the open utterance now, with the audio received so far (a client's
-        ``finalize``); the stream goes on."""
-        out: list[Segment] = []
+        ``finalize``); the stream goes on. A live tentative is made void first."""
+        self._events = []
+        out: list[Event] = []
         if self._open is not None:
+            self._void(self._open)
             end = self._pos + len(self._pending)
             self._buf = np.concatenate([self._buf, self._pending])
+            out.extend(self._events)
+            self._events = []
             if self._open.speech_windows >= self._min_speech_windows:
                 out.append(self._emit(self._open.start, end, reason))
             self._buf = self._buf[: len(self._buf) - len(self._pending)]
@@ -232,18 +270,49 @@ class Segmenter:
         if prob >= cfg.threshold:
             seg.speech_windows += 1
             seg.silence_start = None
+            self._void(seg)
         elif prob < cfg.silence_off and seg.silence_start is None:
             seg.silence_start = start
         if seg.silence_start is not None and end - seg.silence_start >= self._min_silence:
-            cut = min(seg.silence_start + self._pad, end)
+            cut = min(seg.silence_start + self._pad_end, end)
             self._open = None
             self._floor = cut
+            if seg.speech_windows >= self._min_speech_windows and seg.tentative_cut == cut:
+                out = self._emit(seg.start, cut, "silence")
+                out.tentative_rev = seg.tentative_rev
+                return out
+            self._void(seg)
             if seg.speech_windows >= self._min_speech_windows:
                 return self._emit(seg.start, cut, "silence")
             return None
         if end - seg.start >= self._max_len:
+            self._void(seg)
             return self._cut_at_quietest(seg, end)
+        self._maybe_tentative(seg, end)
         return None
+
+    def _maybe_tentative(self, seg: _Open, end: int) -> None:
+        """A pause just reached ``speech_pad_end_ms``: the segment's final audio is known if the
+        pause goes on to the endpoint, so it can be transcribed now (see :class:`Tentative`)."""
+        if (
+            not self.cfg.tentative
+            or seg.silence_start is None
+            or seg.tentative_cut is not None
+            or self._pad_end >= self._min_silence
+            or end - seg.silence_start < self._pad_end
+            or seg.speech_windows < self._min_speech_windows
+        ):
+            return
+        cut = seg.silence_start + self._pad_end
+        seg.tentative_rev += 1
+        seg.tentative_cut = cut
+        audio = self._buf[seg.start - self._buf_start : cut - self._buf_start].copy()
+        self._events.append(Tentative(self._next_index, seg.start, cut, audio, seg.tentative_rev))
+
+    def _void(self, seg: _Open) -> None:
+        if seg.tentative_cut is not None:
+            seg.tentative_cut = None
+            self._events.append(TentativeVoid(self._next_index, seg.tentative_rev))
 
     def _cut_at_quietest(self, seg: _Open, end: int) -> Segment:
         half = seg.start + self._max_len // 2
@@ -263,7 +332,7 @@ class Segmenter:
 
     def _maybe_partial(self) -> None:
         seg = self._open
-        if seg is None or not self._partial_first:
+        if seg is None or not self._partial_first or seg.silence_start is not None:
             return
         end = self._pos
         if seg.partial_rev == 0:

@@ -22,11 +22,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import metrics
-from shared.audio import SAMPLE_RATE, float32_to_pcm16, pcm16_to_float32
+from shared.audio import SAMPLE_RATE, pcm16_to_float32
 from shared.keys import ASR_GROUP, VAD_GROUP, Keys
-from shared.redis_util import Heartbeat, connect, ensure_group, entry, entry_data
+from shared.redis_util import Heartbeat, connect, ensure_group, entry_data
 from shared.schemas import (
-    AsrJob,
     AudioChunk,
     AudioControl,
     AudioEnd,
@@ -34,7 +33,6 @@ from shared.schemas import (
     SessionDone,
     SessionStart,
     VadCheckpoint,
-    VadEvent,
     decode,
     decode_as,
     decode_checkpoint,
@@ -45,15 +43,12 @@ from shared.settings import Settings
 from workers.ownership import claim_orphans, hand_back, touch
 from workers.runtime import TaskSet, install_signal_handlers, run_with_grace, start_metrics_server
 from workers.segmenter import (
-    Event,
-    Partial,
-    Segment,
     Segmenter,
     SegmenterConfig,
     SegmenterState,
-    SpeechStart,
 )
 from workers.vad_backends import VadModel, VadStream, detection_params, make_vad
+from workers.vad_jobs import JobWriter
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +73,8 @@ class OwnedSession:
     last_received_at: float = 0.0
     checkpoint_at: float = 0.0
     segments_since_checkpoint: int = 0
+    speculated: dict[int, int] = field(default_factory=dict)
+    """Segment -> revision of its speculative final job in flight (workers/speculation.py)."""
     seq: int = 0
     """The gateway's sequence number of the last entry processed."""
 
@@ -90,6 +87,7 @@ class VadWorker:
         self.name = settings.consumer_name
         self.vad = vad
         self.sessions: dict[str, OwnedSession] = {}
+        self.jobs = JobWriter(settings, r, self.keys)
         self._maintained_at = 0.0
 
     def segmenter_config(self, start: SessionStart) -> SegmenterConfig:
@@ -104,6 +102,11 @@ class VadWorker:
             max_segment_s=self.s.vad_max_segment_s,
             partial_first_ms=self.s.partial_first_ms if start.interim_results else 0,
             partial_interval_ms=self.s.partial_interval_ms,
+            speech_pad_end_ms=None
+            if self.s.vad_speech_pad_end_ms < 0
+            else self.s.vad_speech_pad_end_ms,
+            # speaker labels are stateful: a speculative final that is voided would skew them
+            tentative=self.s.speculative_finals and not start.diarize,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -311,11 +314,11 @@ class VadWorker:
             audio = pcm16_to_float32(msg.pcm)
             metrics.VAD_AUDIO_SECONDS.inc(len(audio) / SAMPLE_RATE)
             events = await asyncio.to_thread(owned.segmenter.feed, audio)
-            await self._enqueue(owned, events)
+            await self.jobs.write(owned, events)
             return False
         if isinstance(msg, AudioControl):
             if msg.kind == "finalize":
-                await self._enqueue(owned, owned.segmenter.finalize())
+                await self.jobs.write(owned, owned.segmenter.finalize())
             return False
         if isinstance(msg, AudioEnd):
             await self._finish(owned, msg.reason)
@@ -324,80 +327,9 @@ class VadWorker:
         log.error("session=%s unexpected %s on audio stream", sid, type(msg).__name__)
         return False
 
-    async def _enqueue(self, owned: OwnedSession, events: list[Event]) -> None:
-        for event in events:
-            if isinstance(event, Segment):
-                await self._final_job(owned, event)
-            elif isinstance(event, Partial):
-                await self._partial_job(owned, event)
-            elif isinstance(event, SpeechStart) and owned.start.vad_events:
-                await self._vad_event(owned, "speech_started", event.index, event.start)
-
-    def _job(self, owned: OwnedSession, index: int, start: int, end: int, pcm: bytes) -> AsrJob:
-        return AsrJob(
-            session_id=owned.start.session_id,
-            segment=index,
-            start=round(start / SAMPLE_RATE, 3),
-            end=round(end / SAMPLE_RATE, 3),
-            pcm=pcm,
-            language=owned.start.language,
-            enqueued_at=time.time(),
-            speech_ended_at=owned.last_received_at,
-            diarize=owned.start.diarize,
-        )
-
-    async def _final_job(self, owned: OwnedSession, seg: Segment) -> None:
-        job = self._job(owned, seg.index, seg.start, seg.end, float32_to_pcm16(seg.audio))
-        job.reason = seg.reason
-        sid = owned.start.session_id
-        async with self.r.pipeline(transaction=False) as pipe:
-            pipe.xadd(
-                self.keys.asr_jobs,
-                entry(encode(job)),
-                maxlen=self.s.jobs_stream_maxlen,
-                approximate=True,
-            )
-            if owned.start.interim_results:  # makes this segment's partial jobs stale
-                pipe.hset(self.keys.session(sid), "final_seg", seg.index)
-                pipe.expire(self.keys.session(sid), self.s.session_ttl_s)
-            await pipe.execute()
-        owned.segments_since_checkpoint += 1
-        metrics.VAD_SEGMENTS.labels(seg.reason).inc()
-        log.info(
-            "session=%s segment=%d stage=vad start=%.2f end=%.2f reason=%s",
-            sid, seg.index, job.start, job.end, seg.reason,
-        )  # fmt: skip
-        if owned.start.vad_events and seg.reason in ("silence", "finalize", "flush"):
-            await self._vad_event(owned, "utterance_end", seg.index, seg.end)
-
-    async def _partial_job(self, owned: OwnedSession, part: Partial) -> None:
-        job = self._job(owned, part.index, part.start, part.end, float32_to_pcm16(part.audio))
-        job.final, job.rev = False, part.rev
-        sid = owned.start.session_id
-        async with self.r.pipeline(transaction=False) as pipe:
-            pipe.hset(
-                self.keys.session(sid), mapping={"partial_seg": part.index, "partial_rev": part.rev}
-            )
-            pipe.expire(self.keys.session(sid), self.s.session_ttl_s)
-            pipe.xadd(
-                self.keys.asr_partials,
-                entry(encode(job)),
-                maxlen=self.s.partials_stream_maxlen,
-                approximate=True,
-            )
-            await pipe.execute()
-        metrics.VAD_PARTIALS.inc()
-
-    async def _vad_event(self, owned: OwnedSession, kind: str, index: int, sample: int) -> None:
-        sid = owned.start.session_id
-        event = VadEvent(
-            session_id=sid, kind=kind, segment=index, time=round(sample / SAMPLE_RATE, 3)
-        )
-        await self.r.publish(self.keys.results(sid), encode(event))
-
     async def _finish(self, owned: OwnedSession, reason: str) -> None:
         sid = owned.start.session_id
-        await self._enqueue(owned, owned.segmenter.flush())
+        await self.jobs.write(owned, owned.segmenter.flush())
         done = SessionDone(
             session_id=sid,
             segments=owned.segmenter.segments_emitted,

@@ -13,9 +13,10 @@ import pytest
 import websockets
 
 from shared.audio import decode_file, float32_to_pcm16
-from tests.conftest import Service, librispeech
+from tests.conftest import Service, librispeech, wait_http
 from whisper_streaming.evaluation import normalize, wer
 from whisper_streaming.replay import load_pcm
+from whisper_streaming.up import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -267,3 +268,41 @@ async def test_bad_control_frames(service: Service, frame: str, code: str, close
         with pytest.raises(websockets.ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 10)
         assert ws.close_code == close
+
+
+async def test_speculative_finals_are_the_ordinary_finals_sooner(
+    spawn, redis_client, key_prefix: str
+) -> None:
+    """Speculative finals (workers/speculation.py) change when a final arrives, never what it
+    says: the same stream through a VAD worker with and without them gives the same segments
+    and the same words, and with them on, finals really went through the speculative path."""
+    from shared.keys import Keys
+
+    pcm, reference, _ = three_utterances()
+    port = free_port()
+    asr = spawn("asr-worker", ASR_CPU_THREADS="2")
+    gw = spawn("gateway", PORT=str(port))
+    runs: dict[str, list[dict[str, Any]]] = {}
+    speculated: dict[str, int] = {}
+    for flag in ("true", "false"):
+        vad = spawn("vad-worker", SPECULATIVE_FINALS=flag)
+        wait_http(f"http://127.0.0.1:{port}/readyz", 90, [asr, gw, vad])
+        msgs: list[dict[str, Any]] = []
+        url = f"ws://127.0.0.1:{port}/v1/listen?interim_results=false&language=en"
+        async with websockets.connect(url) as ws:
+            rx = asyncio.create_task(receive_all(ws, msgs))
+            await stream(ws, pcm, speed=1.0)
+            await ws.send(json.dumps({"type": "eof"}))
+            await asyncio.wait_for(rx, 90)
+        vad.stop()
+        sid = msgs[0]["session_id"]
+        done = await redis_client.hkeys(Keys(key_prefix).speculative(sid))
+        speculated[flag] = sum(1 for k in done if k.endswith(b":d"))
+        runs[flag] = [m for m in msgs if m["type"] == "final"]
+    on, off = runs["true"], runs["false"]
+    assert speculated["true"] >= 2 and speculated["false"] == 0, speculated
+    assert [f["segment"] for f in on] == list(range(len(on)))  # each exactly once, in order
+    assert [(f["segment"], f["start"], f["end"], f["text"]) for f in on] == [
+        (f["segment"], f["start"], f["end"], f["text"]) for f in off
+    ]
+    assert wer([(reference, " ".join(f["text"] for f in on))]).wer <= 0.15

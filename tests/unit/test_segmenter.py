@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workers.segmenter import Partial, Segment, Segmenter, SegmenterConfig, SpeechStart
+from workers.segmenter import (
+    Partial,
+    Segment,
+    Segmenter,
+    SegmenterConfig,
+    SpeechStart,
+    Tentative,
+    TentativeVoid,
+)
 
 W = 512  # samples per window (32 ms at 16 kHz)
 
@@ -239,3 +247,90 @@ def test_no_state_inside_an_utterance() -> None:
     seg = Segmenter(ScriptedVad([0.9] * 50), CFG)
     seg.feed(ramp_audio(50))
     assert seg.state() is None
+
+
+# -- speculative finals: tentatives -------------------------------------------------------------
+
+SPEC = SegmenterConfig(
+    min_silence_ms=320, speech_pad_ms=64, speech_pad_end_ms=96, min_speech_ms=96, tentative=True
+)
+
+
+def test_tentative_holds_exactly_the_audio_of_the_segment_it_becomes() -> None:
+    probs = [0.0] * 20 + [0.9] * 30 + [0.0] * 40
+    out, audio = events(probs, SPEC, flush=False)
+    tent = [e for e in out if isinstance(e, Tentative)]
+    segs = [e for e in out if isinstance(e, Segment)]
+    assert len(tent) == 1 and len(segs) == 1
+    t, s = tent[0], segs[0]
+    assert (t.index, t.rev, t.start, t.end) == (s.index, s.tentative_rev, s.start, s.end)
+    assert s.end == 50 * W + 96 * 16  # the end pad, not the 64 ms start pad
+    np.testing.assert_array_equal(t.audio, s.audio)
+    np.testing.assert_array_equal(s.audio, audio[s.start : s.end])
+    assert out.index(t) < out.index(s)  # the tentative came first: that is the point
+    assert not [e for e in out if isinstance(e, TentativeVoid)]
+
+
+def test_speech_resuming_voids_the_tentative_and_the_next_pause_gets_a_new_revision() -> None:
+    # a 6-window pause (192 ms: past the 96 ms end pad, short of the 320 ms endpoint)
+    probs = [0.0] * 10 + [0.9] * 20 + [0.0] * 6 + [0.9] * 20 + [0.0] * 40
+    out, _ = events(probs, SPEC, flush=False)
+    kinds = [type(e).__name__ for e in out if not isinstance(e, SpeechStart | Partial)]
+    assert kinds == ["Tentative", "TentativeVoid", "Tentative", "Segment"]
+    t1, void, t2, seg = (e for e in out if not isinstance(e, SpeechStart | Partial))
+    assert (t1.rev, void.rev, t2.rev, seg.tentative_rev) == (1, 1, 2, 2)
+    assert t1.index == void.index == t2.index == seg.index == 0
+    assert t1.end < t2.end == seg.end
+
+
+def test_pause_shorter_than_the_end_pad_sends_no_tentative() -> None:
+    probs = [0.0] * 10 + [0.9] * 20 + [0.0] * 2 + [0.9] * 20 + [0.0] * 40
+    out, _ = events(probs, SPEC, flush=False)
+    assert [e.rev for e in out if isinstance(e, Tentative)] == [1]
+
+
+@pytest.mark.parametrize("how", ["finalize", "flush", "max_length"])
+def test_a_segment_not_closed_by_its_pause_voids_the_live_tentative(how: str) -> None:
+    cfg = SegmenterConfig(
+        min_silence_ms=320, speech_pad_ms=64, speech_pad_end_ms=96, min_speech_ms=96,
+        tentative=True, max_segment_s=2.0,
+    )  # fmt: skip
+    if how == "max_length":  # speech, a pause of 6 windows, speech until the 2 s cap
+        probs = [0.9] * 30 + [0.0] * 6 + [0.9] * 60
+        out, _ = events(probs, cfg, flush=False)
+    else:  # speech, then 6 windows of pause, and the client finalizes / the stream ends
+        seg = Segmenter(ScriptedVad([0.9] * 30 + [0.0] * 6), cfg)
+        out = seg.feed(ramp_audio(36))
+        out += seg.finalize() if how == "finalize" else seg.flush()
+    voids = [e for e in out if isinstance(e, TentativeVoid)]
+    segs = [e for e in out if isinstance(e, Segment)]
+    assert len(voids) == 1 and voids[0].rev == 1
+    assert segs and segs[0].tentative_rev is None
+    assert out.index(voids[0]) < out.index(segs[0])
+
+
+def test_no_tentative_when_the_end_pad_reaches_the_endpoint() -> None:
+    cfg = SegmenterConfig(min_silence_ms=320, speech_pad_end_ms=320, tentative=True)
+    out, _ = events([0.0] * 10 + [0.9] * 20 + [0.0] * 40, cfg, flush=False)
+    assert not [e for e in out if isinstance(e, Tentative)]
+    assert [e.tentative_rev for e in out if isinstance(e, Segment)] == [None]
+
+
+def test_tentatives_off_by_default_and_segments_unchanged_by_them() -> None:
+    probs = [0.0] * 10 + [0.9] * 20 + [0.0] * 6 + [0.9] * 20 + [0.0] * 40
+    off = SegmenterConfig(min_silence_ms=320, speech_pad_ms=64, speech_pad_end_ms=96)
+    on_out, _ = events(probs, SPEC)
+    off_out, _ = events(probs, off)
+    assert not [e for e in off_out if isinstance(e, Tentative | TentativeVoid)]
+    on_segs = [(s.start, s.end) for s in on_out if isinstance(s, Segment)]
+    assert on_segs == [(s.start, s.end) for s in off_out if isinstance(s, Segment)]
+
+
+def test_no_partial_during_a_pause() -> None:
+    cfg = SegmenterConfig(
+        min_silence_ms=2000, partial_first_ms=64, partial_interval_ms=64, min_speech_ms=32
+    )
+    probs = [0.9] * 10 + [0.0] * 40
+    out, _ = events(probs, cfg, chunk=W, flush=False)
+    parts = [e for e in out if isinstance(e, Partial)]
+    assert parts and all(p.end <= 11 * W for p in parts)

@@ -1,0 +1,99 @@
+"""Speculative finals' Lua steps against a real redis-server: the final is published exactly once,
+whichever of store (ASR) and commit (VAD) comes second, never for a void revision, and never twice
+however often a job is redelivered."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+
+from shared.keys import ASR_GROUP, Keys
+from shared.redis_util import ensure_group, entry
+from shared.schemas import AsrJob, Transcript, decode_as, encode
+from workers.speculation import DONE, PUBLISHED, VOID, WAITING, Speculation, should_speculate
+
+SID = "s1"
+
+
+def final(segment: int, text: str) -> bytes:
+    return encode(Transcript(session_id=SID, segment=segment, start=0.0, end=1.0, text=text))
+
+
+@pytest.fixture
+async def spec(redis_client: aioredis.Redis, key_prefix: str) -> Speculation:
+    return Speculation(redis_client, Keys(key_prefix), transcript_maxlen=100, ttl_s=60)
+
+
+async def published(r: aioredis.Redis, keys: Keys) -> list[Transcript]:
+    return [decode_as(f[b"d"], Transcript) for _id, f in await r.xrange(keys.transcript(SID))]
+
+
+async def test_store_then_commit_publishes_once(spec: Speculation, redis_client) -> None:
+    keys = spec.keys
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(keys.results(SID))
+    assert await spec.store(SID, 0, 1, final(0, "hello world"), "hello world") == WAITING
+    assert await published(redis_client, keys) == []
+    assert await spec.commit(SID, 0, 1) == PUBLISHED
+    out = await published(redis_client, keys)
+    assert [(t.segment, t.text) for t in out] == [(0, "hello world")]
+    msg = None
+    for _ in range(20):  # the first call may only consume the subscribe confirmation
+        msg = msg or await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+    assert msg is not None
+    assert decode_as(msg["data"], Transcript).text == "hello world"
+    # later calls (a redelivered job, a replayed commit) change nothing
+    assert await spec.store(SID, 0, 1, final(0, "again"), "again") == DONE
+    assert await spec.commit(SID, 0, 1) == DONE
+    assert len(await published(redis_client, keys)) == 1
+    session = await redis_client.hgetall(keys.session(SID))
+    assert session[b"prompt"] == b"hello world" and session[b"final_seg"] == b"0"
+    assert 0 < await redis_client.ttl(keys.speculative(SID)) <= 60
+    assert 0 < await redis_client.ttl(keys.transcript(SID)) <= 60
+    await pubsub.aclose()
+
+
+async def test_commit_then_store_publishes_once(spec: Speculation, redis_client) -> None:
+    assert await spec.commit(SID, 3, 2) == WAITING
+    assert await spec.store(SID, 3, 1, final(3, "older revision"), "") == WAITING
+    assert await published(redis_client, spec.keys) == []
+    assert await spec.store(SID, 3, 2, final(3, "the one committed"), "") == PUBLISHED
+    assert await spec.store(SID, 3, 2, final(3, "the one committed"), "") == DONE
+    assert [t.text for t in await published(redis_client, spec.keys)] == ["the one committed"]
+    # the stored text of the other revision was freed with the rest
+    assert await redis_client.hkeys(spec.keys.speculative(SID)) == [b"3:d"]
+
+
+async def test_void_revision_is_never_published(spec: Speculation, redis_client) -> None:
+    assert await spec.store(SID, 0, 1, final(0, "cut short"), "") == WAITING
+    await spec.void(SID, 0, 1)
+    assert not await spec.wanted(SID, 0, 1)
+    assert await spec.wanted(SID, 0, 2)
+    assert await spec.store(SID, 0, 1, final(0, "cut short"), "") == VOID
+    assert await spec.commit(SID, 0, 2) == WAITING
+    assert await spec.store(SID, 0, 2, final(0, "the whole of it"), "") == PUBLISHED
+    assert [t.text for t in await published(redis_client, spec.keys)] == ["the whole of it"]
+    assert not await spec.wanted(SID, 0, 2)  # done
+
+
+async def test_racing_store_and_commit_publish_exactly_once(spec: Speculation, redis_client):
+    for seg in range(30):
+        results = await asyncio.gather(
+            spec.commit(SID, seg, 1), spec.store(SID, seg, 1, final(seg, f"s{seg}"), "")
+        )
+        assert sorted(results) == [PUBLISHED, WAITING]
+    out = await published(redis_client, spec.keys)
+    assert [t.segment for t in out] == list(range(30))
+
+
+async def test_speculate_only_while_no_final_waits(redis_client, key_prefix: str) -> None:
+    keys = Keys(key_prefix)
+    await ensure_group(redis_client, keys.asr_jobs, ASR_GROUP)
+    assert await should_speculate(redis_client, keys)
+    job = AsrJob(session_id=SID, segment=0, start=0.0, end=1.0, pcm=b"\0\0")
+    await redis_client.xadd(keys.asr_jobs, entry(encode(job)))
+    assert not await should_speculate(redis_client, keys)
+    await redis_client.xreadgroup(ASR_GROUP, "w1", {keys.asr_jobs: ">"}, count=1)
+    assert await should_speculate(redis_client, keys)  # delivered: a worker has it

@@ -1,0 +1,162 @@
+"""Speculative finals: a segment is transcribed while its endpoint is still being confirmed.
+
+A pause that reaches ``VAD_SPEECH_PAD_END_MS`` fixes the segment's audio, *if* the pause lasts
+until the endpoint (``VAD_MIN_SILENCE_MS``): the segmenter says so with a
+:class:`~workers.segmenter.Tentative`. The VAD worker puts that audio on ``asr:jobs`` at once as a
+``speculative`` job with revision *r* (:func:`should_speculate` first checks that no final is
+waiting for a worker: speculation uses idle capacity, it never queues ahead of real finals). Then:
+
+- the pause reaches the endpoint: the VAD worker **commits** revision *r* (:meth:`Speculation.commit`);
+- speech resumes, or the segment is cut another way: revision *r* is **void**
+  (:meth:`Speculation.void`), the segment goes on, and its final comes from a later revision or
+  from an ordinary job.
+
+The ASR worker skips a job already void or done (:meth:`Speculation.wanted`), transcribes the
+others and **stores** the result (:meth:`Speculation.store`). Whichever of store and commit comes
+second publishes the final, in the same Lua script that checks the other half: the final is
+published exactly once, whatever the order, however often the job is redelivered or the session
+taken over. Everything lives in one hash per session (``spec:{session}``, with the session TTL),
+fields ``{segment}:{letter}``: ``r`` the stored revision, ``t`` its transcript (msgpack), ``p`` the
+prompt it leaves for the next segment, ``c`` the committed revision, ``v`` the highest void
+revision, ``d`` done.
+
+The final's audio is exactly the tentative's (the segment closes at the same sample), so its text
+is what the ordinary path would have produced; only the waiting is shorter: the endpointing
+silence and the transcription now overlap.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from shared.keys import ASR_GROUP, Keys
+
+SPECULATE_MAX_LAG = 0
+"""Speculate only while at most this many final jobs wait undelivered on ``asr:jobs``."""
+
+# Shared by the store and commit scripts: append the final to the transcript stream, publish it,
+# leave its text as the session's prompt, and mark the segment done.
+_PUBLISH = """
+local function publish(seg, payload, prompt)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'd', payload)
+  redis.call('EXPIRE', KEYS[2], ARGV[6])
+  redis.call('PUBLISH', ARGV[4], payload)
+  if prompt ~= '' then
+    local cur = tonumber(redis.call('HGET', KEYS[3], 'prompt_seg') or '-1')
+    if tonumber(seg) > cur then
+      redis.call('HSET', KEYS[3], 'prompt_seg', seg, 'prompt', prompt)
+    end
+  end
+  if tonumber(seg) > tonumber(redis.call('HGET', KEYS[3], 'final_seg') or '-1') then
+    redis.call('HSET', KEYS[3], 'final_seg', seg)
+  end
+  redis.call('EXPIRE', KEYS[3], ARGV[6])
+  redis.call('HDEL', KEYS[1], seg .. ':r', seg .. ':t', seg .. ':p', seg .. ':c', seg .. ':v')
+  redis.call('HSET', KEYS[1], seg .. ':d', '1')
+  redis.call('EXPIRE', KEYS[1], ARGV[6])
+end
+"""
+
+# KEYS: spec hash, transcript stream, session hash.
+# ARGV: segment, revision, payload, channel, maxlen, ttl, prompt.
+# Returns 1 published, 2 stored (waiting for the commit), 0 done already, -1 void.
+_STORE = (
+    _PUBLISH
+    + """
+local seg, rev = ARGV[1], tonumber(ARGV[2])
+if redis.call('HEXISTS', KEYS[1], seg .. ':d') == 1 then return 0 end
+if tonumber(redis.call('HGET', KEYS[1], seg .. ':c') or '0') == rev then
+  publish(seg, ARGV[3], ARGV[7])
+  return 1
+end
+if rev <= tonumber(redis.call('HGET', KEYS[1], seg .. ':v') or '0') then return -1 end
+if rev > tonumber(redis.call('HGET', KEYS[1], seg .. ':r') or '0') then
+  redis.call('HSET', KEYS[1], seg .. ':r', rev, seg .. ':t', ARGV[3], seg .. ':p', ARGV[7])
+  redis.call('EXPIRE', KEYS[1], ARGV[6])
+end
+return 2
+"""
+)
+
+# KEYS: as above. ARGV: segment, revision, (unused), channel, maxlen, ttl.
+# Returns 1 published, 2 committed (waiting for the result), 0 done already.
+_COMMIT = (
+    _PUBLISH
+    + """
+local seg, rev = ARGV[1], tonumber(ARGV[2])
+if redis.call('HEXISTS', KEYS[1], seg .. ':d') == 1 then return 0 end
+if tonumber(redis.call('HGET', KEYS[1], seg .. ':r') or '0') == rev then
+  publish(seg, redis.call('HGET', KEYS[1], seg .. ':t'), redis.call('HGET', KEYS[1], seg .. ':p'))
+  return 1
+end
+redis.call('HSET', KEYS[1], seg .. ':c', rev)
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+return 2
+"""
+)
+
+# KEYS: spec hash. ARGV: segment, revision, ttl. Frees a stored result of that revision or older.
+_VOID = """
+local seg, rev = ARGV[1], tonumber(ARGV[2])
+if redis.call('HEXISTS', KEYS[1], seg .. ':d') == 1 then return 0 end
+redis.call('HSET', KEYS[1], seg .. ':v', rev)
+if tonumber(redis.call('HGET', KEYS[1], seg .. ':r') or '0') <= rev then
+  redis.call('HDEL', KEYS[1], seg .. ':r', seg .. ':t', seg .. ':p')
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+PUBLISHED, WAITING, DONE, VOID = 1, 2, 0, -1
+
+
+class Speculation:
+    """The three atomic steps of a speculative final, and the ASR worker's pre-check."""
+
+    def __init__(self, r: aioredis.Redis, keys: Keys, transcript_maxlen: int, ttl_s: int) -> None:
+        self.r = r
+        self.keys = keys
+        self._maxlen = transcript_maxlen
+        self._ttl = ttl_s
+        self._store = r.register_script(_STORE)
+        self._commit = r.register_script(_COMMIT)
+        self._void = r.register_script(_VOID)
+
+    def _keys(self, session_id: str) -> list[str]:
+        k = self.keys
+        return [k.speculative(session_id), k.transcript(session_id), k.session(session_id)]
+
+    async def store(
+        self, session_id: str, segment: int, rev: int, payload: bytes, prompt: str
+    ) -> int:
+        """The ASR worker's half: ``payload`` is the encoded final :class:`Transcript`; ``prompt``
+        the text to condition the next segment on ('' for none)."""
+        args = [segment, rev, payload, self.keys.results(session_id), self._maxlen, self._ttl]
+        return int(await self._store(keys=self._keys(session_id), args=[*args, prompt]))
+
+    async def commit(self, session_id: str, segment: int, rev: int) -> int:
+        """The VAD worker's half: the endpoint confirmed revision ``rev``."""
+        args = [segment, rev, b"", self.keys.results(session_id), self._maxlen, self._ttl]
+        return int(await self._commit(keys=self._keys(session_id), args=args))
+
+    async def void(self, session_id: str, segment: int, rev: int) -> None:
+        """Revision ``rev`` (and any older one) of ``segment`` will never be committed."""
+        await self._void(keys=[self.keys.speculative(session_id)], args=[segment, rev, self._ttl])
+
+    async def wanted(self, session_id: str, segment: int, rev: int) -> bool:
+        """Whether a speculative job is still worth transcribing (not void, not done)."""
+        done, void = await self.r.hmget(
+            self.keys.speculative(session_id), [f"{segment}:d", f"{segment}:v"]
+        )
+        return done is None and (void is None or int(void) < rev)
+
+
+async def should_speculate(r: aioredis.Redis, keys: Keys) -> bool:
+    """True while no final job waits undelivered on ``asr:jobs`` (the group's ``lag``; Redis 7).
+    Under a backlog a speculative job would only add to the queue it is meant to skip."""
+    for group in await r.xinfo_groups(keys.asr_jobs):
+        name = group.get("name")
+        if name in (ASR_GROUP, ASR_GROUP.encode()):
+            lag = group.get("lag")
+            return lag is not None and int(lag) <= SPECULATE_MAX_LAG
+    return True

@@ -1,0 +1,142 @@
+"""What the VAD worker writes for the segmenter's events: final jobs on ``asr:jobs``, partial jobs
+on ``asr:partials``, speculative finals (workers/speculation.py) and ``vad_events``.
+
+The worker (vad_worker.py) owns sessions and feeds their audio to each session's
+:class:`~workers.segmenter.Segmenter`; :meth:`JobWriter.write` turns what comes out into Redis
+writes, in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import redis.asyncio as aioredis
+
+from shared import metrics
+from shared.audio import SAMPLE_RATE, float32_to_pcm16
+from shared.keys import Keys
+from shared.redis_util import entry
+from shared.schemas import AsrJob, VadEvent, encode
+from shared.settings import Settings
+from workers.segmenter import Event, Partial, Segment, SpeechStart, Tentative, TentativeVoid
+from workers.speculation import Speculation, should_speculate
+
+if TYPE_CHECKING:
+    from workers.vad_worker import OwnedSession
+
+log = logging.getLogger(__name__)
+
+
+class JobWriter:
+    def __init__(self, settings: Settings, r: aioredis.Redis, keys: Keys) -> None:
+        self.s = settings
+        self.r = r
+        self.keys = keys
+        self.spec = Speculation(r, keys, settings.transcript_stream_maxlen, settings.session_ttl_s)
+
+    async def write(self, owned: OwnedSession, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, Segment):
+                await self._final(owned, event)
+            elif isinstance(event, Partial):
+                await self._partial_job(owned, event)
+            elif isinstance(event, Tentative):
+                await self._speculate(owned, event)
+            elif isinstance(event, TentativeVoid):
+                if owned.speculated.pop(event.index, None) == event.rev:
+                    await self.spec.void(owned.start.session_id, event.index, event.rev)
+                    metrics.VAD_SPECULATIVE.labels("void").inc()
+            elif isinstance(event, SpeechStart) and owned.start.vad_events:
+                await self._vad_event(owned, "speech_started", event.index, event.start)
+
+    def _job(self, owned: OwnedSession, index: int, start: int, end: int, pcm: bytes) -> AsrJob:
+        return AsrJob(
+            session_id=owned.start.session_id,
+            segment=index,
+            start=round(start / SAMPLE_RATE, 3),
+            end=round(end / SAMPLE_RATE, 3),
+            pcm=pcm,
+            language=owned.start.language,
+            enqueued_at=time.time(),
+            speech_ended_at=owned.last_received_at,
+            diarize=owned.start.diarize,
+        )
+
+    async def _speculate(self, owned: OwnedSession, t: Tentative) -> None:
+        """Transcribe the segment now if a worker is free; the endpoint will commit it."""
+        if not await should_speculate(self.r, self.keys):
+            metrics.VAD_SPECULATIVE.labels("skipped").inc()
+            return
+        job = self._job(owned, t.index, t.start, t.end, float32_to_pcm16(t.audio))
+        job.rev, job.speculative = t.rev, True
+        await self.r.xadd(
+            self.keys.asr_jobs,
+            entry(encode(job)),
+            maxlen=self.s.jobs_stream_maxlen,
+            approximate=True,
+        )
+        owned.speculated[t.index] = t.rev
+        metrics.VAD_SPECULATIVE.labels("sent").inc()
+
+    async def _final(self, owned: OwnedSession, seg: Segment) -> None:
+        sid = owned.start.session_id
+        rev = owned.speculated.pop(seg.index, None)
+        if rev is not None and rev == seg.tentative_rev:
+            if owned.start.interim_results:  # makes this segment's partial jobs stale
+                await self.r.hset(self.keys.session(sid), "final_seg", seg.index)
+            await self.spec.commit(sid, seg.index, rev)  # publishes now, or when transcribed
+            metrics.VAD_SPECULATIVE.labels("committed").inc()
+        else:
+            await self._final_job(owned, seg)
+        owned.segments_since_checkpoint += 1
+        metrics.VAD_SEGMENTS.labels(seg.reason).inc()
+        log.info(
+            "session=%s segment=%d stage=vad start=%.2f end=%.2f reason=%s speculative=%s",
+            sid, seg.index, seg.start / SAMPLE_RATE, seg.end / SAMPLE_RATE, seg.reason,
+            rev is not None,
+        )  # fmt: skip
+        if owned.start.vad_events and seg.reason in ("silence", "finalize", "flush"):
+            await self._vad_event(owned, "utterance_end", seg.index, seg.end)
+
+    async def _final_job(self, owned: OwnedSession, seg: Segment) -> None:
+        job = self._job(owned, seg.index, seg.start, seg.end, float32_to_pcm16(seg.audio))
+        job.reason = seg.reason
+        sid = owned.start.session_id
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.xadd(
+                self.keys.asr_jobs,
+                entry(encode(job)),
+                maxlen=self.s.jobs_stream_maxlen,
+                approximate=True,
+            )
+            if owned.start.interim_results:  # makes this segment's partial jobs stale
+                pipe.hset(self.keys.session(sid), "final_seg", seg.index)
+                pipe.expire(self.keys.session(sid), self.s.session_ttl_s)
+            await pipe.execute()
+
+    async def _partial_job(self, owned: OwnedSession, part: Partial) -> None:
+        job = self._job(owned, part.index, part.start, part.end, float32_to_pcm16(part.audio))
+        job.final, job.rev = False, part.rev
+        sid = owned.start.session_id
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.hset(
+                self.keys.session(sid), mapping={"partial_seg": part.index, "partial_rev": part.rev}
+            )
+            pipe.expire(self.keys.session(sid), self.s.session_ttl_s)
+            pipe.xadd(
+                self.keys.asr_partials,
+                entry(encode(job)),
+                maxlen=self.s.partials_stream_maxlen,
+                approximate=True,
+            )
+            await pipe.execute()
+        metrics.VAD_PARTIALS.inc()
+
+    async def _vad_event(self, owned: OwnedSession, kind: str, index: int, sample: int) -> None:
+        sid = owned.start.session_id
+        event = VadEvent(
+            session_id=sid, kind=kind, segment=index, time=round(sample / SAMPLE_RATE, 3)
+        )
+        await self.r.publish(self.keys.results(sid), encode(event))
