@@ -36,6 +36,9 @@ def add_stack_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--asr-workers", type=int, default=1)
     p.add_argument("--vad-workers", type=int, default=1)
     p.add_argument(
+        "--finals-only", type=int, default=0, help="how many ASR workers serve finals only"
+    )
+    p.add_argument(
         "--env",
         action="append",
         default=[],
@@ -46,7 +49,12 @@ def add_stack_args(p: argparse.ArgumentParser) -> None:
 
 def stack_config(args: argparse.Namespace) -> StackConfig:
     env = dict(kv.split("=", 1) for kv in args.env)
-    return StackConfig(asr_workers=args.asr_workers, vad_workers=args.vad_workers, env=env)
+    return StackConfig(
+        asr_workers=args.asr_workers,
+        vad_workers=args.vad_workers,
+        finals_only=args.finals_only,
+        env=env,
+    )
 
 
 def sigterm_as_interrupt() -> None:

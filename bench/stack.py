@@ -54,6 +54,8 @@ class Proc:
 class StackConfig:
     asr_workers: int = 1
     vad_workers: int = 1
+    finals_only: int = 0
+    """How many of the ASR workers serve finals only (``ASR_PARTIALS=false``)."""
     env: dict[str, str] = field(default_factory=dict)
     """Service settings (ASR_CPU_THREADS, ASR_BEAM_SIZE, COALESCE_MS, VAD_MIN_SILENCE_MS …)."""
 
@@ -62,7 +64,9 @@ class StackConfig:
         threads = "all-cores" if threads == "0" else threads
         knobs = " ".join(f"{k}={v}" for k, v in sorted(self.env.items()) if k != "ASR_CPU_THREADS")
         return (
-            f"{self.asr_workers} ASR worker(s) × {threads} threads, {self.vad_workers} VAD, "
+            f"{self.asr_workers} ASR worker(s) × {threads} threads"
+            + (f" ({self.finals_only} of them finals-only)" if self.finals_only else "")
+            + f", {self.vad_workers} VAD, "
             "1 gateway, tiny.en int8 CPU" + (f", {knobs}" if knobs else "")
         )
 
@@ -141,9 +145,12 @@ class BenchStack:
         cli = [sys.executable, "-m", "whisper_streaming.cli"]
         host = socket.gethostname()
         for i in range(self.cfg.asr_workers):
-            self._spawn(
-                f"asr-{i}", cli + ["asr-worker"], env | {"CONSUMER_NAME": f"{host}-asr-{i}"}
-            )
+            own = {"CONSUMER_NAME": f"{host}-asr-{i}"}
+            if i >= self.cfg.asr_workers - self.cfg.finals_only:
+                own["ASR_PARTIALS"] = "false"
+            elif self.cfg.finals_only:  # the finals-only workers come first for the CPU
+                own["ASR_NICE"] = self.cfg.env.get("ASR_NICE", "10")
+            self._spawn(f"asr-{i}", cli + ["asr-worker"], env | own)
         for i in range(self.cfg.vad_workers):
             self._spawn(
                 f"vad-{i}", cli + ["vad-worker"], env | {"CONSUMER_NAME": f"{host}-vad-{i}"}
@@ -205,6 +212,11 @@ class BenchStack:
                     p.popen.kill()
                     p.popen.wait()
         self.procs.clear()
+        keep = os.environ.get("BENCH_KEEP_LOGS")  # a directory: the service logs are copied there
+        if keep:
+            shutil.copytree(
+                self.dir, keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.rdb")
+            )
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- measurement ---------------------------------------------------------------------------

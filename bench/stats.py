@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 END_TOLERANCE_S = 0.25
-"""A final "covers" the end of speech ``b`` when its segment spans ``b`` give or take this much:
-the service's VAD and the ground truth disagree by a window or two at the edges."""
+"""A final's segment may end this much before a region starts and still overlap it: the
+service's VAD and the ground truth disagree by a window or two at the edges."""
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -98,15 +98,15 @@ def region_latencies(
         overlapping = [m for m in by_time if m.start <= reg.end and m.end >= reg.start]
         partial = next((m for m in overlapping if m.type == "partial"), None)
         first = overlapping[0] if overlapping else None
-        final = next(
-            (
-                m
-                for m in by_time
-                if m.type == "final"
-                and m.start - END_TOLERANCE_S <= reg.end <= m.end + END_TOLERANCE_S
-            ),
-            None,
-        )
+        # the final of the region's end: the last of the finals overlapping the region (a
+        # region cut at the maximum length has several). The segment may end a little before
+        # the ground truth does: the service keeps VAD_SPEECH_PAD_END_MS after *its* end of speech
+        ends = [
+            m
+            for m in by_time
+            if m.type == "final" and m.start < reg.end and m.end + END_TOLERANCE_S > reg.start
+        ]
+        final = max(ends, key=lambda m: (m.start, -m.received), default=None)
         out.append(
             RegionLatency(
                 reg,

@@ -201,7 +201,7 @@ class Settings(BaseSettings):
         default=400, ge=0, description="Audio kept before and after detected speech."
     )
     vad_speech_pad_end_ms: int = Field(
-        default=200,
+        default=150,
         ge=-1,
         description="Audio kept after speech when a pause ends an utterance (speculative finals "
         "start this far into the pause); -1 = VAD_SPEECH_PAD_MS.",
@@ -260,6 +260,18 @@ class Settings(BaseSettings):
     )
     asr_partial_beam_size: int = Field(
         default=1, ge=1, le=10, description="Beam width for interim results (speed over accuracy)."
+    )
+    asr_partials: bool = Field(
+        default=True,
+        description="This ASR worker also serves interim (partial) jobs. A finals-only worker "
+        "(false) is always free for a final: it never waits behind a partial in progress.",
+    )
+    asr_nice: int = Field(
+        default=0,
+        ge=0,
+        le=19,
+        description="Raise this ASR worker's nice value (lower CPU priority). On shared cores, "
+        "give workers that serve partials a higher value than finals-only ones.",
     )
     asr_batch_size: int = Field(
         default=0,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 
 import redis.asyncio as aioredis
@@ -119,10 +120,17 @@ class AsrWorker:
                 await self.r.xgroup_delconsumer(stream, ASR_GROUP, self.name)
 
     async def _read_once(self) -> None:
-        """Finals first: a partial is taken only when no final job is waiting."""
+        """Finals first: a partial is taken only when no final job is waiting (and never by a
+        finals-only worker, ``ASR_PARTIALS=false``)."""
         jobs, partials = self.keys.asr_jobs, self.keys.asr_partials
-        resp = await self.r.xreadgroup(ASR_GROUP, self.name, {jobs: ">"}, count=1)
-        if not resp:
+        resp = await self.r.xreadgroup(
+            ASR_GROUP,
+            self.name,
+            {jobs: ">"},
+            count=1,
+            block=None if self.s.asr_partials else READ_BLOCK_MS,
+        )
+        if not resp and self.s.asr_partials:
             resp = await self.r.xreadgroup(
                 ASR_GROUP, self.name, {jobs: ">", partials: ">"}, count=1, block=READ_BLOCK_MS
             )
@@ -375,6 +383,8 @@ async def amain(settings: Settings) -> None:
     stop = asyncio.Event()
     install_signal_handlers(stop)
     start_metrics_server(settings.metrics_port)
+    if settings.asr_nice:
+        os.nice(settings.asr_nice)
     model = await asyncio.to_thread(load_model, settings)
     options = DecodeOptions.from_settings(settings)
     transcriber = Transcriber(model, options, settings.consumer_name)

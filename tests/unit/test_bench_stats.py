@@ -112,3 +112,15 @@ def test_linearity() -> None:
     bent = linearity([1, 2, 4, 8], [1, 4, 16, 64])
     assert bent["max_rel_dev"] > 0.1
     assert math.isnan(linearity([1], [1])["slope"])
+
+
+def test_final_ending_a_little_before_the_ground_truth_end_still_counts() -> None:
+    """The service's segment ends VAD_SPEECH_PAD_END_MS after *its* end of speech, which may be
+    a few hundred ms before the ground truth's: still that region's final."""
+    msgs = [
+        Message("final", 0, 12.4, 15.41, "words", 116.5),
+        Message("final", 1, 17.4, 19.1, "x", 120),
+    ]
+    lat = region_latencies([Region(12.79, 15.71), Region(17.8, 19.3)], msgs, _log(22.0))
+    assert lat[0].final == pytest.approx(116.5 - (100 + 15.71), abs=0.02)
+    assert lat[1].final == pytest.approx(120 - (100 + 19.3), abs=0.02)
