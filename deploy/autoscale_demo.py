@@ -227,13 +227,14 @@ def corpus_dir() -> Path:
 
 
 def burst_audio(sessions: int, utterances_per_session: int) -> list[bytes]:
-    """Sessions of consecutive LibriSpeech utterances with 0.8 s pauses, so that each one is cut
-    into several ASR jobs."""
+    """Sessions of consecutive LibriSpeech utterances with 2.5 s pauses, so that each one is cut
+    into several ASR jobs (a burst arrives faster than real time, and such audio is cut like a
+    file: only pauses of 2 s or more end a segment, docs/architecture.md)."""
     files = sorted((corpus_dir() / "librispeech").glob("*.flac"))
     need = sessions * utterances_per_session
     if len(files) < need:
         raise SystemExit(f"need {need} LibriSpeech files, found {len(files)}")
-    pause = b"\x00\x00" * int(0.8 * SAMPLE_RATE)
+    pause = b"\x00\x00" * int(2.5 * SAMPLE_RATE)
     out = []
     for s in range(sessions):
         chunk = files[s * utterances_per_session : (s + 1) * utterances_per_session]

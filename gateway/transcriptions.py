@@ -30,7 +30,7 @@ from shared.audio import SAMPLE_RATE, AudioDecodeError, decode_file, float32_to_
 from shared.languages import LANGUAGES, UnknownLanguage, normalize_language
 from shared.redis_util import live_workers
 from shared.schemas import Transcript
-from whisper_streaming.formats import to_srt, to_vtt
+from whisper_streaming.formats import cues, to_srt, to_vtt
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def render(
                 "language_probability": s["language_probability"],
                 "processing_time": s["processing_time"],
             }
-            for i, s in enumerate(segments)
+            for i, s in enumerate(cues(segments))
         ]
     if "word" in granularities:
         body["words"] = [

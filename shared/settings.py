@@ -211,6 +211,12 @@ class Settings(BaseSettings):
         description="Transcribe an utterance as soon as a pause reaches VAD_SPEECH_PAD_END_MS, "
         "and publish it when the pause reaches the endpoint (only while no final job waits).",
     )
+    vad_file_mode: bool = Field(
+        default=True,
+        description="Audio arriving 1.5x faster than real time or more (files, replays) is cut "
+        "as offline faster-whisper cuts it: segments up to 29 s, joined across pauses under 2 s, "
+        "no partials: fewer, fuller Whisper windows.",
+    )
     vad_min_speech_ms: int = Field(
         default=250, ge=0, description="Shorter blips of 'speech' are dropped."
     )

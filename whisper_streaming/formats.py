@@ -1,4 +1,9 @@
-"""Transcript output formats: plain text, JSON, SubRip (srt) and WebVTT (pure functions)."""
+"""Transcript output formats: plain text, JSON, SubRip (srt) and WebVTT (pure functions).
+
+Subtitles are made of :func:`cues`: a final longer than ``CUE_MAX_S`` (files are cut into
+segments of up to 29 s, docs/architecture.md) is split at its words, at sentence ends where it
+can, so that no caption stays on screen for half a minute.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,48 @@ def _clock(seconds: float, sep: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
+CUE_MAX_S = 7.0
+"""The longest caption; a final longer than this is split at its words."""
+
+CUE_MIN_S = 1.0
+"""A sentence end splits a caption only once it is this long."""
+
+_SENTENCE_END = (".", "?", "!", "…")
+
+
+def cues(finals: Sequence[dict[str, Any]], max_s: float = CUE_MAX_S) -> list[dict[str, Any]]:
+    """The finals with text, each longer than ``max_s`` split into pieces at word boundaries: after
+    a word that ends a sentence (once the piece is ``CUE_MIN_S`` long), or before a word that would
+    take it past ``max_s``. A piece is a copy of its final with its own ``start``, ``end``,
+    ``text`` and ``words``; finals without word times stay whole."""
+    out: list[dict[str, Any]] = []
+    for f in finals:
+        if not f.get("text", "").strip():
+            continue
+        words = f.get("words") or []
+        if f["end"] - f["start"] <= max_s or not words:
+            out.append(dict(f))
+            continue
+        piece: list[dict[str, Any]] = []
+        for w in words:
+            if piece and w["end"] - piece[0]["start"] > max_s:
+                out.append(_piece(f, piece))
+                piece = []
+            piece.append(w)
+            sentence = w["word"].strip().endswith(_SENTENCE_END)
+            if sentence and w["end"] - piece[0]["start"] >= CUE_MIN_S:
+                out.append(_piece(f, piece))
+                piece = []
+        if piece:
+            out.append(_piece(f, piece))
+    return out
+
+
+def _piece(final: dict[str, Any], words: list[dict[str, Any]]) -> dict[str, Any]:
+    text = "".join(w["word"] for w in words).strip()
+    return dict(final, start=words[0]["start"], end=words[-1]["end"], text=text, words=words)
+
+
 def to_txt(finals: Sequence[dict[str, Any]]) -> str:
     return "\n".join(f["text"].strip() for f in finals if f.get("text", "").strip()) + "\n"
 
@@ -26,7 +73,7 @@ def to_json(finals: Sequence[dict[str, Any]], **extra: Any) -> str:
 
 def to_srt(finals: Sequence[dict[str, Any]]) -> str:
     blocks = []
-    for i, f in enumerate((f for f in finals if f.get("text", "").strip()), start=1):
+    for i, f in enumerate(cues(finals), start=1):
         span = f"{_clock(f['start'], ',')} --> {_clock(f['end'], ',')}"
         blocks.append(f"{i}\n{span}\n{f['text'].strip()}\n")
     return "\n".join(blocks)
@@ -34,10 +81,9 @@ def to_srt(finals: Sequence[dict[str, Any]]) -> str:
 
 def to_vtt(finals: Sequence[dict[str, Any]]) -> str:
     blocks = ["WEBVTT\n"]
-    for f in finals:
-        if f.get("text", "").strip():
-            span = f"{_clock(f['start'], '.')} --> {_clock(f['end'], '.')}"
-            blocks.append(f"{span}\n{f['text'].strip()}\n")
+    for f in cues(finals):
+        span = f"{_clock(f['start'], '.')} --> {_clock(f['end'], '.')}"
+        blocks.append(f"{span}\n{f['text'].strip()}\n")
     return "\n".join(blocks)
 
 

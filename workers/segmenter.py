@@ -51,6 +51,11 @@ class SegmenterConfig:
     """…then one per this much new audio (never during a pause: only new speech is worth it)."""
     speech_pad_end_ms: int | None = None
     """Audio kept after speech in a segment closed by silence; default ``speech_pad_ms``."""
+    fast_min_silence_ms: int = 2000
+    """Endpointing while :attr:`Segmenter.fast` (audio faster than real time): pauses shorter
+    than this do not end a segment…"""
+    fast_max_segment_s: float = 29.0
+    """…and segments grow to nearly a whole Whisper window, as offline faster-whisper cuts."""
     tentative: bool = False
     """Emit a :class:`Tentative` as soon as a silence is ``speech_pad_end_ms`` long: the segment's
     audio is then complete *if* the silence lasts until the endpoint (speculative finals)."""
@@ -154,6 +159,16 @@ class Segmenter:
             1, int(np.ceil(self.cfg.samples(self.cfg.min_speech_ms) / self.cfg.window))
         )
         self._max_len = int(self.cfg.max_segment_s * self.cfg.sample_rate)
+        self._fast_min_silence = max(
+            self._min_silence, self.cfg.samples(self.cfg.fast_min_silence_ms)
+        )
+        self._fast_max_len = max(
+            self._max_len, int(self.cfg.fast_max_segment_s * self.cfg.sample_rate)
+        )
+        self.fast = False
+        """Audio is arriving faster than real time (workers/pace.py): nobody waits on each
+        utterance, so cut long segments like offline transcription does, without partials or
+        tentatives. May change between any two calls of :meth:`feed`."""
         self._pending = np.zeros(0, dtype=np.float32)
         self._buf = np.zeros(0, dtype=np.float32)
         self._buf_start = 0  # absolute sample offset of _buf[0]
@@ -273,7 +288,12 @@ class Segmenter:
             self._void(seg)
         elif prob < cfg.silence_off and seg.silence_start is None:
             seg.silence_start = start
-        if seg.silence_start is not None and end - seg.silence_start >= self._min_silence:
+        min_silence, max_len = (
+            (self._fast_min_silence, self._fast_max_len)
+            if self.fast
+            else (self._min_silence, self._max_len)
+        )
+        if seg.silence_start is not None and end - seg.silence_start >= min_silence:
             cut = min(seg.silence_start + self._pad_end, end)
             self._open = None
             self._floor = cut
@@ -285,9 +305,9 @@ class Segmenter:
             if seg.speech_windows >= self._min_speech_windows:
                 return self._emit(seg.start, cut, "silence")
             return None
-        if end - seg.start >= self._max_len:
+        if end - seg.start >= max_len:
             self._void(seg)
-            return self._cut_at_quietest(seg, end)
+            return self._cut_at_quietest(seg, end, max_len)
         self._maybe_tentative(seg, end)
         return None
 
@@ -296,6 +316,7 @@ class Segmenter:
         pause goes on to the endpoint, so it can be transcribed now (see :class:`Tentative`)."""
         if (
             not self.cfg.tentative
+            or self.fast
             or seg.silence_start is None
             or seg.tentative_cut is not None
             or self._pad_end >= self._min_silence
@@ -314,8 +335,8 @@ class Segmenter:
             seg.tentative_cut = None
             self._events.append(TentativeVoid(self._next_index, seg.tentative_rev))
 
-    def _cut_at_quietest(self, seg: _Open, end: int) -> Segment:
-        half = seg.start + self._max_len // 2
+    def _cut_at_quietest(self, seg: _Open, end: int, max_len: int) -> Segment:
+        half = seg.start + max_len // 2
         candidates = [(p, s) for s, p in seg.probs if s >= half] or [(p, s) for s, p in seg.probs]
         _, quiet_start = min(candidates)
         cut = min(quiet_start + self.cfg.window // 2, end)
@@ -332,7 +353,7 @@ class Segmenter:
 
     def _maybe_partial(self) -> None:
         seg = self._open
-        if seg is None or not self._partial_first or seg.silence_start is not None:
+        if seg is None or not self._partial_first or self.fast or seg.silence_start is not None:
             return
         end = self._pos
         if seg.partial_rev == 0:

@@ -41,6 +41,7 @@ from shared.schemas import (
 )
 from shared.settings import Settings
 from workers.ownership import claim_orphans, hand_back, touch
+from workers.pace import PaceMeter
 from workers.runtime import TaskSet, install_signal_handlers, run_with_grace, start_metrics_server
 from workers.segmenter import (
     Segmenter,
@@ -73,6 +74,7 @@ class OwnedSession:
     last_received_at: float = 0.0
     checkpoint_at: float = 0.0
     segments_since_checkpoint: int = 0
+    pace: PaceMeter = field(default_factory=PaceMeter)
     speculated: dict[int, int] = field(default_factory=dict)
     """Segment -> revision of its speculative final job in flight (workers/speculation.py)."""
     seq: int = 0
@@ -312,6 +314,8 @@ class VadWorker:
         if isinstance(msg, AudioChunk):
             owned.last_received_at = msg.received_at
             audio = pcm16_to_float32(msg.pcm)
+            fast = owned.pace.add(msg.received_at, len(audio) / SAMPLE_RATE)
+            owned.segmenter.fast = fast and self.s.vad_file_mode
             metrics.VAD_AUDIO_SECONDS.inc(len(audio) / SAMPLE_RATE)
             events = await asyncio.to_thread(owned.segmenter.feed, audio)
             await self.jobs.write(owned, events)

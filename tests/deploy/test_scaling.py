@@ -102,11 +102,14 @@ async def test_lag_rises_without_asr_workers_and_drains_with_them(
     await pubsub.aclose()
     segments = sum(done.values())
     backlog = await demo.scaler_view(redis_client, keys.asr_jobs, ASR_GROUP)
-    assert segments >= 4 and backlog.lag == backlog.length == segments and backlog.pending == 0
-    assert lags == sorted(lags) and lags[-1] <= segments  # the lag only rises...
+    # every segment is a job; a speculative job cut before the pace was judged, and made void
+    # since, may add one (the ASR worker drops it unread, docs/architecture.md)
+    assert segments >= 4 and backlog.pending == 0
+    assert backlog.lag == backlog.length and segments <= backlog.length <= segments + 2
+    assert lags == sorted(lags) and lags[-1] <= backlog.length  # the lag only rises...
     assert len(set(lags)) >= 2  # ...and it did rise while the audio flowed
     wanted = formula.desired(backlog, current=0, now=1.0)
-    assert wanted == min(policy.max_replicas, -(-segments // policy.lag_count)) >= 1
+    assert wanted == min(policy.max_replicas, -(-backlog.lag // policy.lag_count)) >= 1
 
     # The pool wakes: the backlog drains to zero, every job acknowledged and removed.
     workers = [spawn("asr-worker", **WORKER_ENV) for _ in range(wanted)]

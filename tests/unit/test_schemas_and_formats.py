@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from shared import schemas
 from shared.settings import Settings
 from whisper_streaming.evaluation import normalize, wer
-from whisper_streaming.formats import to_srt, to_txt, to_vtt
+from whisper_streaming.formats import cues, to_srt, to_txt, to_vtt
 
 
 def test_roundtrip_every_message() -> None:
@@ -115,3 +115,29 @@ def test_stopped_early_detects_a_lost_tail() -> None:
     assert stopped_early(swallowed, job)
     short = schemas.AsrJob(session_id="s", segment=0, start=0, end=2.0, pcm=b"")
     assert not stopped_early(empty, short)
+
+
+def _words(*spec: tuple[str, float, float]) -> list[dict]:
+    return [{"word": w, "start": s, "end": e, "probability": 0.9} for w, s, e in spec]
+
+
+def test_long_finals_become_captions_at_sentence_ends_and_length_limits() -> None:
+    words = _words(
+        (" One", 0.0, 0.4), (" two.", 0.5, 1.2), (" Three", 1.5, 2.0), (" four", 2.1, 5.0),
+        (" five", 5.1, 8.6), (" six", 8.7, 9.0), (" seven.", 9.1, 9.4),
+    )  # fmt: skip
+    long = {"segment": 3, "start": 0.0, "end": 9.45, "text": "One two. Three four five six seven.",
+            "words": words}  # fmt: skip
+    short = {"segment": 4, "start": 9.5, "end": 10.5, "text": "Hi.", "words": []}
+    empty = {"segment": 5, "start": 11.0, "end": 12.0, "text": " ", "words": []}
+    out = cues([long, short, empty], max_s=7.0)
+    assert [(c["start"], c["end"], c["text"]) for c in out] == [
+        (0.0, 1.2, "One two."),  # a sentence end, once a caption is 1 s long
+        (1.5, 5.0, "Three four"),  # " five" would take it past 7 s
+        (5.1, 9.4, "five six seven."),
+        (9.5, 10.5, "Hi."),
+    ]
+    assert all(c["segment"] == 3 for c in out[:3]) and out[0]["words"] == words[:2]
+    srt = to_srt([long, short])
+    assert srt.count(" --> ") == 4 and "00:00:05,100 --> 00:00:09,400\nfive six seven." in srt
+    assert to_vtt([long]).count(" --> ") == 3

@@ -334,3 +334,28 @@ def test_no_partial_during_a_pause() -> None:
     out, _ = events(probs, cfg, chunk=W, flush=False)
     parts = [e for e in out if isinstance(e, Partial)]
     assert parts and all(p.end <= 11 * W for p in parts)
+
+
+def test_fast_audio_is_cut_like_offline_transcription() -> None:
+    """Faster than real time: pauses under fast_min_silence_ms do not end a segment, segments
+    grow to fast_max_segment_s, and no partials or tentatives are cut."""
+    cfg = SegmenterConfig(
+        min_silence_ms=320, speech_pad_ms=64, min_speech_ms=96, max_segment_s=3.0,
+        fast_min_silence_ms=1000, fast_max_segment_s=6.0, partial_first_ms=64, tentative=True,
+    )  # fmt: skip
+    # 2 s speech, a 640 ms pause (ends a live utterance), 2 s speech, 1.3 s pause, 7 s speech
+    probs = [0.9] * 62 + [0.0] * 20 + [0.9] * 62 + [0.0] * 40 + [0.9] * 220 + [0.0] * 40
+    live, _ = events(probs, cfg)
+    seg = Segmenter(ScriptedVad(probs), cfg)
+    seg.fast = True
+    audio = ramp_audio(len(probs))
+    fast = [e for i in range(0, len(audio), 1600) for e in seg.feed(audio[i : i + 1600])]
+    fast += seg.flush()
+    live_segs = [e for e in live if isinstance(e, Segment)]
+    fast_segs = [e for e in fast if isinstance(e, Segment)]
+    assert len(live_segs) >= 5  # the short pause ends one, and 3 s caps cut the long speech
+    assert not [e for e in fast if isinstance(e, Partial | Tentative)]
+    assert [s.reason for s in fast_segs] == ["silence", "max_length", "silence"]
+    # the 640 ms pause did not split: the first segment holds both 2 s stretches
+    assert fast_segs[0].start == 0 and fast_segs[0].end >= 144 * W
+    assert all((s.end - s.start) <= 6.0 * 16000 for s in fast_segs)
