@@ -31,12 +31,16 @@ def wait_quiet(args: argparse.Namespace) -> dict[str, float]:
     return {"waited_s": round(time.monotonic() - started), "load_when_started": load1()}
 
 
-def add_stack_args(p: argparse.ArgumentParser) -> None:
+def add_stack_args(p: argparse.ArgumentParser, asr_workers: int = 1, finals_only: int = 0) -> None:
     add_quiet_args(p)
-    p.add_argument("--asr-workers", type=int, default=1)
+    p.add_argument("--asr-workers", type=int, default=asr_workers)
     p.add_argument("--vad-workers", type=int, default=1)
     p.add_argument(
-        "--finals-only", type=int, default=0, help="how many ASR workers serve finals only"
+        "--finals-only",
+        type=int,
+        default=finals_only,
+        help="how many ASR workers serve finals only (ASR_PARTIALS=false; the others run at "
+        "ASR_NICE=10)",
     )
     p.add_argument(
         "--env",

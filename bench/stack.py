@@ -65,7 +65,12 @@ class StackConfig:
         knobs = " ".join(f"{k}={v}" for k, v in sorted(self.env.items()) if k != "ASR_CPU_THREADS")
         return (
             f"{self.asr_workers} ASR worker(s) × {threads} threads"
-            + (f" ({self.finals_only} of them finals-only)" if self.finals_only else "")
+            + (
+                f" ({self.finals_only} of them finals-only, the others at nice "
+                f"{self.env.get('ASR_NICE', '10')})"
+                if self.finals_only
+                else ""
+            )
             + f", {self.vad_workers} VAD, "
             "1 gateway, tiny.en int8 CPU" + (f", {knobs}" if knobs else "")
         )
@@ -148,6 +153,7 @@ class BenchStack:
             own = {"CONSUMER_NAME": f"{host}-asr-{i}"}
             if i >= self.cfg.asr_workers - self.cfg.finals_only:
                 own["ASR_PARTIALS"] = "false"
+                own["ASR_NICE"] = "0"
             elif self.cfg.finals_only:  # the finals-only workers come first for the CPU
                 own["ASR_NICE"] = self.cfg.env.get("ASR_NICE", "10")
             self._spawn(f"asr-{i}", cli + ["asr-worker"], env | own)
