@@ -57,13 +57,14 @@ def provenance(meta: dict[str, Any]) -> str:
 
 
 def busy_note(meta: dict[str, Any]) -> str:
+    # judged at the start only: the load at the end is mostly the benchmark's own processes
     cores = meta["machine"]["cores"] or 1
-    worst = max(meta.get("load_start", 0), meta.get("load_end", 0))
-    if worst < 0.6 * cores:
+    before = meta.get("load_start", 0)
+    if before < 0.6 * cores:
         return ""
     return (
-        f" · **other work was running on the machine (load up to {worst} on {cores} cores): "
-        "timings are pessimistic**"
+        f" · **other work was running on the machine (load {before} on {cores} cores when it "
+        "started): timings are pessimistic**"
     )
 
 
