@@ -34,9 +34,13 @@ from shared.keys import ASR_GROUP, Keys
 SPECULATE_MAX_LAG = 0
 """Speculate only while at most this many final jobs wait undelivered on ``asr:jobs``."""
 
-# Shared by the store and commit scripts: append the final to the transcript stream, publish it,
-# leave its text as the session's prompt, and mark the segment done.
-_PUBLISH = """
+# The start of the store and commit scripts: ``publish`` appends the final to the transcript
+# stream, publishes it, leaves its text as the session's prompt and marks the segment done; a
+# segment already done ends the script at once (returns 0).
+_PRELUDE = """
+local function field(seg, name, default)
+  return tonumber(redis.call('HGET', KEYS[1], seg .. ':' .. name) or default)
+end
 local function publish(seg, payload, prompt)
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'd', payload)
   redis.call('EXPIRE', KEYS[2], ARGV[6])
@@ -55,22 +59,22 @@ local function publish(seg, payload, prompt)
   redis.call('HSET', KEYS[1], seg .. ':d', '1')
   redis.call('EXPIRE', KEYS[1], ARGV[6])
 end
+local seg, rev = ARGV[1], tonumber(ARGV[2])
+if redis.call('HEXISTS', KEYS[1], seg .. ':d') == 1 then return 0 end
 """
 
 # KEYS: spec hash, transcript stream, session hash.
 # ARGV: segment, revision, payload, channel, maxlen, ttl, prompt.
 # Returns 1 published, 2 stored (waiting for the commit), 0 done already, -1 void.
 _STORE = (
-    _PUBLISH
+    _PRELUDE
     + """
-local seg, rev = ARGV[1], tonumber(ARGV[2])
-if redis.call('HEXISTS', KEYS[1], seg .. ':d') == 1 then return 0 end
-if tonumber(redis.call('HGET', KEYS[1], seg .. ':c') or '0') == rev then
+if field(seg, 'c', '0') == rev then
   publish(seg, ARGV[3], ARGV[7])
   return 1
 end
-if rev <= tonumber(redis.call('HGET', KEYS[1], seg .. ':v') or '0') then return -1 end
-if rev > tonumber(redis.call('HGET', KEYS[1], seg .. ':r') or '0') then
+if rev <= field(seg, 'v', '0') then return -1 end
+if rev > field(seg, 'r', '0') then
   redis.call('HSET', KEYS[1], seg .. ':r', rev, seg .. ':t', ARGV[3], seg .. ':p', ARGV[7])
   redis.call('EXPIRE', KEYS[1], ARGV[6])
 end
@@ -81,11 +85,9 @@ return 2
 # KEYS: as above. ARGV: segment, revision, (unused), channel, maxlen, ttl.
 # Returns 1 published, 2 committed (waiting for the result), 0 done already.
 _COMMIT = (
-    _PUBLISH
+    _PRELUDE
     + """
-local seg, rev = ARGV[1], tonumber(ARGV[2])
-if redis.call('HEXISTS', KEYS[1], seg .. ':d') == 1 then return 0 end
-if tonumber(redis.call('HGET', KEYS[1], seg .. ':r') or '0') == rev then
+if field(seg, 'r', '0') == rev then
   publish(seg, redis.call('HGET', KEYS[1], seg .. ':t'), redis.call('HGET', KEYS[1], seg .. ':p'))
   return 1
 end
