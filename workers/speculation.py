@@ -14,11 +14,12 @@ waiting for a worker: speculation uses idle capacity, it never queues ahead of r
 The ASR worker skips a job already void or done (:meth:`Speculation.wanted`), transcribes the
 others and **stores** the result (:meth:`Speculation.store`). Whichever of store and commit comes
 second publishes the final, in the same Lua script that checks the other half: the final is
-published exactly once, whatever the order, however often the job is redelivered or the session
-taken over. Everything lives in one hash per session (``spec:{session}``, with the session TTL),
-fields ``{segment}:{letter}``: ``r`` the stored revision, ``t`` its transcript (msgpack), ``p`` the
-prompt it leaves for the next segment, ``c`` the committed revision, ``v`` the highest void
-revision, ``d`` done.
+published exactly once, whatever the order and however often the job is redelivered (a VAD
+takeover may re-cut the segment as an ordinary job; the gateway drops a second final).
+Everything lives in one hash per session (``spec:{session}``, with the session TTL), fields
+``{segment}:{letter}``: ``r`` the stored revision, ``t`` its transcript (msgpack), ``p`` the prompt
+it leaves for the next segment, ``c`` the committed revision, ``v`` the highest void revision,
+``d`` done.
 
 The final's audio is exactly the tentative's (the segment closes at the same sample), so its text
 is what the ordinary path would have produced; only the waiting is shorter: the endpointing
