@@ -247,6 +247,24 @@ def panels() -> list[dict[str, Any]]:
             ],
             (16, 35, 8, 8),
         ),
+        panel(
+            19,
+            "Speculative finals",
+            [
+                (
+                    f"sum by (outcome) (rate(whisper_vad_speculative_total{{{NS}}}[$__rate_interval]))",
+                    "vad {{outcome}}",
+                ),
+                (
+                    f"sum by (outcome) (rate(whisper_asr_speculative_total{{{NS}}}[$__rate_interval]))",
+                    "asr {{outcome}}",
+                ),
+            ],
+            (0, 43, 8, 8),
+            "ops",
+            "Utterances transcribed from 150 ms into a pause and published at the endpoint: "
+            "committed vs void (speech resumed: wasted work) vs skipped (a final was waiting).",
+        ),
     ]
 
 
