@@ -1,19 +1,17 @@
 """The service under test: an embedded redis-server, N ASR workers, M VAD workers and one
 gateway, each a real ``python -m whisper_streaming.cli ROLE`` process on loopback, free ports.
 
-Every child dies with the benchmark (PR_SET_PDEATHSIG), and :meth:`BenchStack.stop` (run from a
-``with`` block, so on errors and Ctrl-C too) stops them with SIGTERM, then SIGKILL.
+Every child dies with the benchmark (PR_SET_PDEATHSIG, see :mod:`whisper_streaming.procs`), and
+:meth:`BenchStack.stop` (run from a ``with`` block, so on errors and Ctrl-C too) stops them with
+SIGTERM, then SIGKILL.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,27 +25,10 @@ import psutil
 import redis
 
 from bench.machine import REPO
+from whisper_streaming.procs import ServiceProcess, spawn, stop_all
 from whisper_streaming.up import free_port
 
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-@dataclass
-class Proc:
-    role: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    def tail(self, n: int = 3000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
+Proc = ServiceProcess  # one process of the stack: ``role``, ``proc``, ``log_path``, ``tail()``
 
 
 @dataclass
@@ -93,18 +74,15 @@ class BenchStack:
         return f"ws://127.0.0.1:{self.port}/v1/listen"
 
     def _spawn(self, role: str, cmd: list[str], env: dict[str, str] | None = None) -> Proc:
-        log = self.dir / f"{role}.log"
-        with log.open("wb") as fh:
-            p = subprocess.Popen(
-                cmd,
-                env=env,
-                cwd=REPO,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a terminal Ctrl-C reaches only the benchmark
-                preexec_fn=_die_with_parent,
-            )
-        proc = Proc(role, p, log)
+        proc = spawn(
+            role,
+            cmd,
+            env=env,
+            cwd=REPO,
+            log_path=self.dir / f"{role}.log",
+            own_group=True,  # a terminal Ctrl-C reaches only the benchmark
+            die_with_parent=True,
+        )
         self.procs.append(proc)
         return proc
 
@@ -183,8 +161,8 @@ class BenchStack:
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             for p in self.procs:
-                if p.popen.poll() is not None:
-                    raise RuntimeError(f"{p.role} exited with {p.popen.returncode}:\n{p.tail()}")
+                if not p.alive():
+                    raise RuntimeError(f"{p.role} exited with {p.proc.returncode}:\n{p.tail()}")
             with contextlib.suppress(redis.RedisError, OSError):
                 if check():
                     return
@@ -192,31 +170,16 @@ class BenchStack:
         raise RuntimeError(f"{what} not ready after {self.ready_timeout}s")
 
     def dead(self) -> list[Proc]:
-        return [p for p in self.procs if p.popen.poll() is not None]
+        return [p for p in self.procs if not p.alive()]
 
     def stop(self) -> None:
         if self.redis is not None:
             with contextlib.suppress(Exception):
                 self.redis.close()
-        service = [p for p in self.procs if p.role != "redis"]
-        for p in reversed(service):
-            if p.popen.poll() is None:
-                p.popen.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 25
-        for p in service:
-            try:
-                p.popen.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.popen.kill()
-                p.popen.wait()
+        stop_all([p for p in self.procs if p.role != "redis"], 25)
         for p in self.procs:
-            if p.role == "redis" and p.popen.poll() is None:
-                p.popen.terminate()
-                try:
-                    p.popen.wait(5)
-                except subprocess.TimeoutExpired:
-                    p.popen.kill()
-                    p.popen.wait()
+            if p.role == "redis":  # last: the workers drain into it
+                p.stop(5)
         self.procs.clear()
         keep = os.environ.get("BENCH_KEEP_LOGS")  # a directory: the service logs are copied there
         if keep:
@@ -231,7 +194,7 @@ class BenchStack:
         out = {}
         for p in self.procs:
             with contextlib.suppress(psutil.Error):
-                out[p.role] = psutil.Process(p.popen.pid)
+                out[p.role] = psutil.Process(p.pid)
         return out
 
     def cpu_seconds(self) -> dict[str, float]:

@@ -19,8 +19,6 @@ import argparse
 import asyncio
 import math
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +37,7 @@ from shared.audio import decode_file, float32_to_pcm16  # noqa: E402
 from shared.keys import ASR_GROUP, Keys  # noqa: E402
 from shared.redis_util import ensure_group, entry  # noqa: E402
 from shared.schemas import AudioChunk, AudioEnd, SessionStart, encode  # noqa: E402
+from whisper_streaming.procs import ServiceProcess, spawn, wait_all  # noqa: E402
 
 SAMPLE_RATE = 16000
 
@@ -128,8 +127,8 @@ class WorkerPool:
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
         self._env = env
         self._log_dir = log_dir
-        self._running: list[subprocess.Popen[bytes]] = []
-        self._stopping: list[subprocess.Popen[bytes]] = []
+        self._running: list[ServiceProcess] = []
+        self._stopping: list[ServiceProcess] = []
         self._started = 0
 
     @property
@@ -142,46 +141,26 @@ class WorkerPool:
         while len(self._running) < n:
             name = f"asr-demo-{self._started}"
             self._started += 1
-            log = (self._log_dir / f"{name}.log").open("wb")
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "whisper_streaming.cli", "asr-worker"],
-                env=self._env | {"CONSUMER_NAME": name},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
-            )
-            log.close()
-            self._running.append(proc)
+            env = self._env | {"CONSUMER_NAME": name}
+            self._running.append(spawn_role("asr-worker", env, self._log_dir / f"{name}.log"))
         while len(self._running) > n:
             proc = self._running.pop()
-            proc.send_signal(signal.SIGTERM)
+            proc.terminate()
             self._stopping.append(proc)
 
     def _reap(self) -> None:
-        self._running = [p for p in self._running if p.poll() is None]
-        self._stopping = [p for p in self._stopping if p.poll() is None]
+        self._running = [p for p in self._running if p.alive()]
+        self._stopping = [p for p in self._stopping if p.alive()]
 
     def stop_all(self, timeout: float = 30.0) -> None:
         self.scale_to(0)
-        deadline = time.monotonic() + timeout
-        for proc in self._stopping:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        wait_all(self._stopping, timeout)  # already sent SIGTERM: a second one skips the drain
         self._stopping.clear()
 
 
-def spawn_role(role: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "whisper_streaming.cli", role],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
+def spawn_role(role: str, env: dict[str, str], log_path: Path) -> ServiceProcess:
+    """``whisper-streaming ROLE`` with its output in ``log_path``."""
+    return spawn(role, env=env, cwd=REPO, log_path=log_path)
 
 
 # --- load -----------------------------------------------------------------------------------------
@@ -306,7 +285,7 @@ async def run_demo(
     scaled_up = False
     try:
         while time.monotonic() - started < deadline_s:
-            if vad.poll() is not None:
+            if not vad.alive():
                 raise RuntimeError(f"the VAD worker exited (see {log_dir / 'vad.log'})")
             now = time.monotonic() - started
             view = await scaler_view(r, keys.asr_jobs, ASR_GROUP)
@@ -331,12 +310,7 @@ async def run_demo(
             burst.cancel()
         await asyncio.gather(burst, return_exceptions=True)
         pool.stop_all()
-        vad.send_signal(signal.SIGTERM)
-        try:
-            vad.wait(30)
-        except subprocess.TimeoutExpired:
-            vad.kill()
-            vad.wait()
+        vad.stop(30)
         await r.aclose()
     return samples
 

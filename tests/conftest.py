@@ -4,9 +4,6 @@ whole service started as a user would start it."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -18,6 +15,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from whisper_streaming.corpus import Utterance, corpus_dir, librispeech  # noqa: F401 (re-exported)
+from whisper_streaming.procs import ServiceProcess
+from whisper_streaming.procs import spawn as spawn_process
 from whisper_streaming.up import EmbeddedRedis, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,45 +48,16 @@ def key_prefix() -> str:
     return f"t{uuid.uuid4().hex[:8]}:"
 
 
-class Process:
-    """A service process (``whisper-streaming ROLE``) with its output captured to a file."""
+class Process(ServiceProcess):
+    """A service process (``whisper-streaming ROLE``) with its output captured to a file:
+    ``alive()``, ``log()``, ``stop(timeout)`` (SIGTERM, then SIGKILL), ``kill()``, ``proc``."""
 
     def __init__(self, role: str, env: dict[str, str], log_dir: Path, name: str | None = None):
-        self.role = role
-        self.log_path = log_dir / f"{name or role}-{uuid.uuid4().hex[:6]}.log"
-        self._log = self.log_path.open("wb")
         full_env = dict(os.environ) | env
         full_env.setdefault("PYTHONUNBUFFERED", "1")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "whisper_streaming.cli", role],
-            env=full_env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 20.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-        self._log.close()
+        log_path = log_dir / f"{name or role}-{uuid.uuid4().hex[:6]}.log"
+        started = spawn_process(role, env=full_env, cwd=REPO, log_path=log_path)
+        super().__init__(role, started.proc, log_path)
 
 
 @pytest.fixture

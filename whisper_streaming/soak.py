@@ -16,8 +16,6 @@ import json
 import os
 import platform
 import random
-import signal
-import subprocess
 import sys
 import time
 import urllib.request
@@ -33,6 +31,7 @@ import websockets
 from shared.audio import decode_file, float32_to_pcm16
 from whisper_streaming.corpus import librispeech
 from whisper_streaming.evaluation import wer
+from whisper_streaming.procs import ServiceProcess, spawn, stop_all
 from whisper_streaming.up import EmbeddedRedis, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,32 +80,21 @@ class Stack:
             "LOG_LEVEL": "WARNING",
         }
         self.log_dir = log_dir
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.procs: dict[str, ServiceProcess] = {}
         self.generation = 0
 
     def start(self, name: str) -> None:
         role = name.rsplit("-", 1)[0]
         self.generation += 1
         env = self.env | {"CONSUMER_NAME": f"{name}-g{self.generation}"}
-        log = (self.log_dir / f"{name}.log").open("ab")
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "whisper_streaming.cli", role],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-        )  # fmt: skip
+        log = self.log_dir / f"{name}.log"  # appended to: a restarted worker's log follows on
+        self.procs[name] = spawn(role, env=env, cwd=REPO, log_path=log, append=True)
 
     def kill(self, name: str) -> None:
         self.procs[name].kill()
-        self.procs[name].wait()
 
     def stop(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs.values():
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(self.procs.values(), 20)
 
     def rss_mb(self) -> float:
         total = 0

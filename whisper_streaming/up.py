@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.settings import Settings
+from whisper_streaming.procs import ServiceProcess, spawn, stop_all
 
 REDIS_MISSING = """redis-server was not found on PATH.
   Debian/Ubuntu: sudo apt-get install redis-server   (make run does this for you)
@@ -94,23 +95,15 @@ class EmbeddedRedis:
                 return conn.recv(64).startswith((b"+PONG", b"-NOAUTH"))
 
     def stop(self, remove_dir: bool = True) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc is not None and self.proc.stderr is not None:
-            self.proc.stderr.close()
+        if self.proc is not None:
+            ServiceProcess("redis-server", self.proc).stop(5)
+            if self.proc.stderr is not None:
+                self.proc.stderr.close()
         if remove_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-@dataclass
-class Child:
-    role: str
-    proc: subprocess.Popen[bytes]
+Child = ServiceProcess  # a child of ``up``: its role and its ``proc``
 
 
 @dataclass
@@ -123,28 +116,17 @@ class Stack:
     def spawn(self, role: str, index: int = 0) -> Child:
         env = dict(self.env)
         env["CONSUMER_NAME"] = f"{socket.gethostname()}-{role}-{index}-{os.getpid()}"
-        cmd = [sys.executable, "-m", "whisper_streaming.cli", role]
         # Own process group: a Ctrl-C in the terminal reaches only this supervisor, which then
-        # stops the children in order with one SIGTERM each.
-        child = Child(role, subprocess.Popen(cmd, env=env, start_new_session=True))
+        # stops the children in order with one SIGTERM each. Output: the terminal's.
+        child = spawn(role, env=env, own_group=True)
         self.children.append(child)
         return child
 
     def dead(self) -> list[Child]:
-        return [c for c in self.children if c.proc.poll() is not None]
+        return [c for c in self.children if not c.alive()]
 
     def stop(self, grace: float = STOP_GRACE_S) -> None:
-        for c in reversed(self.children):
-            if c.proc.poll() is None:
-                c.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for c in self.children:
-            remaining = max(0.1, deadline - time.monotonic())
-            try:
-                c.proc.wait(remaining)
-            except subprocess.TimeoutExpired:
-                c.proc.kill()
-                c.proc.wait()
+        stop_all(self.children, grace)
 
 
 def wait_ready(url: str, stack: Stack, timeout: float, vad: int = 1, asr: int = 1) -> bool:
