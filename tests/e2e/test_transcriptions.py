@@ -84,7 +84,8 @@ def test_long_mp3_is_cut_by_the_vad_and_shared_by_the_asr_pool(
     finals = [decode_as(entry_data(fields), Transcript) for _id, fields in entries]
     # an upload arrives faster than real time: cut like a file, into segments of up to 29 s
     # (the response's segments are captions: finals split at their words, formats.cues)
-    assert [t.segment for t in finals] == list(range(len(finals))) and len(finals) >= 2
+    # (two workers: the stream holds them in the order they finished)
+    assert sorted(t.segment for t in finals) == list(range(len(finals))) and len(finals) >= 2
     assert all(t.end - t.start <= 29.5 for t in finals) and len(segments) > len(finals)
     assert {t.worker for t in finals} == {"asr-0", "asr-1"}
 
