@@ -18,6 +18,13 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the whole service here (embedded Redis unless REDIS_URL)")
     up.add_argument("--vad-workers", type=int, default=1)
     up.add_argument("--asr-workers", type=int, default=1)
+    up.add_argument(
+        "--finals-only",
+        type=int,
+        default=0,
+        help="how many of the ASR workers serve finals only (ASR_PARTIALS=false); the others "
+        "then run at ASR_NICE=10 (docs/benchmarks.md)",
+    )
     up.add_argument("--ready-timeout", type=float, default=120.0)
     sub.add_parser("gateway", help="run one gateway (FastAPI on uvicorn)")
     sub.add_parser("vad-worker", help="run one VAD worker")
@@ -50,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         from whisper_streaming.up import run_up
 
-        return run_up(settings, args.vad_workers, args.asr_workers, args.ready_timeout)
+        return run_up(
+            settings, args.vad_workers, args.asr_workers, args.ready_timeout, args.finals_only
+        )
     if args.command == "gateway":
         from gateway.app import main as gateway_main
 

@@ -113,8 +113,8 @@ class Stack:
     env: dict[str, str]
     children: list[Child] = field(default_factory=list)
 
-    def spawn(self, role: str, index: int = 0) -> Child:
-        env = dict(self.env)
+    def spawn(self, role: str, index: int = 0, **extra: str) -> Child:
+        env = dict(self.env) | extra
         env["CONSUMER_NAME"] = f"{socket.gethostname()}-{role}-{index}-{os.getpid()}"
         # Own process group: a Ctrl-C in the terminal reaches only this supervisor, which then
         # stops the children in order with one SIGTERM each. Output: the terminal's.
@@ -146,7 +146,21 @@ def wait_ready(url: str, stack: Stack, timeout: float, vad: int = 1, asr: int = 
     return False
 
 
-def run_up(settings: Settings, vad_workers: int, asr_workers: int, ready_timeout: float) -> int:
+def asr_worker_env(index: int, workers: int, finals_only: int) -> dict[str, str]:
+    """Settings of ASR worker ``index`` of ``workers`` beyond the shared ones: the last
+    ``finals_only`` serve finals only, and then the others yield them the CPU (nice 10)."""
+    if index >= workers - finals_only:
+        return {"ASR_PARTIALS": "false", "ASR_NICE": "0"}
+    return {"ASR_NICE": "10"} if finals_only else {}
+
+
+def run_up(
+    settings: Settings,
+    vad_workers: int,
+    asr_workers: int,
+    ready_timeout: float,
+    finals_only: int = 0,
+) -> int:
     redis: EmbeddedRedis | None = None
     env = dict(os.environ)
     if settings.redis_url is None:
@@ -171,7 +185,7 @@ def run_up(settings: Settings, vad_workers: int, asr_workers: int, ready_timeout
     code = 0
     try:
         for i in range(asr_workers):
-            stack.spawn("asr-worker", i)
+            stack.spawn("asr-worker", i, **asr_worker_env(i, asr_workers, finals_only))
         for i in range(vad_workers):
             stack.spawn("vad-worker", i)
         stack.spawn("gateway")
