@@ -33,7 +33,7 @@ from workers.asr import (
 from workers.batching import BatchTranscriber
 from workers.diarize import SpeakerLabeler
 from workers.runtime import TaskSet, install_signal_handlers, run_with_grace, start_metrics_server
-from workers.speculation import DONE, PUBLISHED, VOID, WAITING, Speculation
+from workers.speculation import DONE, PUBLISHED, SET_PROMPT_LUA, VOID, WAITING, Speculation
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +41,14 @@ ROLE = "asr"
 READ_BLOCK_MS = 1000
 DEAD_LETTER_MAXLEN = 10_000
 
-_SET_PROMPT = """
-local cur = tonumber(redis.call('HGET', KEYS[1], 'prompt_seg') or '-1')
-if tonumber(ARGV[1]) > cur then
-  redis.call('HSET', KEYS[1], 'prompt_seg', ARGV[1], 'prompt', ARGV[2])
-end
+_SET_PROMPT = (
+    SET_PROMPT_LUA
+    + """
+set_prompt(KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
+)
 
 
 SPEC_OUTCOMES = {PUBLISHED: "published", WAITING: "stored", DONE: "late", VOID: "void"}

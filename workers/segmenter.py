@@ -297,13 +297,12 @@ class Segmenter:
             cut = min(seg.silence_start + self._pad_end, end)
             self._open = None
             self._floor = cut
-            if seg.speech_windows >= self._min_speech_windows and seg.tentative_cut == cut:
-                out = self._emit(seg.start, cut, "silence")
-                out.tentative_rev = seg.tentative_rev
-                return out
-            self._void(seg)
+            # a live tentative ends exactly here (same silence, same pad): this is its audio
+            confirmed = seg.tentative_rev if seg.tentative_cut == cut else None
+            if confirmed is None:
+                self._void(seg)
             if seg.speech_windows >= self._min_speech_windows:
-                return self._emit(seg.start, cut, "silence")
+                return self._emit(seg.start, cut, "silence", confirmed)
             return None
         if end - seg.start >= max_len:
             self._void(seg)
@@ -367,9 +366,9 @@ class Segmenter:
         seg.partial_end = end
         self._events.append(Partial(self._next_index, seg.start, end, audio, seg.partial_rev))
 
-    def _emit(self, start: int, end: int, reason: str) -> Segment:
+    def _emit(self, start: int, end: int, reason: str, tentative_rev: int | None = None) -> Segment:
         audio = self._buf[start - self._buf_start : end - self._buf_start].copy()
-        seg = Segment(index=self._next_index, start=start, end=end, audio=audio, reason=reason)
+        seg = Segment(self._next_index, start, end, audio, reason, tentative_rev)
         self._next_index += 1
         return seg
 

@@ -35,10 +35,23 @@ from shared.keys import ASR_GROUP, Keys
 SPECULATE_MAX_LAG = 0
 """Speculate only while at most this many final jobs wait undelivered on ``asr:jobs``."""
 
+SET_PROMPT_LUA = """
+local function set_prompt(session, seg, prompt)
+  local cur = tonumber(redis.call('HGET', session, 'prompt_seg') or '-1')
+  if tonumber(seg) > cur then
+    redis.call('HSET', session, 'prompt_seg', seg, 'prompt', prompt)
+  end
+end
+"""
+"""Lua: leave ``prompt`` as the session's prompt unless a later segment's already is (shared with
+the ASR worker's ordinary publish)."""
+
 # The start of the store and commit scripts: ``publish`` appends the final to the transcript
 # stream, publishes it, leaves its text as the session's prompt and marks the segment done; a
 # segment already done ends the script at once (returns 0).
-_PRELUDE = """
+_PRELUDE = (
+    SET_PROMPT_LUA
+    + """
 local function field(seg, name, default)
   return tonumber(redis.call('HGET', KEYS[1], seg .. ':' .. name) or default)
 end
@@ -46,15 +59,7 @@ local function publish(seg, payload, prompt)
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'd', payload)
   redis.call('EXPIRE', KEYS[2], ARGV[6])
   redis.call('PUBLISH', ARGV[4], payload)
-  if prompt ~= '' then
-    local cur = tonumber(redis.call('HGET', KEYS[3], 'prompt_seg') or '-1')
-    if tonumber(seg) > cur then
-      redis.call('HSET', KEYS[3], 'prompt_seg', seg, 'prompt', prompt)
-    end
-  end
-  if tonumber(seg) > tonumber(redis.call('HGET', KEYS[3], 'final_seg') or '-1') then
-    redis.call('HSET', KEYS[3], 'final_seg', seg)
-  end
+  if prompt ~= '' then set_prompt(KEYS[3], seg, prompt) end
   redis.call('EXPIRE', KEYS[3], ARGV[6])
   redis.call('HDEL', KEYS[1], seg .. ':r', seg .. ':t', seg .. ':p', seg .. ':c', seg .. ':v')
   redis.call('HSET', KEYS[1], seg .. ':d', '1')
@@ -63,6 +68,7 @@ end
 local seg, rev = ARGV[1], tonumber(ARGV[2])
 if redis.call('HEXISTS', KEYS[1], seg .. ':d') == 1 then return 0 end
 """
+)
 
 # KEYS: spec hash, transcript stream, session hash.
 # ARGV: segment, revision, payload, channel, maxlen, ttl, prompt.
@@ -85,9 +91,14 @@ return 2
 
 # KEYS: as above. ARGV: segment, revision, (unused), channel, maxlen, ttl.
 # Returns 1 published, 2 committed (waiting for the result), 0 done already.
+# The segment is final from here on: its partial jobs are stale (``final_seg``).
 _COMMIT = (
     _PRELUDE
     + """
+if tonumber(seg) > tonumber(redis.call('HGET', KEYS[3], 'final_seg') or '-1') then
+  redis.call('HSET', KEYS[3], 'final_seg', seg)
+  redis.call('EXPIRE', KEYS[3], ARGV[6])
+end
 if field(seg, 'r', '0') == rev then
   publish(seg, redis.call('HGET', KEYS[1], seg .. ':t'), redis.call('HGET', KEYS[1], seg .. ':p'))
   return 1

@@ -83,10 +83,10 @@ class JobWriter:
     async def _final(self, owned: OwnedSession, seg: Segment) -> None:
         sid = owned.start.session_id
         rev = owned.speculated.pop(seg.index, None)
-        if rev is not None and rev == seg.tentative_rev:
-            if owned.start.interim_results:  # makes this segment's partial jobs stale
-                await self.r.hset(self.keys.session(sid), "final_seg", seg.index)
-            await self.spec.commit(sid, seg.index, rev)  # publishes now, or when transcribed
+        committed = rev is not None and rev == seg.tentative_rev
+        if rev is not None and committed:
+            # publishes now, or when transcribed; makes the segment's partials stale at once
+            await self.spec.commit(sid, seg.index, rev)
             metrics.VAD_SPECULATIVE.labels("committed").inc()
         else:
             await self._final_job(owned, seg)
@@ -94,8 +94,7 @@ class JobWriter:
         metrics.VAD_SEGMENTS.labels(seg.reason).inc()
         log.info(
             "session=%s segment=%d stage=vad start=%.2f end=%.2f reason=%s speculative=%s",
-            sid, seg.index, seg.start / SAMPLE_RATE, seg.end / SAMPLE_RATE, seg.reason,
-            rev is not None,
+            sid, seg.index, seg.start / SAMPLE_RATE, seg.end / SAMPLE_RATE, seg.reason, committed,
         )  # fmt: skip
         if owned.start.vad_events and seg.reason in ("silence", "finalize", "flush"):
             await self._vad_event(owned, "utterance_end", seg.index, seg.end)
