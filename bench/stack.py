@@ -26,7 +26,7 @@ import redis
 
 from bench.machine import REPO
 from whisper_streaming.procs import ServiceProcess, spawn, stop_all
-from whisper_streaming.up import free_port
+from whisper_streaming.up import asr_worker_env, free_port
 
 Proc = ServiceProcess  # one process of the stack: ``role``, ``proc``, ``log_path``, ``tail()``
 
@@ -129,11 +129,9 @@ class BenchStack:
         host = socket.gethostname()
         for i in range(self.cfg.asr_workers):
             own = {"CONSUMER_NAME": f"{host}-asr-{i}"}
-            if i >= self.cfg.asr_workers - self.cfg.finals_only:
-                own["ASR_PARTIALS"] = "false"
-                own["ASR_NICE"] = "0"
-            elif self.cfg.finals_only:  # the finals-only workers come first for the CPU
-                own["ASR_NICE"] = self.cfg.env.get("ASR_NICE", "10")
+            # as `whisper-streaming up --finals-only` starts them
+            nice = int(self.cfg.env.get("ASR_NICE", "10"))
+            own |= asr_worker_env(i, self.cfg.asr_workers, self.cfg.finals_only, nice)
             self._spawn(f"asr-{i}", cli + ["asr-worker"], env | own)
         for i in range(self.cfg.vad_workers):
             self._spawn(

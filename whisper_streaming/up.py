@@ -146,12 +146,12 @@ def wait_ready(url: str, stack: Stack, timeout: float, vad: int = 1, asr: int = 
     return False
 
 
-def asr_worker_env(index: int, workers: int, finals_only: int) -> dict[str, str]:
+def asr_worker_env(index: int, workers: int, finals_only: int, nice: int = 10) -> dict[str, str]:
     """Settings of ASR worker ``index`` of ``workers`` beyond the shared ones: the last
-    ``finals_only`` serve finals only, and then the others yield them the CPU (nice 10)."""
+    ``finals_only`` serve finals only, and then the others yield them the CPU (``nice``)."""
     if index >= workers - finals_only:
         return {"ASR_PARTIALS": "false", "ASR_NICE": "0"}
-    return {"ASR_NICE": "10"} if finals_only else {}
+    return {"ASR_NICE": str(nice)} if finals_only else {}
 
 
 def run_up(
