@@ -1,6 +1,6 @@
 """The limit: faster-whisper alone, in this process, over the same files with the same model and
-decoding settings as the ASR worker (workers/asr.py: beam, thresholds, word timestamps, no VAD
-filter, no conditioning on previous text)."""
+decoding settings as the ASR worker (workers/asr.py: beam, thresholds, temperatures, word
+timestamps, no VAD filter, no conditioning on previous text)."""
 
 from __future__ import annotations
 
@@ -36,11 +36,7 @@ def offline(utts: list[Utterance], env: dict[str, str]) -> tuple[dict[str, Any],
             language="en",
             beam_size=opts.beam_size,
             word_timestamps=True,
-            vad_filter=False,
-            condition_on_previous_text=False,
-            no_speech_threshold=opts.no_speech_threshold,
-            log_prob_threshold=opts.log_prob_threshold,
-            compression_ratio_threshold=opts.compression_ratio_threshold,
+            **opts.whisper_kwargs(),
         )
         texts[u.utt_id] = "".join(s.text for s in segments).strip()
     wall = time.monotonic() - started
@@ -56,4 +52,5 @@ def offline(utts: list[Utterance], env: dict[str, str]) -> tuple[dict[str, Any],
         "cores_busy": round(cpu / wall, 2),
         "cpu_threads": settings.asr_cpu_threads,
         "beam_size": opts.beam_size,
+        "temperatures": list(opts.temperatures),
     }, texts

@@ -132,7 +132,9 @@ class BenchStack:
             # as `whisper-streaming up --finals-only` starts them
             nice = int(self.cfg.env.get("ASR_NICE", "10"))
             own |= asr_worker_env(i, self.cfg.asr_workers, self.cfg.finals_only, nice)
-            self._spawn(f"asr-{i}", cli + ["asr-worker"], env | own)
+            # an explicit --env setting wins over the finals-only defaults (a tuning row)
+            explicit = {k: v for k, v in self.cfg.env.items() if k != "ASR_NICE"}
+            self._spawn(f"asr-{i}", cli + ["asr-worker"], env | own | explicit)
         for i in range(self.cfg.vad_workers):
             self._spawn(
                 f"vad-{i}", cli + ["vad-worker"], env | {"CONSUMER_NAME": f"{host}-vad-{i}"}

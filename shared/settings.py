@@ -272,6 +272,23 @@ class Settings(BaseSettings):
         description="This ASR worker also serves interim (partial) jobs. A finals-only worker "
         "(false) is always free for a final: it never waits behind a partial in progress.",
     )
+    asr_finals_poll_ms: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="A worker that also serves partials: 0 = it waits for final and partial jobs "
+        "together (a new final goes to whichever worker waited first); N > 0 = it waits for "
+        "partials only and looks for finals every N ms, so a new final goes to an idle "
+        "finals-only worker and this one takes only finals that wait. Set it when the pool has "
+        "finals-only workers (`up --finals-only` sets 100).",
+    )
+    asr_partials_yield: bool = Field(
+        default=False,
+        description="A worker that also serves partials starts none while a final job is being "
+        "decoded anywhere in the pool (pending on asr:jobs). For workers that share CPU cores: "
+        "a partial decoded beside a final slows the final; under load partials thin out "
+        "instead (`up --finals-only` sets it).",
+    )
     asr_nice: int = Field(
         default=0,
         ge=0,
@@ -290,6 +307,13 @@ class Settings(BaseSettings):
         default=False,
         description="Prompt each segment with the session's previous final text. Off by "
         "default: with tiny.en it made text up and cost throughput (docs/benchmarks.md).",
+    )
+    asr_temperature_fallback: bool = Field(
+        default=False,
+        description="Decode again at temperatures 0.2 … 1.0 when the greedy/beam result looks "
+        "unreliable (faster-whisper's default). Off: temperature 0 only, as batched decoding "
+        "does: on short segments the fallback cost up to five more decodes and mostly sampled "
+        "invented text (docs/benchmarks.md).",
     )
     asr_no_speech_threshold: float = Field(
         default=0.6, description="Whisper no-speech probability above which text is distrusted."

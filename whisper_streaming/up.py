@@ -151,7 +151,11 @@ def asr_worker_env(index: int, workers: int, finals_only: int, nice: int = 10) -
     ``finals_only`` serve finals only, and then the others yield them the CPU (``nice``)."""
     if index >= workers - finals_only:
         return {"ASR_PARTIALS": "false", "ASR_NICE": "0"}
-    return {"ASR_NICE": str(nice)} if finals_only else {}
+    if not finals_only:
+        return {}
+    # new finals go to idle finals-only workers, this one takes those left waiting, and its
+    # partials wait while a final is decoded (on shared cores they would slow it down)
+    return {"ASR_NICE": str(nice), "ASR_FINALS_POLL_MS": "100", "ASR_PARTIALS_YIELD": "true"}
 
 
 def run_up(

@@ -69,12 +69,17 @@ def load_model(settings: Settings) -> WhisperLike:
     return model
 
 
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+"""faster-whisper's (and Whisper's) default: decode again, sampling, while the result looks bad."""
+
+
 @dataclass(frozen=True)
 class DecodeOptions:
     beam_size: int = 5
     no_speech_threshold: float = 0.6
     log_prob_threshold: float = -1.0
     compression_ratio_threshold: float = 2.4
+    temperature_fallback: bool = False
 
     @classmethod
     def from_settings(cls, s: Settings) -> DecodeOptions:
@@ -83,7 +88,24 @@ class DecodeOptions:
             no_speech_threshold=s.asr_no_speech_threshold,
             log_prob_threshold=s.asr_log_prob_threshold,
             compression_ratio_threshold=s.asr_compression_ratio_threshold,
+            temperature_fallback=s.asr_temperature_fallback,
         )
+
+    @property
+    def temperatures(self) -> tuple[float, ...]:
+        return FALLBACK_TEMPERATURES if self.temperature_fallback else (0.0,)
+
+    def whisper_kwargs(self) -> dict[str, Any]:
+        """What every decode of a job passes to faster-whisper's ``transcribe`` (the ASR worker
+        and the offline reference of ``make bench`` alike)."""
+        return {
+            "vad_filter": False,
+            "condition_on_previous_text": False,
+            "temperature": list(self.temperatures),
+            "no_speech_threshold": self.no_speech_threshold,
+            "log_prob_threshold": self.log_prob_threshold,
+            "compression_ratio_threshold": self.compression_ratio_threshold,
+        }
 
 
 MAX_WORDS_PER_SECOND = 7.0
@@ -161,12 +183,8 @@ class Transcriber:
             beam_size=beam_size or self._opts.beam_size,
             # interim text needs no word times (their alignment pass is ~30 % of a 10 s decode)
             word_timestamps=job.final,
-            vad_filter=False,
-            condition_on_previous_text=False,
             initial_prompt=(prompt or "")[-PROMPT_MAX_CHARS:] or None,
-            no_speech_threshold=self._opts.no_speech_threshold,
-            log_prob_threshold=self._opts.log_prob_threshold,
-            compression_ratio_threshold=self._opts.compression_ratio_threshold,
+            **self._opts.whisper_kwargs(),
         )
         texts: list[str] = []
         words: list[Word] = []

@@ -39,6 +39,13 @@ log = logging.getLogger(__name__)
 
 ROLE = "asr"
 READ_BLOCK_MS = 1000
+YIELD_POLL_MS = 50
+"""How often a yielding partial worker (``ASR_PARTIALS_YIELD``) looks again while finals run."""
+YIELD_MAX_S = 10.0
+"""A final pending longer than this is not being decoded (no CPU decode of ≤ 30 s takes so long)
+but is a dead worker's, waiting to be reclaimed."""
+YIELD_SCAN = 32
+"""Pending final entries looked at (the oldest first) per check."""
 DEAD_LETTER_MAXLEN = 10_000
 
 _SET_PROMPT = (
@@ -121,7 +128,10 @@ class AsrWorker:
 
     async def _read_once(self) -> None:
         """Finals first: a partial is taken only when no final job is waiting (and never by a
-        finals-only worker, ``ASR_PARTIALS=false``)."""
+        finals-only worker, ``ASR_PARTIALS=false``). With ``ASR_FINALS_POLL_MS`` a worker that
+        serves partials does not wait on the final jobs: Redis hands a new final to a worker
+        blocked on its stream, so it goes to an idle finals-only worker, and this one (whose
+        ``ASR_NICE`` makes it slow next to any other work) takes only finals left waiting."""
         jobs, partials = self.keys.asr_jobs, self.keys.asr_partials
         resp = await self.r.xreadgroup(
             ASR_GROUP,
@@ -131,8 +141,16 @@ class AsrWorker:
             block=None if self.s.asr_partials else READ_BLOCK_MS,
         )
         if not resp and self.s.asr_partials:
+            poll = self.s.asr_finals_poll_ms
+            if self.s.asr_partials_yield and await self._final_in_progress():
+                await asyncio.sleep((poll or YIELD_POLL_MS) / 1000)
+                return
             resp = await self.r.xreadgroup(
-                ASR_GROUP, self.name, {jobs: ">", partials: ">"}, count=1, block=READ_BLOCK_MS
+                ASR_GROUP,
+                self.name,
+                {partials: ">"} if poll else {jobs: ">", partials: ">"},
+                count=1,
+                block=poll or READ_BLOCK_MS,
             )
         finals: list[tuple[bytes, dict[bytes, bytes]]] = []
         interim: list[tuple[bytes, dict[bytes, bytes]]] = []
@@ -151,6 +169,15 @@ class AsrWorker:
                 await self.handle_safely(entry_id, fields, deliveries=1)
         for entry_id, fields in interim:
             await self.handle_partial(entry_id, fields)
+
+    async def _final_in_progress(self) -> bool:
+        """A final job was delivered lately and is not acknowledged yet: some worker is decoding
+        it. (A dead worker's job stays pending until reclaimed: it stops counting after
+        ``YIELD_MAX_S``, so it cannot hold partials back.)"""
+        pending = await self.r.xpending_range(
+            self.keys.asr_jobs, ASR_GROUP, min="-", max="+", count=YIELD_SCAN
+        )
+        return any(p["time_since_delivered"] < YIELD_MAX_S * 1000 for p in pending)
 
     async def handle_batch(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """Final jobs waiting together, from any sessions, decoded as batches (one per language);

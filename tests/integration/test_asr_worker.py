@@ -154,3 +154,63 @@ async def test_finals_go_before_a_flood_of_partials_and_stale_partials_are_dropp
     await wait_for(drained, 30)
     assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0) is None
     await pubsub.aclose()
+
+
+async def test_a_pool_with_a_finals_only_worker_routes_finals_to_it_and_partials_wait(
+    spawn, redis_client: aioredis.Redis, key_prefix: str, corpus
+) -> None:
+    """As `up --finals-only 1` starts them: a worker that also serves partials
+    (ASR_FINALS_POLL_MS, ASR_PARTIALS_YIELD) leaves new finals to the idle finals-only worker,
+    takes a final that waits (nothing starves), and starts no partial while a final is decoded."""
+    keys = Keys(key_prefix)
+    finals = spawn("asr-worker", CONSUMER_NAME="finals", ASR_PARTIALS="false")
+    both = spawn(
+        "asr-worker", CONSUMER_NAME="both", ASR_FINALS_POLL_MS="100", ASR_PARTIALS_YIELD="true"
+    )
+
+    async def ready():
+        return all("ready on" in p.log() for p in (finals, both))
+
+    await wait_for(ready, 90)
+    await asyncio.sleep(0.5)  # both are waiting on their streams now
+    audio = decode_file(corpus / "librispeech" / "1089-134691-0000.flac")
+    pcm, end = float32_to_pcm16(audio), len(audio) / 16000
+    pubsub = redis_client.pubsub()
+    await pubsub.psubscribe(keys.results("*"))
+
+    async def results(n: int) -> list[Transcript]:
+        got: list[Transcript] = []
+        deadline = time.monotonic() + 90
+        while len(got) < n and time.monotonic() < deadline:
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if msg:
+                got.append(decode_as(msg["data"], Transcript))
+        assert len(got) == n, got
+        return got
+
+    def final(sid: str) -> AsrJob:
+        return AsrJob(session_id=sid, segment=0, start=0, end=end, pcm=pcm, language="en")
+
+    # one at a time: every final goes to the idle finals-only worker
+    for i in range(3):
+        await redis_client.xadd(keys.asr_jobs, entry(encode(final(f"one{i}"))))
+        (got,) = await results(1)
+        assert got.worker == "finals", got.worker
+    # two at once: the second waits for no one, the other worker takes it
+    for sid in ("two0", "two1"):
+        await redis_client.xadd(keys.asr_jobs, entry(encode(final(sid))))
+    assert {t.worker for t in await results(2)} == {"finals", "both"}
+    # a final and a partial at once: the partial is decoded only when the final is out
+    await redis_client.hset(keys.session("p"), mapping={"partial_seg": 1, "partial_rev": 1})
+    await redis_client.xadd(keys.asr_jobs, entry(encode(final("f"))))
+    partial = AsrJob(
+        session_id="p", segment=1, start=0, end=end, pcm=pcm, language="en", final=False, rev=1
+    )
+    await redis_client.xadd(keys.asr_partials, entry(encode(partial)))
+    order = await results(2)
+    assert [(t.session_id, t.final, t.worker) for t in order] == [
+        ("f", True, "finals"),
+        ("p", False, "both"),
+    ]
+    await pubsub.aclose()
+    assert finals.alive() and both.alive()

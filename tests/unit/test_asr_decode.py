@@ -1,0 +1,45 @@
+"""What the ASR core asks faster-whisper for (pure: a fake model records the call)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from shared.schemas import AsrJob
+from shared.settings import Settings
+from workers.asr import FALLBACK_TEMPERATURES, DecodeOptions, Transcriber
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def transcribe(self, audio: Any, **kwargs: Any) -> tuple[Any, Any]:
+        self.calls.append(kwargs)
+        return [], SimpleNamespace(language="en", language_probability=1.0)
+
+
+def _job(final: bool = True) -> AsrJob:
+    return AsrJob(session_id="s", segment=0, start=0, end=1, pcm=b"\0\0" * 16000, final=final)
+
+
+def test_decoding_is_at_temperature_zero_unless_the_fallback_is_asked_for() -> None:
+    model = Recorder()
+    Transcriber(model, DecodeOptions.from_settings(Settings())).transcribe(_job())
+    assert model.calls[-1]["temperature"] == [0.0]
+    fallback = DecodeOptions.from_settings(Settings(asr_temperature_fallback=True))
+    Transcriber(model, fallback).transcribe(_job())
+    assert model.calls[-1]["temperature"] == list(FALLBACK_TEMPERATURES)
+
+
+def test_finals_and_partials_differ_only_in_beam_and_word_times() -> None:
+    model = Recorder()
+    t = Transcriber(model, DecodeOptions(beam_size=5))
+    t.transcribe(_job(final=True))
+    t.transcribe(_job(final=False), beam_size=1)
+    final, partial = model.calls
+    assert (final.pop("beam_size"), partial.pop("beam_size")) == (5, 1)
+    assert (final.pop("word_timestamps"), partial.pop("word_timestamps")) == (True, False)
+    assert final == partial
+    # the same options the offline reference of `make bench` passes
+    assert DecodeOptions(beam_size=5).whisper_kwargs().items() <= final.items()
