@@ -25,7 +25,8 @@ CONFIGS: dict[str, StackConfig] = {
     "VAD_FILE_MODE=false": StackConfig(env={"VAD_FILE_MODE": "false"}),
     "+1 finals-only ASR worker (the other at nice 10)": StackConfig(asr_workers=2, finals_only=1),
     "2 ASR workers × 1 thread": StackConfig(asr_workers=2, env={"ASR_CPU_THREADS": "1"}),
-    "ASR_BEAM_SIZE=1": StackConfig(env={"ASR_BEAM_SIZE": "1"}),
+    "ASR_BEAM_SIZE=5 (auto is 1 on a CPU)": StackConfig(env={"ASR_BEAM_SIZE": "5"}),
+    "ASR_TEMPERATURE_FALLBACK=true": StackConfig(env={"ASR_TEMPERATURE_FALLBACK": "true"}),
     "VAD_MIN_SILENCE_MS=300": StackConfig(env={"VAD_MIN_SILENCE_MS": "300"}),
 }
 """Each row changes one thing from the defaults (the first row). Earlier rounds (2026-11-24:

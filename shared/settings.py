@@ -262,7 +262,12 @@ class Settings(BaseSettings):
     )
     asr_cpu_threads: int = Field(default=0, ge=0, description="0 = as many as cores.")
     asr_beam_size: int = Field(
-        default=5, ge=1, le=10, description="Beam width; 1 is faster, 5 is what WER figures use."
+        default=0,
+        ge=0,
+        le=10,
+        description="Beam width of finals; 0 = auto: 5 on CUDA, 1 (greedy) on CPU, where a "
+        "beam of 5 made the finals of long utterances miss the latency targets for ~0.5 WER "
+        "points (docs/benchmarks.md).",
     )
     asr_partial_beam_size: int = Field(
         default=1, ge=1, le=10, description="Beam width for interim results (speed over accuracy)."

@@ -56,6 +56,18 @@ def device_and_compute(device: str, compute_type: str) -> tuple[str, str]:
     return device, compute_type
 
 
+AUTO_BEAM = {"cuda": 5, "cpu": 1}
+"""``ASR_BEAM_SIZE=0``: on a GPU the beam costs little; on a CPU the decode of a long utterance is
+what makes its final late, and greedy decoding costs ~0.5 WER points (docs/benchmarks.md)."""
+
+
+def beam_size(settings: Settings) -> int:
+    if settings.asr_beam_size:
+        return settings.asr_beam_size
+    device, _ = device_and_compute(settings.asr_device, settings.asr_compute_type)
+    return AUTO_BEAM[device]
+
+
 def load_model(settings: Settings) -> WhisperLike:
     from faster_whisper import WhisperModel
 
@@ -84,7 +96,7 @@ class DecodeOptions:
     @classmethod
     def from_settings(cls, s: Settings) -> DecodeOptions:
         return cls(
-            beam_size=s.asr_beam_size,
+            beam_size=beam_size(s),
             no_speech_threshold=s.asr_no_speech_threshold,
             log_prob_threshold=s.asr_log_prob_threshold,
             compression_ratio_threshold=s.asr_compression_ratio_threshold,

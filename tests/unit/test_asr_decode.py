@@ -43,3 +43,9 @@ def test_finals_and_partials_differ_only_in_beam_and_word_times() -> None:
     assert final == partial
     # the same options the offline reference of `make bench` passes
     assert DecodeOptions(beam_size=5).whisper_kwargs().items() <= final.items()
+
+
+def test_the_beam_is_greedy_on_a_cpu_and_five_wide_on_a_gpu_unless_set() -> None:
+    assert DecodeOptions.from_settings(Settings(asr_device="cpu")).beam_size == 1
+    assert DecodeOptions.from_settings(Settings(asr_device="cuda")).beam_size == 5
+    assert DecodeOptions.from_settings(Settings(asr_device="cpu", asr_beam_size=5)).beam_size == 5
