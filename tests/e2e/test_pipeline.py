@@ -100,7 +100,7 @@ def test_replay_cli_jfk_44k_stereo_to_srt_and_json(service: Service, corpus, tmp
 async def test_predecessor_locust_client(service: Service, corpus) -> None:
     """No config frame, 250 ms chunks, then 10 s of 11,025 Hz silence in one 220,500-byte frame;
     the final must arrive while the socket is still open."""
-    utt = next(u for u in librispeech() if u.utt_id == "1089-134686-0001")
+    utt = next(u for u in librispeech() if u.utt_id == "1089-134691-0000")
     pcm = load_pcm(utt.path)
     async with websockets.connect(service.ws, max_size=None) as ws:
         for i in range(0, len(pcm), 8000):
@@ -113,8 +113,8 @@ async def test_predecessor_locust_client(service: Service, corpus) -> None:
             texts.append(msg["text"])
             if wer([(utt.reference, " ".join(texts))]).wer < 0.3:
                 break
-    # one 8-word utterance: tiny.en spells "counseled" the American way, and its first word
-    # ("stuff"/"stuffed") changes with the segment's trailing padding; accuracy is measured on
+    # one 16-word utterance that tiny.en gets right greedy and with a beam alike (the 8-word
+    # "stuff it into you" used before came out "stuffered" greedy): accuracy is measured on
     # the held-out set (test_held_out_librispeech_wer_matches_offline), this is about delivery
     assert wer([(utt.reference, " ".join(texts))]).wer <= 0.25
 
