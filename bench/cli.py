@@ -39,8 +39,9 @@ def add_stack_args(p: argparse.ArgumentParser, asr_workers: int = 1, finals_only
         "--finals-only",
         type=int,
         default=finals_only,
-        help="how many ASR workers serve finals only (ASR_PARTIALS=false; the others run at "
-        "ASR_NICE=10)",
+        help="how many ASR workers serve finals only (ASR_PARTIALS=false; the others get what "
+        "`whisper-streaming up --finals-only` gives them: ASR_NICE=10, ASR_FINALS_POLL_MS, "
+        "ASR_PARTIALS_YIELD)",
     )
     p.add_argument(
         "--env",

@@ -127,13 +127,13 @@ class BenchStack:
         )
         cli = [sys.executable, "-m", "whisper_streaming.cli"]
         host = socket.gethostname()
+        # as `whisper-streaming up --finals-only` starts them; an explicit --env setting wins
+        # over those defaults (a tuning row), ASR_NICE being the nice of the partial workers
+        nice = int(self.cfg.env.get("ASR_NICE", "10"))
+        explicit = {k: v for k, v in self.cfg.env.items() if k != "ASR_NICE"}
         for i in range(self.cfg.asr_workers):
             own = {"CONSUMER_NAME": f"{host}-asr-{i}"}
-            # as `whisper-streaming up --finals-only` starts them
-            nice = int(self.cfg.env.get("ASR_NICE", "10"))
             own |= asr_worker_env(i, self.cfg.asr_workers, self.cfg.finals_only, nice)
-            # an explicit --env setting wins over the finals-only defaults (a tuning row)
-            explicit = {k: v for k, v in self.cfg.env.items() if k != "ASR_NICE"}
             self._spawn(f"asr-{i}", cli + ["asr-worker"], env | own | explicit)
         for i in range(self.cfg.vad_workers):
             self._spawn(
