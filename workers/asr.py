@@ -61,11 +61,29 @@ AUTO_BEAM = {"cuda": 5, "cpu": 1}
 what makes its final late, and greedy decoding costs ~0.5 WER points (docs/benchmarks.md)."""
 
 
+AUTO_BATCH = {"cuda": 8, "cpu": 1}
+"""``ASR_BATCH_SIZE=0``: batching pays on a GPU, not on a CPU (docs/benchmarks.md)."""
+
+
 def beam_size(settings: Settings) -> int:
     if settings.asr_beam_size:
         return settings.asr_beam_size
     device, _ = device_and_compute(settings.asr_device, settings.asr_compute_type)
     return AUTO_BEAM[device]
+
+
+def resolve_auto(settings: Settings) -> Settings:
+    """The settings with every ``auto`` of the ASR worker made concrete (device, compute type,
+    beam, batch size): resolved once at start, so everything after reads the same values."""
+    device, compute = device_and_compute(settings.asr_device, settings.asr_compute_type)
+    return settings.model_copy(
+        update={
+            "asr_device": device,
+            "asr_compute_type": compute,
+            "asr_beam_size": settings.asr_beam_size or AUTO_BEAM[device],
+            "asr_batch_size": settings.asr_batch_size or AUTO_BATCH[device],
+        }
+    )
 
 
 def load_model(settings: Settings) -> WhisperLike:

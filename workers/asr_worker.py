@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import time
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -27,8 +28,8 @@ from shared.settings import Settings
 from workers.asr import (
     DecodeOptions,
     Transcriber,
-    device_and_compute,
     load_model,
+    resolve_auto,
 )
 from workers.batching import BatchTranscriber
 from workers.diarize import SpeakerLabeler
@@ -69,6 +70,13 @@ def spec_rev(job: AsrJob) -> int | None:
 def queue_wait(job: AsrJob) -> float:
     """Seconds the job waited on the stream (0 if it does not say when it was queued)."""
     return max(0.0, time.time() - job.enqueued_at) if job.enqueued_at else 0.0
+
+
+def final_in_progress(pending: list[dict[str, Any]]) -> bool:
+    """A final job was delivered lately and is not acknowledged yet: some worker is decoding it.
+    (A dead worker's job stays pending until reclaimed: it stops counting after ``YIELD_MAX_S``,
+    so it cannot hold partials back.)"""
+    return any(p["time_since_delivered"] < YIELD_MAX_S * 1000 for p in pending)
 
 
 class AsrWorker:
@@ -133,16 +141,20 @@ class AsrWorker:
         blocked on its stream, so it goes to an idle finals-only worker, and this one (whose
         ``ASR_NICE`` makes it slow next to any other work) takes only finals left waiting."""
         jobs, partials = self.keys.asr_jobs, self.keys.asr_partials
-        resp = await self.r.xreadgroup(
-            ASR_GROUP,
-            self.name,
-            {jobs: ">"},
-            count=1,
-            block=None if self.s.asr_partials else READ_BLOCK_MS,
-        )
+        pending: list[list[dict[str, Any]]] = []
+        if not self.s.asr_partials:
+            resp = await self.r.xreadgroup(
+                ASR_GROUP, self.name, {jobs: ">"}, count=1, block=READ_BLOCK_MS
+            )
+        else:  # a waiting final, and whether one is being decoded: one round trip
+            async with self.r.pipeline(transaction=False) as pipe:
+                pipe.xreadgroup(ASR_GROUP, self.name, {jobs: ">"}, count=1)
+                if self.s.asr_partials_yield:  # the oldest pending finals
+                    pipe.xpending_range(jobs, ASR_GROUP, min="-", max="+", count=YIELD_SCAN)
+                resp, *pending = await pipe.execute()
         if not resp and self.s.asr_partials:
             poll = self.s.asr_finals_poll_ms
-            if self.s.asr_partials_yield and await self._final_in_progress():
+            if pending and final_in_progress(pending[0]):
                 await asyncio.sleep((poll or YIELD_POLL_MS) / 1000)
                 return
             resp = await self.r.xreadgroup(
@@ -169,15 +181,6 @@ class AsrWorker:
                 await self.handle_safely(entry_id, fields, deliveries=1)
         for entry_id, fields in interim:
             await self.handle_partial(entry_id, fields)
-
-    async def _final_in_progress(self) -> bool:
-        """A final job was delivered lately and is not acknowledged yet: some worker is decoding
-        it. (A dead worker's job stays pending until reclaimed: it stops counting after
-        ``YIELD_MAX_S``, so it cannot hold partials back.)"""
-        pending = await self.r.xpending_range(
-            self.keys.asr_jobs, ASR_GROUP, min="-", max="+", count=YIELD_SCAN
-        )
-        return any(p["time_since_delivered"] < YIELD_MAX_S * 1000 for p in pending)
 
     async def handle_batch(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """Final jobs waiting together, from any sessions, decoded as batches (one per language);
@@ -412,12 +415,10 @@ async def amain(settings: Settings) -> None:
     start_metrics_server(settings.metrics_port)
     if settings.asr_nice:
         os.nice(settings.asr_nice)
+    settings = resolve_auto(settings)  # device, compute type, beam, batch size
     model = await asyncio.to_thread(load_model, settings)
     options = DecodeOptions.from_settings(settings)
     transcriber = Transcriber(model, options, settings.consumer_name)
-    if settings.asr_batch_size == 0:  # auto: batch on a GPU, not on a CPU (see benchmarks)
-        device, _ = device_and_compute(settings.asr_device, settings.asr_compute_type)
-        settings = settings.model_copy(update={"asr_batch_size": 8 if device == "cuda" else 1})
     batcher = BatchTranscriber(model, options, settings.consumer_name)
     r = connect(settings.effective_redis_url, name=f"asr-{settings.consumer_name}")
     try:

@@ -83,11 +83,12 @@ class JobWriter:
     async def _final(self, owned: OwnedSession, seg: Segment) -> None:
         sid = owned.start.session_id
         rev = owned.speculated.pop(seg.index, None)
-        committed = rev is not None and rev == seg.tentative_rev
-        if rev is not None and committed:
+        committed = False
+        if rev is not None and rev == seg.tentative_rev:
             # publishes now, or when transcribed; makes the segment's partials stale at once
             await self.spec.commit(sid, seg.index, rev)
             metrics.VAD_SPECULATIVE.labels("committed").inc()
+            committed = True
         else:
             await self._final_job(owned, seg)
         owned.segments_since_checkpoint += 1

@@ -7,7 +7,7 @@ from typing import Any
 
 from shared.schemas import AsrJob
 from shared.settings import Settings
-from workers.asr import FALLBACK_TEMPERATURES, DecodeOptions, Transcriber
+from workers.asr import FALLBACK_TEMPERATURES, DecodeOptions, Transcriber, resolve_auto
 
 
 class Recorder:
@@ -49,3 +49,12 @@ def test_the_beam_is_greedy_on_a_cpu_and_five_wide_on_a_gpu_unless_set() -> None
     assert DecodeOptions.from_settings(Settings(asr_device="cpu")).beam_size == 1
     assert DecodeOptions.from_settings(Settings(asr_device="cuda")).beam_size == 5
     assert DecodeOptions.from_settings(Settings(asr_device="cpu", asr_beam_size=5)).beam_size == 5
+
+
+def test_every_auto_setting_is_resolved_once_for_the_device() -> None:
+    cpu = resolve_auto(Settings(asr_device="cpu"))
+    assert (cpu.asr_compute_type, cpu.asr_beam_size, cpu.asr_batch_size) == ("int8", 1, 1)
+    gpu = resolve_auto(Settings(asr_device="cuda"))
+    assert (gpu.asr_compute_type, gpu.asr_beam_size, gpu.asr_batch_size) == ("float16", 5, 8)
+    chosen = Settings(asr_device="cuda", asr_compute_type="int8", asr_beam_size=3, asr_batch_size=2)
+    assert resolve_auto(chosen) == chosen

@@ -359,3 +359,45 @@ def test_fast_audio_is_cut_like_offline_transcription() -> None:
     # the 640 ms pause did not split: the first segment holds both 2 s stretches
     assert fast_segs[0].start == 0 and fast_segs[0].end >= 144 * W
     assert all((s.end - s.start) <= 6.0 * 16000 for s in fast_segs)
+
+
+LONG = SegmenterConfig(
+    min_silence_ms=320, speech_pad_ms=64, speech_pad_end_ms=96, min_speech_ms=96,
+    long_segment_s=2.0, long_min_silence_ms=192, tentative=True,
+)  # fmt: skip
+
+
+def test_a_long_utterance_ends_at_a_shorter_pause() -> None:
+    # 1 s speech, a 224 ms pause (short of the 320 ms endpoint: no cut), 1.3 s speech,
+    # a 224 ms pause (the utterance is now > 2 s long: its endpoint is 192 ms), 1 s speech
+    probs = [0.9] * 31 + [0.0] * 7 + [0.9] * 40 + [0.0] * 7 + [0.9] * 31 + [0.0] * 40
+    out, audio = events(probs, LONG, flush=False)
+    segs = [e for e in out if isinstance(e, Segment)]
+    assert [s.reason for s in segs] == ["silence", "silence"]
+    first, second = segs
+    assert first.start == 0 and first.end == 78 * W + 96 * 16  # the end pad of the 2nd pause
+    assert second.start >= first.end
+    np.testing.assert_array_equal(first.audio, audio[first.start : first.end])
+    # the pause that ended it was foreseen: its tentative is the final (confirmed, not void)
+    tentatives = [e for e in out if isinstance(e, Tentative)]
+    assert [t.end for t in tentatives][1] == first.end
+    assert first.tentative_rev == tentatives[1].rev
+    assert [v.rev for v in out if isinstance(v, TentativeVoid)] == [1]  # the first pause's
+
+
+def test_a_short_utterance_waits_for_the_whole_endpoint() -> None:
+    probs = [0.9] * 20 + [0.0] * 7 + [0.9] * 20 + [0.0] * 40  # 0.64 s, pause, 0.64 s
+    segs, _ = run(probs, LONG, flush=False)
+    assert len(segs) == 1
+
+
+def test_endpointing_by_length_off_by_default_and_for_fast_audio() -> None:
+    probs = [0.9] * 80 + [0.0] * 7 + [0.9] * 31 + [0.0] * 40
+    off = SegmenterConfig(min_silence_ms=320, speech_pad_ms=64, speech_pad_end_ms=96)
+    assert len(run(probs, off, flush=False)[0]) == 1
+    assert len(run(probs, LONG, flush=False)[0]) == 2
+    seg = Segmenter(ScriptedVad(probs), LONG)
+    seg.fast = True
+    audio = ramp_audio(len(probs))
+    fast = [e for i in range(0, len(audio), 1600) for e in seg.feed(audio[i : i + 1600])]
+    assert [s.reason for s in fast + seg.flush() if isinstance(s, Segment)] == ["flush"]
