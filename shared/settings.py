@@ -220,17 +220,6 @@ class Settings(BaseSettings):
     vad_min_speech_ms: int = Field(
         default=250, ge=0, description="Shorter blips of 'speech' are dropped."
     )
-    vad_long_segment_s: float = Field(
-        default=0.0,
-        ge=0,
-        le=30,
-        description="Endpointing by utterance length: an utterance at least this long when a "
-        "pause begins ends after VAD_LONG_MIN_SILENCE_MS of silence, so long speech is finalised "
-        "in pieces at its natural pauses. 0 = off; a session's own `endpointing` turns it off.",
-    )
-    vad_long_min_silence_ms: int = Field(
-        default=300, ge=50, description="The endpoint of a long utterance (VAD_LONG_SEGMENT_S)."
-    )
     vad_max_segment_s: float = Field(
         default=15.0, ge=2, le=30, description="Longest segment; cut at the quietest point."
     )

@@ -56,13 +56,6 @@ class SegmenterConfig:
     than this do not end a segment…"""
     fast_max_segment_s: float = 29.0
     """…and segments grow to nearly a whole Whisper window, as offline faster-whisper cuts."""
-    long_segment_s: float = 0.0
-    """Endpointing by utterance length: a segment at least this long when a pause begins is
-    ended by ``long_min_silence_ms`` of silence instead of ``min_silence_ms``, so long speech is
-    finalised in pieces at its natural pauses, and the final after it covers only the last
-    piece (0 = off)."""
-    long_min_silence_ms: int = 300
-    """The endpoint of a long segment (at least ``speech_pad_end_ms``)."""
     tentative: bool = False
     """Emit a :class:`Tentative` as soon as a silence is ``speech_pad_end_ms`` long: the segment's
     audio is then complete *if* the silence lasts until the endpoint (speculative finals)."""
@@ -166,10 +159,6 @@ class Segmenter:
             1, int(np.ceil(self.cfg.samples(self.cfg.min_speech_ms) / self.cfg.window))
         )
         self._max_len = int(self.cfg.max_segment_s * self.cfg.sample_rate)
-        self._long_len = int(self.cfg.long_segment_s * self.cfg.sample_rate)
-        self._long_min_silence = min(
-            self._min_silence, max(self._pad_end, self.cfg.samples(self.cfg.long_min_silence_ms))
-        )
         self._fast_min_silence = max(
             self._min_silence, self.cfg.samples(self.cfg.fast_min_silence_ms)
         )
@@ -304,8 +293,6 @@ class Segmenter:
             if self.fast
             else (self._min_silence, self._max_len)
         )
-        if not self.fast and self._is_long(seg):
-            min_silence = self._long_min_silence
         if seg.silence_start is not None and end - seg.silence_start >= min_silence:
             cut = min(seg.silence_start + self._pad_end, end)
             self._open = None
@@ -323,14 +310,6 @@ class Segmenter:
         self._maybe_tentative(seg, end)
         return None
 
-    def _is_long(self, seg: _Open) -> bool:
-        """A pause began after ``long_segment_s`` of segment: a shorter silence ends it."""
-        return (
-            self._long_len > 0
-            and seg.silence_start is not None
-            and seg.silence_start - seg.start >= self._long_len
-        )
-
     def _maybe_tentative(self, seg: _Open, end: int) -> None:
         """A pause just reached ``speech_pad_end_ms``: the segment's final audio is known if the
         pause goes on to the endpoint, so it can be transcribed now (see :class:`Tentative`)."""
@@ -339,8 +318,7 @@ class Segmenter:
             or self.fast
             or seg.silence_start is None
             or seg.tentative_cut is not None
-            or self._pad_end
-            >= (self._long_min_silence if self._is_long(seg) else self._min_silence)
+            or self._pad_end >= self._min_silence
             or end - seg.silence_start < self._pad_end
             or seg.speech_windows < self._min_speech_windows
         ):

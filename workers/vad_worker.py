@@ -102,9 +102,6 @@ class VadWorker:
             speech_pad_ms=self.s.vad_speech_pad_ms,
             min_speech_ms=det.min_speech_ms,
             max_segment_s=self.s.vad_max_segment_s,
-            # a session that chose its endpointing gets exactly that
-            long_segment_s=0.0 if start.min_silence_ms else self.s.vad_long_segment_s,
-            long_min_silence_ms=self.s.vad_long_min_silence_ms,
             partial_first_ms=self.s.partial_first_ms if start.interim_results else 0,
             partial_interval_ms=self.s.partial_interval_ms,
             speech_pad_end_ms=None
