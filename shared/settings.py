@@ -294,6 +294,13 @@ class Settings(BaseSettings):
         "a partial decoded beside a final slows the final; under load partials thin out "
         "instead (`up --finals-only` sets it).",
     )
+    asr_partials_preempt: bool = Field(
+        default=False,
+        description="A worker that also serves partials decodes them in a child process (its "
+        "own copy of the model) that it stops while a final job is being decoded anywhere in "
+        "the pool and continues after: on shared cores a partial already under way no longer "
+        "slows the final (`up --finals-only` sets it).",
+    )
     asr_nice: int = Field(
         default=0,
         ge=0,

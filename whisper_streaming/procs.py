@@ -21,7 +21,9 @@ from pathlib import Path
 PR_SET_PDEATHSIG = 1
 
 
-def _set_pdeathsig() -> None:  # runs in the child between fork and exec
+def set_pdeathsig() -> None:
+    """Have Linux SIGTERM this process when its parent dies (runs in the child: between fork
+    and exec, or first thing in a multiprocessing child)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -112,7 +114,7 @@ def spawn(
             stdout=log,
             stderr=subprocess.STDOUT if log is not None else None,
             start_new_session=own_group,
-            preexec_fn=_set_pdeathsig if die_with_parent else None,
+            preexec_fn=set_pdeathsig if die_with_parent else None,
         )
     finally:
         if log is not None:

@@ -155,7 +155,12 @@ def asr_worker_env(index: int, workers: int, finals_only: int, nice: int = 10) -
         return {}
     # new finals go to idle finals-only workers, this one takes those left waiting, and its
     # partials wait while a final is decoded (on shared cores they would slow it down)
-    return {"ASR_NICE": str(nice), "ASR_FINALS_POLL_MS": "100", "ASR_PARTIALS_YIELD": "true"}
+    return {
+        "ASR_NICE": str(nice),
+        "ASR_FINALS_POLL_MS": "100",
+        "ASR_PARTIALS_YIELD": "true",
+        "ASR_PARTIALS_PREEMPT": "true",
+    }
 
 
 def run_up(

@@ -33,6 +33,7 @@ from workers.asr import (
 )
 from workers.batching import BatchTranscriber
 from workers.diarize import SpeakerLabeler
+from workers.partial_decoder import PartialDecoder
 from workers.runtime import TaskSet, install_signal_handlers, run_with_grace, start_metrics_server
 from workers.speculation import DONE, PUBLISHED, SET_PROMPT_LUA, VOID, WAITING, Speculation
 
@@ -86,6 +87,7 @@ class AsrWorker:
         r: aioredis.Redis,
         transcriber: Transcriber,
         batcher: BatchTranscriber | None = None,
+        partial_decoder: PartialDecoder | None = None,
     ) -> None:
         self.s = settings
         self.r = r
@@ -93,6 +95,7 @@ class AsrWorker:
         self.name = settings.consumer_name
         self.transcriber = transcriber
         self.batcher = batcher if settings.asr_batch_size > 1 else None
+        self.partial_decoder = partial_decoder
         self._set_prompt = r.register_script(_SET_PROMPT)
         self._last_claim = 0.0
         self.speakers = SpeakerLabeler(settings, r, self.keys)
@@ -182,6 +185,12 @@ class AsrWorker:
         for entry_id, fields in interim:
             await self.handle_partial(entry_id, fields)
 
+    async def _final_in_progress(self) -> bool:
+        pending = await self.r.xpending_range(
+            self.keys.asr_jobs, ASR_GROUP, min="-", max="+", count=YIELD_SCAN
+        )
+        return final_in_progress(pending)
+
     async def handle_batch(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """Final jobs waiting together, from any sessions, decoded as batches (one per language);
         anything that cannot be batched, or a batch that fails, goes through :meth:`handle` one
@@ -226,9 +235,12 @@ class AsrWorker:
                 metrics.ASR_PARTIALS.labels("stale").inc()
                 return
             prompt = await self._prompt(job) if self.s.asr_condition_on_previous else None
-            result = await asyncio.to_thread(
-                self.transcriber.transcribe, job, prompt, self.s.asr_partial_beam_size
-            )
+            beam = self.s.asr_partial_beam_size
+            if self.partial_decoder is not None:  # stopped while a final is decoded
+                hold = self._final_in_progress
+                result = await self.partial_decoder.transcribe(job, prompt, beam, hold)
+            else:
+                result = await asyncio.to_thread(self.transcriber.transcribe, job, prompt, beam)
             if await self._is_stale(job, final_only=True):
                 metrics.ASR_PARTIALS.labels("stale").inc()
                 return
@@ -420,12 +432,18 @@ async def amain(settings: Settings) -> None:
     options = DecodeOptions.from_settings(settings)
     transcriber = Transcriber(model, options, settings.consumer_name)
     batcher = BatchTranscriber(model, options, settings.consumer_name)
+    decoder = None
+    if settings.asr_partials and settings.asr_partials_preempt:
+        decoder = PartialDecoder(settings)
+        await decoder.start()
     r = connect(settings.effective_redis_url, name=f"asr-{settings.consumer_name}")
     try:
-        worker = AsrWorker(settings, r, transcriber, batcher)
+        worker = AsrWorker(settings, r, transcriber, batcher, decoder)
         await run_with_grace(worker.run(stop), stop, settings.shutdown_grace_s)
     finally:
         await r.aclose()
+        if decoder is not None:
+            await decoder.close()
 
 
 def main(settings: Settings | None = None) -> None:

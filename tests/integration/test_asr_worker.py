@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 import msgpack
@@ -212,5 +214,74 @@ async def test_a_pool_with_a_finals_only_worker_routes_finals_to_it_and_partials
         ("f", True, "finals"),
         ("p", False, "both"),
     ]
+    await pubsub.aclose()
+    assert finals.alive() and both.alive()
+
+
+async def test_a_partial_under_way_is_stopped_while_a_final_is_decoded(
+    spawn, redis_client: aioredis.Redis, key_prefix: str, corpus
+) -> None:
+    """ASR_PARTIALS_PREEMPT: the worker's partials run in a child process that is stopped while
+    a final is in progress in the pool, so a partial that started first ends after the final;
+    if the child dies, that partial is dropped and the next one gets a new child."""
+    keys = Keys(key_prefix)
+    finals = spawn("asr-worker", CONSUMER_NAME="finals", ASR_PARTIALS="false")
+    both = spawn(
+        "asr-worker", CONSUMER_NAME="both", LOG_LEVEL="INFO", ASR_FINALS_POLL_MS="100",
+        ASR_PARTIALS_YIELD="true", ASR_PARTIALS_PREEMPT="true",
+    )  # fmt: skip
+
+    async def ready():
+        return all("ready on" in p.log() for p in (finals, both))
+
+    await wait_for(ready, 90)
+    assert "partial decoder ready" in both.log()
+    audio = decode_file(corpus / "librispeech" / "1089-134686-0000.flac")  # 10 s
+    pcm, end = float32_to_pcm16(audio), len(audio) / 16000
+    pubsub = redis_client.pubsub()
+    await pubsub.psubscribe(keys.results("*"))
+
+    async def partial(rev: int) -> None:
+        await redis_client.hset(keys.session("p"), mapping={"partial_seg": 1, "partial_rev": rev})
+        job = AsrJob(
+            session_id="p", segment=1, start=0, end=end, pcm=pcm, language="en", final=False,
+            rev=rev,
+        )  # fmt: skip
+        await redis_client.xadd(keys.asr_partials, entry(encode(job)))
+
+    async def decoding_partial():
+        return (await redis_client.xpending(keys.asr_partials, ASR_GROUP))["pending"]
+
+    async def next_result() -> Transcript:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if msg:
+                return decode_as(msg["data"], Transcript)
+        raise TimeoutError("no result")
+
+    await partial(1)
+    await wait_for(decoding_partial, 30, interval=0.01)
+    final = AsrJob(session_id="f", segment=0, start=0, end=end, pcm=pcm, language="en")
+    await redis_client.xadd(keys.asr_jobs, entry(encode(final)))
+    first, second = await next_result(), await next_result()
+    assert (first.session_id, first.final, first.worker) == ("f", True, "finals")
+    assert (second.session_id, second.final, second.worker) == ("p", False, "both")
+    assert wer([(first.text, second.text)]).wer <= 0.1  # the same audio, the same words
+
+    # the child dies in the middle of a partial: dropped; the next partial gets a new child
+    child = int(both.log().split("partial decoder ready (pid ")[1].split(")")[0])
+    await partial(2)
+    await wait_for(decoding_partial, 30, interval=0.01)
+    os.kill(child, signal.SIGKILL)
+
+    async def dropped():
+        return "partial decoder died" in both.log()
+
+    await wait_for(dropped, 30)
+    await partial(3)
+    third = await next_result()
+    assert (third.session_id, third.rev, third.final) == ("p", 3, False)
+    assert both.log().count("partial decoder ready") == 2
     await pubsub.aclose()
     assert finals.alive() and both.alive()
