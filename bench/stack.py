@@ -198,19 +198,19 @@ class BenchStack:
         return out
 
     def cpu_seconds(self) -> dict[str, float]:
-        """User + system CPU seconds so far, per role."""
+        """User + system CPU seconds so far, per role (with the role's child processes: an ASR
+        worker's partial decoder, ASR_PARTIALS_PREEMPT)."""
         out = {}
         for role, p in self.ps().items():
             with contextlib.suppress(psutil.Error):
-                t = p.cpu_times()
-                out[role] = t.user + t.system
+                out[role] = sum(t.user + t.system for t in (q.cpu_times() for q in _tree(p)))
         return out
 
     def rss_mib(self) -> dict[str, float]:
         out = {}
         for role, p in self.ps().items():
             with contextlib.suppress(psutil.Error):
-                out[role] = p.memory_info().rss / 2**20
+                out[role] = sum(q.memory_info().rss for q in _tree(p)) / 2**20
         return out
 
     def redis_used_mib(self) -> float:
@@ -220,6 +220,13 @@ class BenchStack:
     def backlog(self) -> int:
         assert self.redis is not None
         return int(self.redis.xlen("asr:jobs")) + int(self.redis.xlen("asr:partials"))
+
+
+def _tree(p: psutil.Process) -> list[psutil.Process]:
+    """``p`` and its live descendants."""
+    with contextlib.suppress(psutil.Error):
+        return [p, *p.children(recursive=True)]
+    return [p]
 
 
 class Sampler:

@@ -191,6 +191,16 @@ class AsrWorker:
         )
         return final_in_progress(pending)
 
+    async def _take_waiting_final(self) -> None:
+        """While this worker's partial is stopped: decode a final that waits (every finals-only
+        worker is busy), as this worker would between partials (``ASR_FINALS_POLL_MS``)."""
+        if not self.s.asr_finals_poll_ms:
+            return
+        resp = await self.r.xreadgroup(ASR_GROUP, self.name, {self.keys.asr_jobs: ">"}, count=1)
+        for _stream, entries in resp or []:
+            for entry_id, fields in entries:
+                await self.handle_safely(entry_id, fields, deliveries=1)
+
     async def handle_batch(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """Final jobs waiting together, from any sessions, decoded as batches (one per language);
         anything that cannot be batched, or a batch that fails, goes through :meth:`handle` one
@@ -237,8 +247,9 @@ class AsrWorker:
             prompt = await self._prompt(job) if self.s.asr_condition_on_previous else None
             beam = self.s.asr_partial_beam_size
             if self.partial_decoder is not None:  # stopped while a final is decoded
-                hold = self._final_in_progress
-                result = await self.partial_decoder.transcribe(job, prompt, beam, hold)
+                result = await self.partial_decoder.transcribe(
+                    job, prompt, beam, self._final_in_progress, self._take_waiting_final
+                )
             else:
                 result = await asyncio.to_thread(self.transcriber.transcribe, job, prompt, beam)
             if await self._is_stale(job, final_only=True):

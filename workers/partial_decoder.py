@@ -95,8 +95,10 @@ class PartialDecoder:
         prompt: str | None,
         beam_size: int | None,
         hold: Callable[[], Awaitable[bool]],
+        while_held: Callable[[], Awaitable[None]] | None = None,
     ) -> Transcript:
-        """Transcribe in the child; while ``hold()`` is true the child is stopped."""
+        """Transcribe in the child; while ``hold()`` is true the child is stopped, and
+        ``while_held()`` may use the CPU it leaves (the worker decodes a final that waits)."""
         if self._proc is None or not self._proc.is_alive():
             await self.close()
             await self.start()
@@ -105,12 +107,16 @@ class PartialDecoder:
             self._conn.send((encode(job), prompt, beam_size))
         except OSError as exc:  # it died since the last job
             raise PartialDecodeError(f"partial decoder died: {exc}") from exc
-        kind, data = await self._receive(hold)
+        kind, data = await self._receive(hold, while_held)
         if kind != "ok":
             raise PartialDecodeError(data.decode() if isinstance(data, bytes) else str(data))
         return decode_as(data, Transcript)
 
-    async def _receive(self, hold: Callable[[], Awaitable[bool]] | None) -> tuple[str, bytes]:
+    async def _receive(
+        self,
+        hold: Callable[[], Awaitable[bool]] | None,
+        while_held: Callable[[], Awaitable[None]] | None = None,
+    ) -> tuple[str, bytes]:
         """The child's next message; meanwhile, every ``HOLD_POLL_S``, stop or continue it."""
         assert self._conn is not None and self._proc is not None
         conn, pid = self._conn, self._proc.pid
@@ -126,6 +132,8 @@ class PartialDecoder:
                         os.kill(pid, signal.SIGSTOP if want else signal.SIGCONT)
                         stopped = want
                         self.holds += want
+                    if stopped and while_held is not None:
+                        await while_held()
                 await self._readable(conn, HOLD_POLL_S)
             message: tuple[str, bytes] = conn.recv()
             return message
