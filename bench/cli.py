@@ -41,7 +41,7 @@ def add_stack_args(p: argparse.ArgumentParser, asr_workers: int = 1, finals_only
         default=finals_only,
         help="how many ASR workers serve finals only (ASR_PARTIALS=false; the others get what "
         "`whisper-streaming up --finals-only` gives them: ASR_NICE=10, ASR_FINALS_POLL_MS, "
-        "ASR_PARTIALS_YIELD)",
+        "ASR_PARTIALS_YIELD, ASR_PARTIALS_PREEMPT)",
     )
     p.add_argument(
         "--env",

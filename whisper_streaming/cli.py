@@ -23,8 +23,9 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="how many of the ASR workers serve finals only (ASR_PARTIALS=false); the others "
-        "then run at ASR_NICE=10, leave new finals to them (ASR_FINALS_POLL_MS=100) and start "
-        "no partial while a final is decoded (ASR_PARTIALS_YIELD) (docs/benchmarks.md)",
+        "then run at ASR_NICE=10, leave new finals to them (ASR_FINALS_POLL_MS=100), start "
+        "no partial while a final is decoded (ASR_PARTIALS_YIELD) and stop one under way "
+        "(ASR_PARTIALS_PREEMPT) (docs/benchmarks.md)",
     )
     up.add_argument("--ready-timeout", type=float, default=120.0)
     sub.add_parser("gateway", help="run one gateway (FastAPI on uvicorn)")

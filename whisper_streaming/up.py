@@ -154,7 +154,8 @@ def asr_worker_env(index: int, workers: int, finals_only: int, nice: int = 10) -
     if not finals_only:
         return {}
     # new finals go to idle finals-only workers, this one takes those left waiting, and its
-    # partials wait while a final is decoded (on shared cores they would slow it down)
+    # partials wait while a final is decoded, or stop if under way (on shared cores they would
+    # slow it down)
     return {
         "ASR_NICE": str(nice),
         "ASR_FINALS_POLL_MS": "100",
