@@ -21,11 +21,11 @@ from pathlib import Path
 PR_SET_PDEATHSIG = 1
 
 
-def set_pdeathsig() -> None:
-    """Have Linux SIGTERM this process when its parent dies (runs in the child: between fork
-    and exec, or first thing in a multiprocessing child)."""
+def set_pdeathsig(sig: int = signal.SIGTERM) -> None:
+    """Have Linux send this process ``sig`` when its parent dies (runs in the child: between
+    fork and exec, or first thing in a multiprocessing child)."""
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
 
 
 @dataclass(eq=False)

@@ -8,7 +8,8 @@ the model and stops it (SIGSTOP) whenever a final is in progress in the pool, co
 (SIGCONT) when none is: finals never share the CPU with a partial. The worker's own final decodes
 stay in the worker process.
 
-The child dies with the worker (PR_SET_PDEATHSIG); if it dies first (killed, out of memory), the
+The child dies with the worker (PR_SET_PDEATHSIG, SIGKILL: a stopped process would hold a
+SIGTERM until continued); if it dies first (killed, out of memory), the
 partial fails and the next one starts a new child.
 """
 
@@ -42,7 +43,7 @@ def _child_main(settings: Settings, conn: Connection) -> None:
     from whisper_streaming.procs import set_pdeathsig
     from workers.asr import DecodeOptions, Transcriber, load_model
 
-    set_pdeathsig()
+    set_pdeathsig(signal.SIGKILL)  # SIGTERM would wait while the child is stopped
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the worker's to handle
     transcriber = Transcriber(
         load_model(settings), DecodeOptions.from_settings(settings), settings.consumer_name

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import time
+from pathlib import Path
 
 import msgpack
 import redis.asyncio as aioredis
@@ -285,5 +286,32 @@ async def test_a_partial_under_way_is_stopped_while_a_final_is_decoded(
     third = await next_result()
     assert (third.session_id, third.rev, third.final) == ("p", 3, False)
     assert both.log().count("partial decoder ready") == 2
+
+    # the worker is killed while its child is stopped: the child does not linger
+    child = int(both.log().split("partial decoder ready (pid ")[2].split(")")[0])
+    await partial(4)
+    await wait_for(decoding_partial, 30, interval=0.01)
+    final = AsrJob(session_id="f3", segment=0, start=0, end=end, pcm=pcm, language="en")
+    await redis_client.xadd(keys.asr_jobs, entry(encode(final)))
+
+    async def stopped():
+        return _state(child) == "T"
+
+    await wait_for(stopped, 30, interval=0.01)
+    os.kill(both.pid, signal.SIGKILL)
+
+    async def gone():
+        return _state(child) in (None, "Z")
+
+    await wait_for(gone, 10)
     await pubsub.aclose()
-    assert finals.alive() and both.alive()
+    assert finals.alive()
+
+
+def _state(pid: int) -> str | None:
+    """The process state letter of /proc/PID/stat (T: stopped, Z: zombie), None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
