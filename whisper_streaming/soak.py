@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -32,9 +33,10 @@ from shared.audio import decode_file, float32_to_pcm16
 from whisper_streaming.corpus import librispeech
 from whisper_streaming.evaluation import wer
 from whisper_streaming.procs import ServiceProcess, spawn, stop_all
-from whisper_streaming.up import EmbeddedRedis, free_port
+from whisper_streaming.up import EmbeddedRedis, asr_worker_env, free_port
 
 REPO = Path(__file__).resolve().parents[1]
+ASR_WORKERS = 2
 MARK_BEGIN = "<!-- soak:begin -->"
 MARK_END = "<!-- soak:end -->"
 
@@ -67,7 +69,7 @@ def playlists(n: int) -> list[tuple[bytes, str]]:
 
 
 class Stack:
-    def __init__(self, redis_url: str, port: int, log_dir: Path) -> None:
+    def __init__(self, redis_url: str, port: int, log_dir: Path, finals_only: int = 0) -> None:
         self.env = dict(os.environ) | {
             "REDIS_URL": redis_url,
             "PORT": str(port),
@@ -80,6 +82,7 @@ class Stack:
             "LOG_LEVEL": "WARNING",
         }
         self.log_dir = log_dir
+        self.finals_only = finals_only
         self.procs: dict[str, ServiceProcess] = {}
         self.generation = 0
 
@@ -87,6 +90,8 @@ class Stack:
         role = name.rsplit("-", 1)[0]
         self.generation += 1
         env = self.env | {"CONSUMER_NAME": f"{name}-g{self.generation}"}
+        if role == "asr-worker":  # as `up --asr-workers 2 --finals-only N` starts them
+            env |= asr_worker_env(int(name.rsplit("-", 1)[1]), ASR_WORKERS, self.finals_only)
         log = self.log_dir / f"{name}.log"  # appended to: a restarted worker's log follows on
         self.procs[name] = spawn(role, env=env, cwd=REPO, log_path=log, append=True)
 
@@ -97,15 +102,15 @@ class Stack:
         stop_all(self.procs.values(), 20)
 
     def rss_mb(self) -> float:
+        """RSS of the service processes and their children (a partial decoder)."""
+        import psutil  # a dev dependency, as the soak test is
+
         total = 0
         for p in self.procs.values():
-            try:
-                for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-            except OSError:
-                pass
-        return total / 1024
+            with contextlib.suppress(psutil.Error):
+                proc = psutil.Process(p.pid)
+                total += sum(q.memory_info().rss for q in [proc, *proc.children(recursive=True)])
+        return total / 2**20
 
 
 async def one_session(url: str, pcm: bytes, reference: str, totals: Totals) -> None:
@@ -149,10 +154,11 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     redis_server = EmbeddedRedis()
     redis_server.start()
     port = free_port()
-    stack = Stack(redis_server.url, port, log_dir)
+    stack = Stack(redis_server.url, port, log_dir, args.finals_only)
     totals = Totals()
     lists = playlists(args.sessions)
-    names = ["asr-worker-0", "asr-worker-1", "vad-worker-0", "vad-worker-1", "gateway-0"]
+    names = [f"asr-worker-{i}" for i in range(ASR_WORKERS)]
+    names += ["vad-worker-0", "vad-worker-1", "gateway-0"]
     try:
         for n in names:
             stack.start(n)
@@ -211,7 +217,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": f"make soak SOAK_ARGS='--sessions {args.sessions} --minutes {args.minutes} "
-        f"--kill-every {args.kill_every}'",
+        f"--kill-every {args.kill_every}"
+        + (f" --finals-only {args.finals_only}'" if args.finals_only else "'"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "sessions": totals.sessions,
         "failed_sessions": totals.failed_sessions,
@@ -270,6 +277,13 @@ def main() -> int:
     p.add_argument("--minutes", type=float, default=3.0)
     p.add_argument("--kill-every", type=float, default=20.0)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--finals-only",
+        type=int,
+        default=0,
+        help="ASR workers (of 2) that serve finals only; the other then gets what `up "
+        "--finals-only` gives it (a partial decoder child process among them)",
+    )
     p.add_argument("--log-dir", default="artifacts/soak")
     p.add_argument("--json", default="artifacts/soak/soak.json")
     p.add_argument("--doc", default="docs/reliability.md")
