@@ -5,7 +5,9 @@ MULTI: PUBLISH on ``results:{session}``, XADD to ``transcript:{session}`` (bound
 Pending jobs idle longer than ``ASR_CLAIM_IDLE_MS`` (a dead worker's) are reclaimed with
 XAUTOCLAIM; a job delivered ``ASR_MAX_DELIVERIES`` times, or one that cannot be decoded, goes to
 the dead-letter stream ``asr:dead`` and an empty, error-flagged result keeps the session's ordering
-going. One bad job never stops the loop.
+going. One bad job never stops the loop. Partial jobs (``asr:partials``) come after finals; with
+``ASR_PARTIALS_PREEMPT`` they are decoded in a child process that is stopped while finals run
+(workers/partial_decoder.py).
 """
 
 from __future__ import annotations
@@ -186,6 +188,7 @@ class AsrWorker:
             await self.handle_partial(entry_id, fields)
 
     async def _final_in_progress(self) -> bool:
+        """Whether the partial decoder must hold (``ASR_PARTIALS_PREEMPT``)."""
         pending = await self.r.xpending_range(
             self.keys.asr_jobs, ASR_GROUP, min="-", max="+", count=YIELD_SCAN
         )
