@@ -50,6 +50,7 @@ class Totals:
     duplicates: int = 0
     missing: int = 0
     kills: int = 0
+    victims: list[str] = field(default_factory=list)
     pairs: list[tuple[str, str]] = field(default_factory=list)
     memory: list[dict[str, float]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -190,6 +191,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                 victim = rng.choice([n for n in names if "worker" in n])
                 stack.kill(victim)
                 totals.kills += 1
+                totals.victims.append(victim)
                 await asyncio.sleep(1.0)
                 stack.start(victim)
 
@@ -227,6 +229,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         "missing": totals.segments - totals.finals,
         "duplicates": totals.duplicates,
         "workers_killed": totals.kills,
+        "victims": totals.victims,
         "wer": round(result.wer, 4),
         "memory": totals.memory,
         "errors": totals.errors[:20],
@@ -244,6 +247,8 @@ def markdown(res: dict[str, Any]) -> str:
         f"| {res['sessions']} | {res['failed_sessions']} | {res['segments_cut']} | "
         f"{res['finals_received']} | {res['missing']} | {res['duplicates']} | "
         f"{res['workers_killed']} | {res['wer']:.2%} |",
+        "",
+        "Killed (SIGKILL, in order): " + ", ".join(res.get("victims", [])) + ".",
         "",
         "Memory over time (every 5 s; Redis `used_memory`, RSS of all service processes, keys):",
         "",
