@@ -194,6 +194,14 @@ class AsrWorker:
         )
         return final_in_progress(pending)
 
+    async def _yield_to_finals(self) -> None:
+        """Before a partial starts: wait while a final is being decoded (it may have arrived
+        in the instant between this worker's check and its read of the partial), decoding a
+        final that waits meanwhile."""
+        while await self._final_in_progress():
+            await self._take_waiting_final()
+            await asyncio.sleep(YIELD_POLL_MS / 1000)
+
     async def _take_waiting_final(self) -> None:
         """While this worker's partial is stopped: decode a final that waits (every finals-only
         worker is busy), as this worker would between partials (``ASR_FINALS_POLL_MS``)."""
@@ -244,6 +252,8 @@ class AsrWorker:
         """Transcribe a partial job unless it is stale; never retried, never dead-lettered."""
         try:
             job = decode_as(entry_data(fields), AsrJob)
+            if self.s.asr_partials_yield:
+                await self._yield_to_finals()
             if await self._is_stale(job):
                 metrics.ASR_PARTIALS.labels("stale").inc()
                 return

@@ -251,8 +251,20 @@ async def test_a_partial_under_way_is_stopped_while_a_final_is_decoded(
         )  # fmt: skip
         await redis_client.xadd(keys.asr_partials, entry(encode(job)))
 
-    async def decoding_partial():
-        return (await redis_client.xpending(keys.asr_partials, ASR_GROUP))["pending"]
+    def child() -> int:  # the worker's current partial decoder
+        return int(both.log().rsplit("partial decoder ready (pid ", 1)[1].split(")")[0])
+
+    async def partial_under_way(rev: int) -> int:
+        """Send partial ``rev``; return once the child has spent 50 ms of CPU on it."""
+        pid = child()
+        before = _cpu_ticks(pid)
+        await partial(rev)
+
+        async def busy():
+            return _cpu_ticks(pid) >= before + 5
+
+        await wait_for(busy, 30, interval=0.01)
+        return pid
 
     async def next_result() -> Transcript:
         deadline = time.monotonic() + 90
@@ -262,8 +274,7 @@ async def test_a_partial_under_way_is_stopped_while_a_final_is_decoded(
                 return decode_as(msg["data"], Transcript)
         raise TimeoutError("no result")
 
-    await partial(1)
-    await wait_for(decoding_partial, 30, interval=0.01)
+    await partial_under_way(1)
     for sid in ("f1", "f2"):  # the second waits: the worker holding its partial takes it
         final = AsrJob(session_id=sid, segment=0, start=0, end=end, pcm=pcm, language="en")
         await redis_client.xadd(keys.asr_jobs, entry(encode(final)))
@@ -273,10 +284,7 @@ async def test_a_partial_under_way_is_stopped_while_a_final_is_decoded(
     assert wer([(got[0].text, got[2].text)]).wer <= 0.1  # the same audio, the same words
 
     # the child dies in the middle of a partial: dropped; the next partial gets a new child
-    child = int(both.log().split("partial decoder ready (pid ")[1].split(")")[0])
-    await partial(2)
-    await wait_for(decoding_partial, 30, interval=0.01)
-    os.kill(child, signal.SIGKILL)
+    os.kill(await partial_under_way(2), signal.SIGKILL)
 
     async def dropped():
         return "partial decoder died" in both.log()
@@ -288,30 +296,39 @@ async def test_a_partial_under_way_is_stopped_while_a_final_is_decoded(
     assert both.log().count("partial decoder ready") == 2
 
     # the worker is killed while its child is stopped: the child does not linger
-    child = int(both.log().split("partial decoder ready (pid ")[2].split(")")[0])
-    await partial(4)
-    await wait_for(decoding_partial, 30, interval=0.01)
+    pid = await partial_under_way(4)
     final = AsrJob(session_id="f3", segment=0, start=0, end=end, pcm=pcm, language="en")
     await redis_client.xadd(keys.asr_jobs, entry(encode(final)))
 
     async def stopped():
-        return _state(child) == "T"
+        return _state(pid) == "T"
 
     await wait_for(stopped, 30, interval=0.01)
     os.kill(both.pid, signal.SIGKILL)
 
     async def gone():
-        return _state(child) in (None, "Z")
+        return _state(pid) in (None, "Z")
 
     await wait_for(gone, 10)
     await pubsub.aclose()
     assert finals.alive()
 
 
-def _state(pid: int) -> str | None:
-    """The process state letter of /proc/PID/stat (T: stopped, Z: zombie), None if gone."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name, None if the process is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def _state(pid: int) -> str | None:
+    """The process state letter (T: stopped, Z: zombie), None if gone."""
+    stat = _stat(pid)
+    return stat[0] if stat else None
+
+
+def _cpu_ticks(pid: int) -> int:
+    """User + system CPU time of the process, in clock ticks (10 ms)."""
+    stat = _stat(pid)
+    return int(stat[11]) + int(stat[12]) if stat else 0
