@@ -48,17 +48,17 @@ def _child_main(settings: Settings, conn: Connection) -> None:
     transcriber = Transcriber(
         load_model(settings), DecodeOptions.from_settings(settings), settings.consumer_name
     )
-    conn.send(("ready", b""))
+    conn.send((0, "ready", b""))
     while True:
         try:
-            raw, prompt, beam = conn.recv()
+            seq, raw, prompt, beam = conn.recv()
         except (EOFError, OSError):
             return
         try:
             result = transcriber.transcribe(decode_as(raw, AsrJob), prompt, beam)
-            conn.send(("ok", encode(result)))
+            conn.send((seq, "ok", encode(result)))
         except Exception as exc:  # one bad job never ends the child
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+            conn.send((seq, "error", f"{type(exc).__name__}: {exc}".encode()))
 
 
 class PartialDecoder:
@@ -68,12 +68,9 @@ class PartialDecoder:
         self.s = settings
         self._proc: BaseProcess | None = None
         self._conn: Connection | None = None
-        self.holds = 0
-        """How many times a decode was suspended (for tests and logs)."""
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        self._seq = 0
+        """Numbers the requests: an answer to an earlier one (whose wait was cut short by an
+        error) is skipped, never taken for the current one's."""
 
     async def start(self) -> None:
         """Start the child and wait until its model is loaded."""
@@ -84,7 +81,7 @@ class PartialDecoder:
         )
         proc.start()
         child.close()
-        self._proc, self._conn = proc, parent
+        self._proc, self._conn, self._seq = proc, parent, 0
         kind, _ = await self._receive(None)
         if kind != "ready":
             raise PartialDecodeError(f"partial decoder did not start: {kind}")
@@ -104,13 +101,14 @@ class PartialDecoder:
             await self.close()
             await self.start()
         assert self._conn is not None
+        self._seq += 1
         try:
-            self._conn.send((encode(job), prompt, beam_size))
+            self._conn.send((self._seq, encode(job), prompt, beam_size))
         except OSError as exc:  # it died since the last job
             raise PartialDecodeError(f"partial decoder died: {exc}") from exc
         kind, data = await self._receive(hold, while_held)
         if kind != "ok":
-            raise PartialDecodeError(data.decode() if isinstance(data, bytes) else str(data))
+            raise PartialDecodeError(data.decode("utf-8", "replace"))
         return decode_as(data, Transcript)
 
     async def _receive(
@@ -118,26 +116,29 @@ class PartialDecoder:
         hold: Callable[[], Awaitable[bool]] | None,
         while_held: Callable[[], Awaitable[None]] | None = None,
     ) -> tuple[str, bytes]:
-        """The child's next message; meanwhile, every ``HOLD_POLL_S``, stop or continue it."""
+        """The child's answer to the current request (kind, data); meanwhile, every
+        ``HOLD_POLL_S``, stop or continue it."""
         assert self._conn is not None and self._proc is not None
         conn, pid = self._conn, self._proc.pid
         assert pid is not None
         stopped = False
         try:
-            while not conn.poll():
-                if not self._proc.is_alive():
-                    raise PartialDecodeError("partial decoder died")
-                if hold is not None:
-                    want = await hold()
-                    if want != stopped:
-                        os.kill(pid, signal.SIGSTOP if want else signal.SIGCONT)
-                        stopped = want
-                        self.holds += want
-                    if stopped and while_held is not None:
-                        await while_held()
-                await self._readable(conn, HOLD_POLL_S)
-            message: tuple[str, bytes] = conn.recv()
-            return message
+            while True:
+                while not conn.poll():
+                    if not self._proc.is_alive():
+                        raise PartialDecodeError("partial decoder died")
+                    if hold is not None:
+                        want = await hold()
+                        if want != stopped:
+                            os.kill(pid, signal.SIGSTOP if want else signal.SIGCONT)
+                            stopped = want
+                        if stopped and while_held is not None:
+                            await while_held()
+                    await self._readable(conn, HOLD_POLL_S)
+                seq, kind, data = conn.recv()
+                if seq == self._seq:
+                    return kind, data
+                log.info("skipped the partial decoder's answer to an earlier request")
         except (EOFError, OSError) as exc:
             raise PartialDecodeError(f"partial decoder died: {exc}") from exc
         finally:
