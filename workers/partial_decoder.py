@@ -10,7 +10,9 @@ stay in the worker process.
 
 The child dies with the worker (PR_SET_PDEATHSIG, SIGKILL: a stopped process would hold a
 SIGTERM until continued); if it dies first (killed, out of memory), the
-partial fails and the next one starts a new child.
+partial fails and the next one starts a new child. Requests are numbered, so that the answer
+to one the worker stopped waiting for (an error while it checked Redis) is skipped, not taken for
+the next one's.
 """
 
 from __future__ import annotations
