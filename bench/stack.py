@@ -25,7 +25,7 @@ import psutil
 import redis
 
 from bench.machine import REPO
-from whisper_streaming.procs import ServiceProcess, spawn, stop_all
+from whisper_streaming.procs import ServiceProcess, process_tree, spawn, stop_all
 from whisper_streaming.up import asr_worker_env, free_port
 
 Proc = ServiceProcess  # one process of the stack: ``role``, ``proc``, ``log_path``, ``tail()``
@@ -190,27 +190,24 @@ class BenchStack:
 
     # -- measurement ---------------------------------------------------------------------------
 
-    def ps(self) -> dict[str, psutil.Process]:
-        out = {}
-        for p in self.procs:
-            with contextlib.suppress(psutil.Error):
-                out[p.role] = psutil.Process(p.pid)
-        return out
+    def _trees(self) -> dict[str, list[psutil.Process]]:
+        """Per role, its process and that process's children (an ASR worker's partial decoder,
+        ASR_PARTIALS_PREEMPT); roles whose process is gone are left out."""
+        return {p.role: tree for p in self.procs if (tree := process_tree(p.pid))}
 
     def cpu_seconds(self) -> dict[str, float]:
-        """User + system CPU seconds so far, per role (with the role's child processes: an ASR
-        worker's partial decoder, ASR_PARTIALS_PREEMPT)."""
+        """User + system CPU seconds so far, per role (with the role's child processes)."""
         out = {}
-        for role, p in self.ps().items():
+        for role, tree in self._trees().items():
             with contextlib.suppress(psutil.Error):
-                out[role] = sum(t.user + t.system for t in (q.cpu_times() for q in _tree(p)))
+                out[role] = sum(t.user + t.system for t in (q.cpu_times() for q in tree))
         return out
 
     def rss_mib(self) -> dict[str, float]:
         out = {}
-        for role, p in self.ps().items():
+        for role, tree in self._trees().items():
             with contextlib.suppress(psutil.Error):
-                out[role] = sum(q.memory_info().rss for q in _tree(p)) / 2**20
+                out[role] = sum(q.memory_info().rss for q in tree) / 2**20
         return out
 
     def redis_used_mib(self) -> float:
@@ -220,13 +217,6 @@ class BenchStack:
     def backlog(self) -> int:
         assert self.redis is not None
         return int(self.redis.xlen("asr:jobs")) + int(self.redis.xlen("asr:partials"))
-
-
-def _tree(p: psutil.Process) -> list[psutil.Process]:
-    """``p`` and its live descendants."""
-    with contextlib.suppress(psutil.Error):
-        return [p, *p.children(recursive=True)]
-    return [p]
 
 
 class Sampler:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PR_SET_PDEATHSIG = 1
 
@@ -26,6 +27,19 @@ def set_pdeathsig(sig: int = signal.SIGTERM) -> None:
     fork and exec, or first thing in a multiprocessing child)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+
+
+def process_tree(pid: int) -> list[Any]:
+    """The ``psutil.Process`` of ``pid`` and of its live descendants (an ASR worker's partial
+    decoder), for CPU and memory figures; empty if it is gone. psutil is a dev dependency: the
+    benchmarks and the soak test use this, the service does not."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return []
 
 
 @dataclass(eq=False)

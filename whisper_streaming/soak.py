@@ -32,7 +32,7 @@ import websockets
 from shared.audio import decode_file, float32_to_pcm16
 from whisper_streaming.corpus import librispeech
 from whisper_streaming.evaluation import wer
-from whisper_streaming.procs import ServiceProcess, spawn, stop_all
+from whisper_streaming.procs import ServiceProcess, process_tree, spawn, stop_all
 from whisper_streaming.up import EmbeddedRedis, asr_worker_env, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,8 +109,7 @@ class Stack:
         total = 0
         for p in self.procs.values():
             with contextlib.suppress(psutil.Error):
-                proc = psutil.Process(p.pid)
-                total += sum(q.memory_info().rss for q in [proc, *proc.children(recursive=True)])
+                total += sum(q.memory_info().rss for q in process_tree(p.pid))
         return total / 2**20
 
 

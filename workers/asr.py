@@ -65,13 +65,6 @@ AUTO_BATCH = {"cuda": 8, "cpu": 1}
 """``ASR_BATCH_SIZE=0``: batching pays on a GPU, not on a CPU (docs/benchmarks.md)."""
 
 
-def beam_size(settings: Settings) -> int:
-    if settings.asr_beam_size:
-        return settings.asr_beam_size
-    device, _ = device_and_compute(settings.asr_device, settings.asr_compute_type)
-    return AUTO_BEAM[device]
-
-
 def resolve_auto(settings: Settings) -> Settings:
     """The settings with every ``auto`` of the ASR worker made concrete (device, compute type,
     beam, batch size): resolved once at start, so everything after reads the same values."""
@@ -114,7 +107,7 @@ class DecodeOptions:
     @classmethod
     def from_settings(cls, s: Settings) -> DecodeOptions:
         return cls(
-            beam_size=beam_size(s),
+            beam_size=resolve_auto(s).asr_beam_size,
             no_speech_threshold=s.asr_no_speech_threshold,
             log_prob_threshold=s.asr_log_prob_threshold,
             compression_ratio_threshold=s.asr_compression_ratio_threshold,
