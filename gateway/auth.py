@@ -183,7 +183,7 @@ class KeySessions:
         self._longest = settings.max_session_s + settings.resume_grace_s + 60
 
     def _key(self, name: str) -> str:
-        return f"{self._keys.prefix}apikey:sessions:{name}"
+        return self._keys.api_key_sessions(name)
 
     async def acquire(self, principal: Principal, session_id: str) -> None:
         if principal.via == "open":

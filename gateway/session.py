@@ -33,6 +33,7 @@ from shared import metrics
 from shared.audio import SAMPLE_RATE, PcmCarry, StreamResampler
 from shared.keys import Keys
 from shared.redis_util import entry, entry_data
+from shared.runtime import TaskSet
 from shared.schemas import (
     AudioChunk,
     AudioControl,
@@ -48,7 +49,6 @@ from shared.schemas import (
     encode,
 )
 from shared.settings import Settings
-from workers.runtime import TaskSet
 
 log = logging.getLogger(__name__)
 

@@ -27,10 +27,10 @@ from gateway.file_session import FileSession
 from gateway.protocol import ProtocolError
 from gateway.session import GatewayContext, admission_error, final_message
 from shared.audio import SAMPLE_RATE, AudioDecodeError, decode_file, float32_to_pcm16
+from shared.formats import cues, to_srt, to_vtt
 from shared.languages import LANGUAGES, UnknownLanguage, normalize_language
 from shared.redis_util import live_workers
 from shared.schemas import Transcript
-from whisper_streaming.formats import cues, to_srt, to_vtt
 
 log = logging.getLogger(__name__)
 

@@ -35,6 +35,7 @@ SPEAKERS_PREFIX = "speakers:"
 SPECULATIVE_PREFIX = "spec:"
 RESULTS_CHANNEL_PREFIX = "results:"
 HEARTBEATS_PREFIX = "heartbeats:"
+API_KEY_SESSIONS_PREFIX = "apikey:sessions:"
 
 STREAM_DATA_FIELD = b"d"
 """Each stream entry carries one field: the msgpack-encoded message."""
@@ -92,6 +93,11 @@ class Keys:
 
     def session_from_channel(self, channel: str) -> str:
         return channel[len(self.prefix) + len(RESULTS_CHANNEL_PREFIX) :]
+
+    def api_key_sessions(self, name: str) -> str:
+        """Sorted set of the open sessions of one API key -> their latest possible end (unix
+        seconds), shared by every gateway (``API_KEY_MAX_SESSIONS``)."""
+        return f"{self.prefix}{API_KEY_SESSIONS_PREFIX}{name}"
 
     def heartbeats(self, role: str) -> str:
         """Sorted set of worker name -> last heartbeat (unix seconds) for ``role``."""

@@ -19,7 +19,7 @@ function clock(seconds, sep) {
   return `${p(h)}:${p(m)}:${p(s)}${sep}${p(ms, 3)}`;
 }
 
-/** finals: [{start, end, text}] in order. Same output as whisper_streaming/formats.py. */
+/** finals: [{start, end, text}] in order. Same output as shared/formats.py. */
 export function toTxt(finals) {
   return finals.map((f) => f.text.trim()).filter(Boolean).join("\n") + "\n";
 }

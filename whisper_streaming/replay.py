@@ -20,8 +20,8 @@ from typing import Any
 import websockets
 
 from shared.audio import SAMPLE_RATE, decode_file, float32_to_pcm16
+from shared.formats import render
 from shared.settings import Settings
-from whisper_streaming.formats import render
 
 
 @dataclass

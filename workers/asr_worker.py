@@ -25,6 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from shared import metrics
 from shared.keys import ASR_GROUP, Keys
 from shared.redis_util import Heartbeat, connect, ensure_group, entry, entry_data
+from shared.runtime import TaskSet, install_signal_handlers, run_with_grace, start_metrics_server
 from shared.schemas import AsrJob, SchemaError, Transcript, decode_as, encode
 from shared.settings import Settings
 from workers.asr import (
@@ -36,7 +37,6 @@ from workers.asr import (
 from workers.batching import BatchTranscriber
 from workers.diarize import SpeakerLabeler
 from workers.partial_decoder import PartialDecoder
-from workers.runtime import TaskSet, install_signal_handlers, run_with_grace, start_metrics_server
 from workers.speculation import DONE, PUBLISHED, SET_PROMPT_LUA, VOID, WAITING, Speculation
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 
@@ -22,9 +21,7 @@ from shared.schemas import AsrJob, VadEvent, encode
 from shared.settings import Settings
 from workers.segmenter import Event, Partial, Segment, SpeechStart, Tentative, TentativeVoid
 from workers.speculation import Speculation, should_speculate
-
-if TYPE_CHECKING:
-    from workers.vad_worker import OwnedSession
+from workers.vad_session import OwnedSession
 
 log = logging.getLogger(__name__)
 

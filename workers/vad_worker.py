@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -25,6 +24,7 @@ from shared import metrics
 from shared.audio import SAMPLE_RATE, pcm16_to_float32
 from shared.keys import ASR_GROUP, VAD_GROUP, Keys
 from shared.redis_util import Heartbeat, connect, ensure_group, entry_data
+from shared.runtime import TaskSet, install_signal_handlers, run_with_grace, start_metrics_server
 from shared.schemas import (
     AudioChunk,
     AudioControl,
@@ -41,15 +41,14 @@ from shared.schemas import (
 )
 from shared.settings import Settings
 from workers.ownership import claim_orphans, hand_back, touch
-from workers.pace import PaceMeter
-from workers.runtime import TaskSet, install_signal_handlers, run_with_grace, start_metrics_server
 from workers.segmenter import (
     Segmenter,
     SegmenterConfig,
     SegmenterState,
 )
-from workers.vad_backends import VadModel, VadStream, detection_params, make_vad
+from workers.vad_backends import VadModel, detection_params, make_vad
 from workers.vad_jobs import JobWriter
+from workers.vad_session import OwnedSession
 
 log = logging.getLogger(__name__)
 
@@ -61,24 +60,6 @@ SESSION_BLOCK_MS = 1000
 DEAD_LETTER_MAXLEN = 10_000
 SESSION_IDLE_S = 300.0
 """A session with no audio for this long (its gateway died without saying so) is closed."""
-
-
-@dataclass
-class OwnedSession:
-    start: SessionStart
-    entry_id: bytes
-    segmenter: Segmenter
-    vad: VadStream
-    last_id: bytes = b"0-0"
-    last_audio_at: float = field(default_factory=time.monotonic)
-    last_received_at: float = 0.0
-    checkpoint_at: float = 0.0
-    segments_since_checkpoint: int = 0
-    pace: PaceMeter = field(default_factory=PaceMeter)
-    speculated: dict[int, int] = field(default_factory=dict)
-    """Segment -> revision of its speculative final job in flight (workers/speculation.py)."""
-    seq: int = 0
-    """The gateway's sequence number of the last entry processed."""
 
 
 class VadWorker:

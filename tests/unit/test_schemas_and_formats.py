@@ -8,9 +8,9 @@ import pytest
 from pydantic import ValidationError
 
 from shared import schemas
+from shared.formats import cues, to_srt, to_txt, to_vtt
 from shared.settings import Settings
 from whisper_streaming.evaluation import normalize, wer
-from whisper_streaming.formats import cues, to_srt, to_txt, to_vtt
 
 
 def test_roundtrip_every_message() -> None:

@@ -1,0 +1,35 @@
+"""What a VAD worker holds for one session it owns: the segmenter, the VAD stream and where it is.
+
+Its own module so that the worker (vad_worker.py), which owns sessions, and the job writer
+(vad_jobs.py), which writes what their segmenters emit, both depend on it and not on each other.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from shared.schemas import SessionStart
+from workers.pace import PaceMeter
+from workers.segmenter import Segmenter
+from workers.vad_backends import VadStream
+
+
+@dataclass
+class OwnedSession:
+    start: SessionStart
+    entry_id: bytes
+    segmenter: Segmenter
+    vad: VadStream
+    last_id: bytes = b"0-0"
+    last_audio_at: float = field(default_factory=time.monotonic)
+    last_received_at: float = 0.0
+    checkpoint_at: float = 0.0
+    segments_since_checkpoint: int = 0
+    pace: PaceMeter = field(default_factory=PaceMeter)
+    speculated: dict[int, int] = field(default_factory=dict)
+    """Segment -> revision of its speculative final job in flight (workers/speculation.py)."""
+    seq: int = 0
+    """The gateway's sequence number of the last entry processed."""
+    bad_entries: int = 0
+    """Audio entries of this session that were dead-lettered (odd PCM, undecodable)."""
