@@ -18,6 +18,7 @@ from shared.audio import SAMPLE_RATE, float32_to_pcm16
 from shared.keys import Keys
 from shared.redis_util import entry
 from shared.schemas import AsrJob, VadEvent, encode
+from shared.session_state import Field, write
 from shared.settings import Settings
 from workers.segmenter import Event, Partial, Segment, SpeechStart, Tentative, TentativeVoid
 from workers.speculation import Speculation, should_speculate
@@ -109,8 +110,9 @@ class JobWriter:
                 approximate=True,
             )
             if owned.start.interim_results:  # makes this segment's partial jobs stale
-                pipe.hset(self.keys.session(sid), "final_seg", seg.index)
-                pipe.expire(self.keys.session(sid), self.s.session_ttl_s)
+                write(
+                    pipe, self.keys.session(sid), {Field.FINAL_SEG: seg.index}, self.s.session_ttl_s
+                )
             await pipe.execute()
 
     async def _partial_job(self, owned: OwnedSession, part: Partial) -> None:
@@ -118,10 +120,8 @@ class JobWriter:
         job.final, job.rev = False, part.rev
         sid = owned.start.session_id
         async with self.r.pipeline(transaction=False) as pipe:
-            pipe.hset(
-                self.keys.session(sid), mapping={"partial_seg": part.index, "partial_rev": part.rev}
-            )
-            pipe.expire(self.keys.session(sid), self.s.session_ttl_s)
+            newest = {Field.PARTIAL_SEG: part.index, Field.PARTIAL_REV: part.rev}
+            write(pipe, self.keys.session(sid), newest, self.s.session_ttl_s)
             pipe.xadd(
                 self.keys.asr_partials,
                 entry(encode(job)),

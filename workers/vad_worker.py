@@ -39,6 +39,7 @@ from shared.schemas import (
     encode,
     encode_checkpoint,
 )
+from shared.session_state import Field, read_bytes, write
 from shared.settings import Settings
 from workers.ownership import claim_orphans, hand_back, touch
 from workers.segmenter import (
@@ -189,7 +190,7 @@ class VadWorker:
         )  # fmt: skip
 
     async def _restore(self, owned: OwnedSession) -> None:
-        raw = await self.r.hget(self.keys.session(owned.start.session_id), "vad_ckpt")
+        raw = await read_bytes(self.r, self.keys.session(owned.start.session_id), Field.VAD_CKPT)
         if not raw:
             return  # no checkpoint yet: start from the beginning of the audio stream
         try:
@@ -235,8 +236,7 @@ class VadWorker:
         )
         key = self.keys.session(owned.start.session_id)
         async with self.r.pipeline(transaction=False) as pipe:
-            pipe.hset(key, "vad_ckpt", encode_checkpoint(ckpt))
-            pipe.expire(key, self.s.session_ttl_s)
+            write(pipe, key, {Field.VAD_CKPT: encode_checkpoint(ckpt)}, self.s.session_ttl_s)
             # audio before the checkpoint is never needed again: this bounds the stream
             pipe.xtrim(self.keys.audio(owned.start.session_id), minid=ckpt.cursor)
             await pipe.execute()
@@ -251,7 +251,7 @@ class VadWorker:
             self.keys.vad_dead,
             {
                 b"d": entry_data(fields),
-                b"error": str(exc).encode(),
+                b"error": f"{type(exc).__name__}: {exc}"[:1000].encode(),
                 b"stream": stream.encode(),
                 b"id": entry_id,
             },
@@ -271,13 +271,33 @@ class VadWorker:
             done = False
             for entry_id, fields in entries:
                 owned.last_id = entry_id
-                done = await self._on_entry(owned, entry_id, fields)
+                done = await self._on_entry_safely(owned, entry_id, fields)
                 if done:
                     break
             if not done:
                 # how far we are, for the gateway's back-pressure
-                await self.r.hset(self.keys.session(sid), "vad_seq", owned.seq)
+                await self.r.hset(self.keys.session(sid), Field.VAD_SEQ, owned.seq)
                 await self._checkpoint(owned)
+
+    async def _on_entry_safely(
+        self, owned: OwnedSession, entry_id: bytes, fields: dict[bytes, bytes]
+    ) -> bool:
+        """:meth:`_on_entry`; an entry that cannot be processed (PCM of an odd length, say) is
+        dead-lettered and skipped: it never stops the loop, which serves up to
+        ``VAD_MAX_SESSIONS`` other sessions (and the next owner of this one would die the same
+        way). Redis errors go up to the loop, which retries."""
+        try:
+            return await self._on_entry(owned, entry_id, fields)
+        except (RedisConnectionError, RedisTimeoutError):
+            raise
+        except Exception as exc:
+            owned.bad_entries += 1
+            log.exception(
+                "session=%s stage=vad entry %s could not be processed; dead-lettered",
+                owned.start.session_id, entry_id,
+            )  # fmt: skip
+            await self._dead_letter(self.keys.audio(owned.start.session_id), entry_id, fields, exc)
+            return False
 
     async def _on_entry(
         self, owned: OwnedSession, entry_id: bytes, fields: dict[bytes, bytes]
@@ -325,12 +345,10 @@ class VadWorker:
             pipe.xack(self.keys.sessions, VAD_GROUP, owned.entry_id)
             pipe.xdel(self.keys.sessions, owned.entry_id)
             pipe.delete(self.keys.audio(sid))  # every sample is accounted for: free it now
-            pipe.hset(
-                self.keys.session(sid),
-                mapping={"segments": done.segments, "audio_seconds": done.audio_seconds},
-            )
-            pipe.hdel(self.keys.session(sid), "vad_ckpt")
-            pipe.expire(self.keys.session(sid), self.s.session_ttl_s)
+            key = self.keys.session(sid)
+            done_fields = {Field.SEGMENTS: done.segments, Field.AUDIO_SECONDS: done.audio_seconds}
+            write(pipe, key, done_fields, self.s.session_ttl_s)
+            pipe.hdel(key, Field.VAD_CKPT)
             await pipe.execute()
         del self.sessions[sid]
         metrics.VAD_SESSIONS.set(len(self.sessions))

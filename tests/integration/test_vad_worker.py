@@ -110,3 +110,41 @@ async def test_session_is_pending_while_owned_and_bad_entries_are_skipped(
     dead = await redis_client.xrange(keys.vad_dead)
     assert [f[b"stream"] for _i, f in dead] == [keys.sessions.encode(), keys.audio("live").encode()]
     assert all(f[b"error"] for _i, f in dead)
+
+
+async def test_an_entry_that_cannot_be_processed_is_dead_lettered_and_the_worker_goes_on(
+    spawn, redis_client: aioredis.Redis, key_prefix: str, corpus
+) -> None:
+    """A well-formed chunk whose PCM has an odd number of bytes cannot be read as 16-bit samples:
+    it goes to ``vad:dead``; the worker, its other session and the rest of this one go on."""
+    keys = Keys(key_prefix)
+    worker = spawn("vad-worker")
+    pcm = float32_to_pcm16(decode_file(corpus / "librispeech" / "1089-134691-0000.flac"))
+    for sid in ("odd", "other"):
+        await redis_client.xadd(keys.sessions, entry(encode(SessionStart(session_id=sid))))
+    poison = AudioChunk(session_id="odd", seq=1, pcm=b"\x01\x02\x03")
+    await redis_client.xadd(keys.audio("odd"), entry(encode(poison)))
+    for sid, first in (("odd", 2), ("other", 1)):
+        await redis_client.xadd(
+            keys.audio(sid), entry(encode(AudioChunk(session_id=sid, seq=first, pcm=pcm)))
+        )
+        await redis_client.xadd(
+            keys.audio(sid), entry(encode(AudioEnd(session_id=sid, seq=first + 1)))
+        )
+    deadline = time.monotonic() + 60
+    while await redis_client.xlen(keys.sessions) > 0:  # both sessions finished
+        assert worker.alive(), worker.log()[-3000:]
+        assert time.monotonic() < deadline, "sessions were not finished"
+        await asyncio.sleep(0.1)
+    assert worker.alive()
+    dead = await redis_client.xrange(keys.vad_dead)
+    assert [f[b"stream"] for _i, f in dead] == [keys.audio("odd").encode()]
+    assert b"ValueError" in dead[0][1][b"error"]
+    assert decode_as(dead[0][1][b"d"], AudioChunk).pcm == b"\x01\x02\x03"
+    jobs = [decode_as(f[b"d"], AsrJob) for _id, f in await redis_client.xrange(keys.asr_jobs)]
+    cuts: dict[str, dict[int, tuple[float, float]]] = {"odd": {}, "other": {}}
+    for j in jobs:  # per segment, the last job cut (a speculative one may come before it)
+        cuts[j.session_id][j.segment] = (j.start, j.end)
+    assert cuts["odd"]
+    # the good audio after the bad entry was all cut, as in the session without one
+    assert cuts["odd"] == cuts["other"]
