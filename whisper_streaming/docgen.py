@@ -1,10 +1,12 @@
-"""Prints the README's configuration table from :class:`shared.settings.Settings` (so the docs
-cannot drift from the code: a test checks that every setting is in the README)."""
+"""Prints the README's configuration table from :class:`shared.settings.Settings` and
+docs/architecture.md's session-state table from :mod:`shared.session_state` (so the docs cannot
+drift from the code: tests check both); ``--write`` rewrites them in place."""
 
 from __future__ import annotations
 
 from pydantic_core import PydanticUndefined
 
+from shared.session_state import FIELDS
 from shared.settings import Settings
 
 
@@ -26,14 +28,31 @@ def config_table() -> str:
     return "\n".join(rows)
 
 
-def write_readme(path: str = "README.md") -> None:
-    """Replace the table under "## Configuration" in the README."""
+def session_state_table() -> str:
+    """docs/architecture.md's table of the ``session:{id}`` hash, from shared/session_state.py."""
+    rows = ["| field | type | written by | read by | meaning |", "|---|---|---|---|---|"]
+    for f, doc in FIELDS.items():
+        meaning = doc.meaning.replace(":class:`State`", "`State`").replace("|", "\\|")
+        rows.append(f"| `{f}` | {doc.type} | {doc.writer} | {doc.reader} | {meaning} |")
+    return "\n".join(rows)
+
+
+def _replace_table(path: str, header: str, table: str) -> None:
     with open(path) as fh:
         text = fh.read()
-    start = text.index("| Variable | Default | Meaning |")
+    start = text.index(header)
     end = text.index("\n\n", start)
     with open(path, "w") as fh:
-        fh.write(text[:start] + config_table() + text[end:])
+        fh.write(text[:start] + table + text[end:])
+
+
+def write_architecture(path: str = "docs/architecture.md") -> None:
+    _replace_table(path, "| field | type | written by | read by | meaning |", session_state_table())
+
+
+def write_readme(path: str = "README.md") -> None:
+    """Replace the table under "## Configuration" in the README."""
+    _replace_table(path, "| Variable | Default | Meaning |", config_table())
 
 
 if __name__ == "__main__":
@@ -41,5 +60,6 @@ if __name__ == "__main__":
 
     if "--write" in sys.argv:
         write_readme()
+        write_architecture()
     else:
         print(config_table())
