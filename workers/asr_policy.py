@@ -6,9 +6,9 @@ asks :func:`next_action`, carries the action out, and tells the state (:meth:`St
 :meth:`State.take`). The rules, in order:
 
 1. Finals before partials; the oldest final first, up to ``batch_size`` of them together
-   (cross-session batching; the batch size is 8 on CUDA, 1 on CPU by default). A batch is
-   topped up from the stream (a non-blocking read) before it is decoded: a blocked read returns
-   as soon as the first final arrives, and the others of a burst follow within milliseconds.
+   (cross-session batching; the batch size is 8 on CUDA, 1 on CPU by default). Finals held
+   are decoded at once only when the stream was just looked at; otherwise (after a decode) the
+   batch is first topped up with what waited meanwhile.
 2. A partial only while no final of this worker waits: before every partial the shell has
    looked at the final jobs since its last decode (``fresh``), so a final that arrived during a
    decode goes first. A partial is an interim view; a late one is worth less than a late final.
@@ -72,7 +72,8 @@ class Marks:
 class Read:
     """Read up to ``finals`` final and ``partials`` partial jobs (0: not that stream), without
     waiting; with ``block``, if none waits, wait on both streams for the first entry (up to the
-    shell's read timeout). Then refresh the marks of every held partial's session."""
+    shell's read timeout), then take the rest of its burst up to the same counts. Then refresh
+    the marks of every held partial's session."""
 
     finals: int
     partials: int = 0
@@ -122,20 +123,12 @@ class State:
     """The final jobs were looked at since the last decode: none waits unread for this worker."""
     closing: bool = False
 
-    def read(
-        self,
-        finals: list[Final],
-        partials: list[Partial],
-        marks: dict[str, Marks],
-        woke: bool = False,
-    ) -> None:
-        """The result of a :class:`Read` (``marks``: of every session of a held partial). Fresh
-        unless a blocked read woke on a final: the rest of its burst may be on the stream now
-        (rule 1)."""
+    def read(self, finals: list[Final], partials: list[Partial], marks: dict[str, Marks]) -> None:
+        """The result of a :class:`Read` (``marks``: of every session of a held partial)."""
         self.finals += finals
         self.partials += partials
         self.marks = marks
-        self.fresh = not (woke and finals)
+        self.fresh = True
 
     def take(self, action: Action) -> None:
         """The action is under way: its entries are no longer held here (if it fails, a final

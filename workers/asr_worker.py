@@ -149,11 +149,11 @@ class AsrWorker:
         streams = {self.keys.asr_jobs: action.finals, self.keys.asr_partials: action.partials}
         wanted = {s: n for s, n in streams.items() if n > 0}
         resp = await self._xread(wanted)
-        woke = False
         if not resp and action.block:  # nothing waits: block on both, woken by the first entry
-            woke = True
             ids = {s: ">" for s in wanted}
             resp = await self.r.xreadgroup(ASR_GROUP, self.name, ids, count=1, block=READ_BLOCK_MS)
+            if resp:  # the rest of a burst (a batch of finals, newer revisions) follows at once
+                resp += await self._xread({s: n - 1 for s, n in wanted.items() if n > 1})
         finals: list[Final] = []
         partials: list[Partial] = []
         for stream, entries in resp or []:
@@ -164,7 +164,7 @@ class AsrWorker:
                 elif (partial := await self._parse_partial(entry_id, fields)) is not None:
                     partials.append(partial)
         held = self.state.sessions() | {p.job.session_id for p in partials}
-        self.state.read(finals, partials, await self._marks(held), woke=woke)
+        self.state.read(finals, partials, await self._marks(held))
 
     async def _xread(self, counts: dict[str, int]) -> list[tuple[bytes | str, Entries]]:
         """Non-blocking XREADGROUP of each stream with its own COUNT, in one round trip."""

@@ -68,17 +68,16 @@ def test_finals_are_batched_up_to_the_batch_size_in_arrival_order() -> None:
     assert next_action(state) == DecodeBatch((final(3), final(4)))
 
 
-def test_a_blocked_read_woken_by_a_final_tops_the_batch_up_first() -> None:
-    state = State(batch_size=8)
-    state.read([final(0)], [], {}, woke=True)
-    assert next_action(state) == Read(finals=7)
-    state.read([final(1), final(2)], [], {})
-    assert next_action(state) == DecodeBatch((final(0), final(1), final(2)))
+def test_finals_held_after_a_decode_are_topped_up_before_the_next_batch() -> None:
+    state = fresh(8, finals=[final(i) for i in range(10)])
+    state.take(next_action(state))  # the first 8
+    assert next_action(state) == Read(finals=6)
+    state.read([final(10), final(11)], [], {})
+    assert next_action(state) == DecodeBatch((final(8), final(9), final(10), final(11)))
 
 
 def test_one_final_on_cpu_is_decoded_at_once() -> None:
-    state = State(batch_size=1)
-    state.read([final(0)], [], {}, woke=True)
+    state = State(batch_size=1, finals=[final(0)])
     assert next_action(state) == DecodeFinal(final(0))
 
 
