@@ -108,6 +108,9 @@ class AsrWorker:
                         break
                     log.warning("redis unavailable (%s); retrying", exc)
                     await asyncio.sleep(1.0)
+                except Exception:  # a bug or bad data outside one job's handling: keep going
+                    log.exception("asr worker %s: step failed", self.name)
+                    await asyncio.sleep(0.1)
         finally:
             await tasks.cancel_all()
             try:
@@ -130,7 +133,8 @@ class AsrWorker:
         elif isinstance(action, DecodePartial):
             await self.handle_partial(action.partial)
         elif isinstance(action, DropPartials):
-            metrics.ASR_PARTIALS.labels("stale").inc(len(action.partials))
+            outcome = "shutdown" if self.state.closing else "stale"
+            metrics.ASR_PARTIALS.labels(outcome).inc(len(action.partials))
             await self._drop_partials([p.entry_id for p in action.partials])
 
     async def _leave_groups(self) -> None:
