@@ -31,18 +31,10 @@ def wait_quiet(args: argparse.Namespace) -> dict[str, float]:
     return {"waited_s": round(time.monotonic() - started), "load_when_started": load1()}
 
 
-def add_stack_args(p: argparse.ArgumentParser, asr_workers: int = 1, finals_only: int = 0) -> None:
+def add_stack_args(p: argparse.ArgumentParser, asr_workers: int = 1) -> None:
     add_quiet_args(p)
     p.add_argument("--asr-workers", type=int, default=asr_workers)
     p.add_argument("--vad-workers", type=int, default=1)
-    p.add_argument(
-        "--finals-only",
-        type=int,
-        default=finals_only,
-        help="how many ASR workers serve finals only (ASR_PARTIALS=false; the others get what "
-        "`whisper-streaming up --finals-only` gives them: ASR_NICE=10, ASR_FINALS_POLL_MS, "
-        "ASR_PARTIALS_YIELD, ASR_PARTIALS_PREEMPT)",
-    )
     p.add_argument(
         "--env",
         action="append",
@@ -57,7 +49,6 @@ def stack_config(args: argparse.Namespace) -> StackConfig:
     return StackConfig(
         asr_workers=args.asr_workers,
         vad_workers=args.vad_workers,
-        finals_only=args.finals_only,
         env=env,
     )
 

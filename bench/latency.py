@@ -53,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--from-json", action="store_true", help="only re-render the docs from the saved JSON"
     )
-    # one ASR worker that serves partials and finals, one for finals only (docs/benchmarks.md)
-    add_stack_args(p, asr_workers=2, finals_only=1)
+    add_stack_args(p)  # what `make run` starts: one ASR worker
     args = p.parse_args(argv)
     if args.from_json:
         publish(json.loads((report.RESULTS / f"{args.name}.json").read_text()))

@@ -26,7 +26,7 @@ import redis
 
 from bench.machine import REPO
 from whisper_streaming.procs import ServiceProcess, process_tree, spawn, stop_all
-from whisper_streaming.up import asr_worker_env, free_port
+from whisper_streaming.up import free_port
 
 Proc = ServiceProcess  # one process of the stack: ``role``, ``proc``, ``log_path``, ``tail()``
 
@@ -35,8 +35,6 @@ Proc = ServiceProcess  # one process of the stack: ``role``, ``proc``, ``log_pat
 class StackConfig:
     asr_workers: int = 1
     vad_workers: int = 1
-    finals_only: int = 0
-    """How many of the ASR workers serve finals only (``ASR_PARTIALS=false``)."""
     env: dict[str, str] = field(default_factory=dict)
     """Service settings (ASR_CPU_THREADS, ASR_BEAM_SIZE, COALESCE_MS, VAD_MIN_SILENCE_MS …)."""
 
@@ -45,14 +43,7 @@ class StackConfig:
         threads = "all-cores" if threads == "0" else threads
         knobs = " ".join(f"{k}={v}" for k, v in sorted(self.env.items()) if k != "ASR_CPU_THREADS")
         return (
-            f"{self.asr_workers} ASR worker(s) × {threads} threads"
-            + (
-                f" ({self.finals_only} of them finals-only, the others at nice "
-                f"{self.env.get('ASR_NICE', '10')})"
-                if self.finals_only
-                else ""
-            )
-            + f", {self.vad_workers} VAD, "
+            f"{self.asr_workers} ASR worker(s) × {threads} threads, {self.vad_workers} VAD, "
             "1 gateway, tiny.en int8 CPU" + (f", {knobs}" if knobs else "")
         )
 
@@ -127,14 +118,9 @@ class BenchStack:
         )
         cli = [sys.executable, "-m", "whisper_streaming.cli"]
         host = socket.gethostname()
-        # as `whisper-streaming up --finals-only` starts them; an explicit --env setting wins
-        # over those defaults (a tuning row), ASR_NICE being the nice of the partial workers
-        nice = int(self.cfg.env.get("ASR_NICE", "10"))
-        explicit = {k: v for k, v in self.cfg.env.items() if k != "ASR_NICE"}
         for i in range(self.cfg.asr_workers):
             own = {"CONSUMER_NAME": f"{host}-asr-{i}"}
-            own |= asr_worker_env(i, self.cfg.asr_workers, self.cfg.finals_only, nice)
-            self._spawn(f"asr-{i}", cli + ["asr-worker"], env | own | explicit)
+            self._spawn(f"asr-{i}", cli + ["asr-worker"], env | own)
         for i in range(self.cfg.vad_workers):
             self._spawn(
                 f"vad-{i}", cli + ["vad-worker"], env | {"CONSUMER_NAME": f"{host}-vad-{i}"}
@@ -191,8 +177,8 @@ class BenchStack:
     # -- measurement ---------------------------------------------------------------------------
 
     def _trees(self) -> dict[str, list[psutil.Process]]:
-        """Per role, its process and that process's children (an ASR worker's partial decoder,
-        ASR_PARTIALS_PREEMPT); roles whose process is gone are left out."""
+        """Per role, its process and that process's children; roles whose process is gone are
+        left out."""
         return {p.role: tree for p in self.procs if (tree := process_tree(p.pid))}
 
     def cpu_seconds(self) -> dict[str, float]:

@@ -23,12 +23,6 @@ CONFIGS: dict[str, StackConfig] = {
         env={"VAD_SPEECH_PAD_END_MS": "400"}
     ),
     "VAD_FILE_MODE=false": StackConfig(env={"VAD_FILE_MODE": "false"}),
-    "+1 finals-only ASR worker (the other as `up --finals-only` sets it)": StackConfig(
-        asr_workers=2, finals_only=1
-    ),
-    "+1 finals-only, ASR_PARTIALS_PREEMPT=false": StackConfig(
-        asr_workers=2, finals_only=1, env={"ASR_PARTIALS_PREEMPT": "false"}
-    ),
     "2 ASR workers × 1 thread": StackConfig(asr_workers=2, env={"ASR_CPU_THREADS": "1"}),
     "ASR_BEAM_SIZE=5 (auto is 1 on a CPU)": StackConfig(env={"ASR_BEAM_SIZE": "5"}),
     "ASR_TEMPERATURE_FALLBACK=true": StackConfig(env={"ASR_TEMPERATURE_FALLBACK": "true"}),

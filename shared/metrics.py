@@ -47,7 +47,12 @@ ASR_RTF = Histogram(
     "Processing seconds per audio second",
     buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0),
 )
-ASR_PARTIALS = Counter("whisper_asr_partials_total", "Partial jobs taken", ["outcome"])
+ASR_PARTIALS = Counter(
+    "whisper_asr_partials_total",
+    "Partial jobs read: ok (published), stale (superseded: dropped unread, or its final came "
+    "out during the decode), error, shutdown (dropped when the worker stops)",
+    ["outcome"],
+)
 ASR_SPECULATIVE = Counter(
     "whisper_asr_speculative_total",
     "Speculative finals: published, stored (commit to come), late (done), void, stale (skipped)",

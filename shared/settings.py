@@ -272,42 +272,6 @@ class Settings(BaseSettings):
     asr_partial_beam_size: int = Field(
         default=1, ge=1, le=10, description="Beam width for interim results (speed over accuracy)."
     )
-    asr_partials: bool = Field(
-        default=True,
-        description="This ASR worker also serves interim (partial) jobs. A finals-only worker "
-        "(false) is always free for a final: it never waits behind a partial in progress.",
-    )
-    asr_finals_poll_ms: int = Field(
-        default=0,
-        ge=0,
-        le=1000,
-        description="A worker that also serves partials: 0 = it waits for final and partial jobs "
-        "together (a new final goes to whichever worker waited first); N > 0 = it waits for "
-        "partials only and looks for finals every N ms, so a new final goes to an idle "
-        "finals-only worker and this one takes only finals that wait. Set it when the pool has "
-        "finals-only workers (`up --finals-only` sets 100).",
-    )
-    asr_partials_yield: bool = Field(
-        default=False,
-        description="A worker that also serves partials starts none while a final job is being "
-        "decoded anywhere in the pool (pending on asr:jobs). For workers that share CPU cores: "
-        "a partial decoded beside a final slows the final; under load partials thin out "
-        "instead (`up --finals-only` sets it).",
-    )
-    asr_partials_preempt: bool = Field(
-        default=False,
-        description="A worker that also serves partials decodes them in a child process (its "
-        "own copy of the model) that it stops while a final job is being decoded anywhere in "
-        "the pool and continues after: on shared cores a partial already under way no longer "
-        "slows the final (`up --finals-only` sets it).",
-    )
-    asr_nice: int = Field(
-        default=0,
-        ge=0,
-        le=19,
-        description="Raise this ASR worker's nice value (lower CPU priority). On shared cores, "
-        "give workers that serve partials a higher value than finals-only ones.",
-    )
     asr_batch_size: int = Field(
         default=0,
         ge=0,

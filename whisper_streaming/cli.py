@@ -18,15 +18,6 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the whole service here (embedded Redis unless REDIS_URL)")
     up.add_argument("--vad-workers", type=int, default=1)
     up.add_argument("--asr-workers", type=int, default=1)
-    up.add_argument(
-        "--finals-only",
-        type=int,
-        default=0,
-        help="how many of the ASR workers serve finals only (ASR_PARTIALS=false); the others "
-        "then run at ASR_NICE=10, leave new finals to them (ASR_FINALS_POLL_MS=100), start "
-        "no partial while a final is decoded (ASR_PARTIALS_YIELD) and stop one under way "
-        "(ASR_PARTIALS_PREEMPT) (docs/benchmarks.md)",
-    )
     up.add_argument("--ready-timeout", type=float, default=120.0)
     sub.add_parser("gateway", help="run one gateway (FastAPI on uvicorn)")
     sub.add_parser("vad-worker", help="run one VAD worker")
@@ -59,9 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         from whisper_streaming.up import run_up
 
-        return run_up(
-            settings, args.vad_workers, args.asr_workers, args.ready_timeout, args.finals_only
-        )
+        return run_up(settings, args.vad_workers, args.asr_workers, args.ready_timeout)
     if args.command == "gateway":
         from gateway.app import main as gateway_main
 

@@ -33,7 +33,7 @@ from shared.audio import decode_file, float32_to_pcm16
 from whisper_streaming.corpus import librispeech
 from whisper_streaming.evaluation import wer
 from whisper_streaming.procs import ServiceProcess, process_tree, spawn, stop_all
-from whisper_streaming.up import EmbeddedRedis, asr_worker_env, free_port
+from whisper_streaming.up import EmbeddedRedis, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 ASR_WORKERS = 2
@@ -70,7 +70,7 @@ def playlists(n: int) -> list[tuple[bytes, str]]:
 
 
 class Stack:
-    def __init__(self, redis_url: str, port: int, log_dir: Path, finals_only: int = 0) -> None:
+    def __init__(self, redis_url: str, port: int, log_dir: Path) -> None:
         self.env = dict(os.environ) | {
             "REDIS_URL": redis_url,
             "PORT": str(port),
@@ -83,7 +83,6 @@ class Stack:
             "LOG_LEVEL": "WARNING",
         }
         self.log_dir = log_dir
-        self.finals_only = finals_only
         self.procs: dict[str, ServiceProcess] = {}
         self.generation = 0
 
@@ -91,8 +90,6 @@ class Stack:
         role = name.rsplit("-", 1)[0]
         self.generation += 1
         env = self.env | {"CONSUMER_NAME": f"{name}-g{self.generation}"}
-        if role == "asr-worker":  # as `up --asr-workers 2 --finals-only N` starts them
-            env |= asr_worker_env(int(name.rsplit("-", 1)[1]), ASR_WORKERS, self.finals_only)
         log = self.log_dir / f"{name}.log"  # appended to: a restarted worker's log follows on
         self.procs[name] = spawn(role, env=env, cwd=REPO, log_path=log, append=True)
 
@@ -154,7 +151,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     redis_server = EmbeddedRedis()
     redis_server.start()
     port = free_port()
-    stack = Stack(redis_server.url, port, log_dir, args.finals_only)
+    stack = Stack(redis_server.url, port, log_dir)
     totals = Totals()
     lists = playlists(args.sessions)
     names = [f"asr-worker-{i}" for i in range(ASR_WORKERS)]
@@ -218,8 +215,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": f"make soak SOAK_ARGS='--sessions {args.sessions} --minutes {args.minutes} "
-        f"--kill-every {args.kill_every}"
-        + (f" --finals-only {args.finals_only}'" if args.finals_only else "'"),
+        f"--kill-every {args.kill_every}'",
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "sessions": totals.sessions,
         "failed_sessions": totals.failed_sessions,
@@ -281,13 +277,6 @@ def main() -> int:
     p.add_argument("--minutes", type=float, default=3.0)
     p.add_argument("--kill-every", type=float, default=20.0)
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument(
-        "--finals-only",
-        type=int,
-        default=0,
-        help="ASR workers (of 2) that serve finals only; the other then gets what `up "
-        "--finals-only` gives it (a partial decoder child process among them)",
-    )
     p.add_argument("--log-dir", default="artifacts/soak")
     p.add_argument("--json", default="artifacts/soak/soak.json")
     p.add_argument("--doc", default="docs/reliability.md")

@@ -146,30 +146,11 @@ def wait_ready(url: str, stack: Stack, timeout: float, vad: int = 1, asr: int = 
     return False
 
 
-def asr_worker_env(index: int, workers: int, finals_only: int, nice: int = 10) -> dict[str, str]:
-    """Settings of ASR worker ``index`` of ``workers`` beyond the shared ones: the last
-    ``finals_only`` serve finals only, and then the others yield them the CPU (``nice``)."""
-    if index >= workers - finals_only:
-        return {"ASR_PARTIALS": "false", "ASR_NICE": "0"}
-    if not finals_only:
-        return {}
-    # new finals go to idle finals-only workers, this one takes those left waiting, and its
-    # partials wait while a final is decoded, or stop if under way (on shared cores they would
-    # slow it down)
-    return {
-        "ASR_NICE": str(nice),
-        "ASR_FINALS_POLL_MS": "100",
-        "ASR_PARTIALS_YIELD": "true",
-        "ASR_PARTIALS_PREEMPT": "true",
-    }
-
-
 def run_up(
     settings: Settings,
     vad_workers: int,
     asr_workers: int,
     ready_timeout: float,
-    finals_only: int = 0,
 ) -> int:
     redis: EmbeddedRedis | None = None
     env = dict(os.environ)
@@ -195,7 +176,7 @@ def run_up(
     code = 0
     try:
         for i in range(asr_workers):
-            stack.spawn("asr-worker", i, **asr_worker_env(i, asr_workers, finals_only))
+            stack.spawn("asr-worker", i)
         for i in range(vad_workers):
             stack.spawn("vad-worker", i)
         stack.spawn("gateway")

@@ -1,22 +1,20 @@
-"""ASR worker: consumes ``asr:jobs`` through the ``asr`` consumer group and publishes transcripts.
+"""ASR worker: consumes ``asr:jobs`` and ``asr:partials`` through the ``asr`` consumer group and
+publishes transcripts.
 
-The loop: XREADGROUP one job, transcribe it in a thread (the model is loaded once), then in one
-MULTI: PUBLISH on ``results:{session}``, XADD to ``transcript:{session}`` (bounded, with a TTL), XACK.
-Pending jobs idle longer than ``ASR_CLAIM_IDLE_MS`` (a dead worker's) are reclaimed with
-XAUTOCLAIM; a job delivered ``ASR_MAX_DELIVERIES`` times, or one that cannot be decoded, goes to
-the dead-letter stream ``asr:dead`` and an empty, error-flagged result keeps the session's ordering
-going. One bad job never stops the loop. Partial jobs (``asr:partials``) come after finals; with
-``ASR_PARTIALS_PREEMPT`` they are decoded in a child process that is stopped while finals run
-(workers/partial_decoder.py).
+A thin shell around the pure scheduling policy (workers/asr_policy.py): it reads, asks the policy
+what to do next, decodes in a thread (the model is loaded once), publishes and acks. A final is
+published in one MULTI: PUBLISH on ``results:{session}``, XADD to ``transcript:{session}``
+(bounded, with a TTL), XACK. Pending jobs idle longer than ``ASR_CLAIM_IDLE_MS`` (a dead
+worker's) are reclaimed with XAUTOCLAIM; a job delivered ``ASR_MAX_DELIVERIES`` times, or one that
+cannot be decoded, goes to the dead-letter stream ``asr:dead`` and an empty, error-flagged result
+keeps the session's ordering going. One bad job never stops the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -27,47 +25,35 @@ from shared.keys import ASR_GROUP, Keys
 from shared.redis_util import Heartbeat, connect, ensure_group, entry, entry_data
 from shared.runtime import TaskSet, install_signal_handlers, run_with_grace, start_metrics_server
 from shared.schemas import AsrJob, SchemaError, Transcript, decode_as, encode
+from shared.session_state import Field, read_ints, read_text
 from shared.settings import Settings
-from workers.asr import (
-    DecodeOptions,
-    Transcriber,
-    load_model,
-    resolve_auto,
+from workers.asr import DecodeOptions, Transcriber, load_model, resolve_auto
+from workers.asr_policy import (
+    Action,
+    DecodeBatch,
+    DecodeFinal,
+    DecodePartial,
+    DropPartials,
+    Final,
+    Marks,
+    Partial,
+    Read,
+    State,
+    Stop,
+    next_action,
 )
+from workers.asr_publish import FinalPublisher, spec_rev
 from workers.batching import BatchTranscriber
 from workers.diarize import SpeakerLabeler
-from workers.partial_decoder import PartialDecoder
-from workers.speculation import DONE, PUBLISHED, SET_PROMPT_LUA, VOID, WAITING, Speculation
+from workers.speculation import Speculation
 
 log = logging.getLogger(__name__)
 
 ROLE = "asr"
 READ_BLOCK_MS = 1000
-YIELD_POLL_MS = 50
-"""How often a yielding partial worker (``ASR_PARTIALS_YIELD``) looks again while finals run."""
-YIELD_MAX_S = 10.0
-"""A final pending longer than this is not being decoded (no CPU decode of ≤ 30 s takes so long)
-but is a dead worker's, waiting to be reclaimed."""
-YIELD_SCAN = 32
-"""Pending final entries looked at (the oldest first) per check."""
-DEAD_LETTER_MAXLEN = 10_000
+"""A blocked read returns after this long with nothing, so the loop sees the stop event."""
 
-_SET_PROMPT = (
-    SET_PROMPT_LUA
-    + """
-set_prompt(KEYS[1], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return 1
-"""
-)
-
-
-SPEC_OUTCOMES = {PUBLISHED: "published", WAITING: "stored", DONE: "late", VOID: "void"}
-
-
-def spec_rev(job: AsrJob) -> int | None:
-    """The revision to store a speculative final under; ``None`` for an ordinary job."""
-    return job.rev if job.speculative else None
+_MARKS = (Field.FINAL_SEG, Field.PARTIAL_SEG, Field.PARTIAL_REV)
 
 
 def queue_wait(job: AsrJob) -> float:
@@ -75,11 +61,7 @@ def queue_wait(job: AsrJob) -> float:
     return max(0.0, time.time() - job.enqueued_at) if job.enqueued_at else 0.0
 
 
-def final_in_progress(pending: list[dict[str, Any]]) -> bool:
-    """A final job was delivered lately and is not acknowledged yet: some worker is decoding it.
-    (A dead worker's job stays pending until reclaimed: it stops counting after ``YIELD_MAX_S``,
-    so it cannot hold partials back.)"""
-    return any(p["time_since_delivered"] < YIELD_MAX_S * 1000 for p in pending)
+Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
 class AsrWorker:
@@ -89,7 +71,6 @@ class AsrWorker:
         r: aioredis.Redis,
         transcriber: Transcriber,
         batcher: BatchTranscriber | None = None,
-        partial_decoder: PartialDecoder | None = None,
     ) -> None:
         self.s = settings
         self.r = r
@@ -97,13 +78,13 @@ class AsrWorker:
         self.name = settings.consumer_name
         self.transcriber = transcriber
         self.batcher = batcher if settings.asr_batch_size > 1 else None
-        self.partial_decoder = partial_decoder
-        self._set_prompt = r.register_script(_SET_PROMPT)
+        self.state = State(batch_size=settings.asr_batch_size if self.batcher else 1)
         self._last_claim = 0.0
         self.speakers = SpeakerLabeler(settings, r, self.keys)
         self.spec = Speculation(
             r, self.keys, settings.transcript_stream_maxlen, settings.session_ttl_s
         )
+        self.out = FinalPublisher(settings, r, self.keys, self.spec)
 
     async def run(self, stop: asyncio.Event) -> None:
         await ensure_group(self.r, self.keys.asr_jobs, ASR_GROUP)
@@ -113,13 +94,23 @@ class AsrWorker:
         tasks.spawn(beat.run(stop), "heartbeat")
         log.info("asr worker %s ready on %s", self.name, self.keys.asr_jobs)
         try:
-            while not stop.is_set():
+            while True:
+                self.state.closing = stop.is_set()
                 try:
-                    await self._claim_stale()
-                    await self._read_once()
+                    if not self.state.closing:
+                        await self._claim_stale()
+                    action = next_action(self.state)
+                    if isinstance(action, Stop):
+                        break
+                    await self.step(action)
                 except (RedisConnectionError, RedisTimeoutError) as exc:
+                    if self.state.closing:
+                        break
                     log.warning("redis unavailable (%s); retrying", exc)
                     await asyncio.sleep(1.0)
+                except Exception:  # a bug or bad data outside one job's handling: keep going
+                    log.exception("asr worker %s: step failed", self.name)
+                    await asyncio.sleep(0.1)
         finally:
             await tasks.cancel_all()
             try:
@@ -128,6 +119,23 @@ class AsrWorker:
             except (RedisConnectionError, RedisTimeoutError):
                 pass
             log.info("asr worker %s stopped", self.name)
+
+    async def step(self, action: Action) -> None:
+        """Carry out one action of the policy."""
+        if isinstance(action, Read):
+            await self._read(action)
+            return
+        self.state.take(action)
+        if isinstance(action, DecodeFinal):
+            await self.handle_safely(action.final.entry_id, action.final.fields, deliveries=1)
+        elif isinstance(action, DecodeBatch):
+            await self.handle_batch([(f.entry_id, f.fields) for f in action.finals])
+        elif isinstance(action, DecodePartial):
+            await self.handle_partial(action.partial)
+        elif isinstance(action, DropPartials):
+            outcome = "shutdown" if self.state.closing else "stale"
+            metrics.ASR_PARTIALS.labels(outcome).inc(len(action.partials))
+            await self._drop_partials([p.entry_id for p in action.partials])
 
     async def _leave_groups(self) -> None:
         """Remove our consumer from the groups, unless it still holds pending entries (they
@@ -139,78 +147,63 @@ class AsrWorker:
             if not left:
                 await self.r.xgroup_delconsumer(stream, ASR_GROUP, self.name)
 
-    async def _read_once(self) -> None:
-        """Finals first: a partial is taken only when no final job is waiting (and never by a
-        finals-only worker, ``ASR_PARTIALS=false``). With ``ASR_FINALS_POLL_MS`` a worker that
-        serves partials does not wait on the final jobs: Redis hands a new final to a worker
-        blocked on its stream, so it goes to an idle finals-only worker, and this one (whose
-        ``ASR_NICE`` makes it slow next to any other work) takes only finals left waiting."""
-        jobs, partials = self.keys.asr_jobs, self.keys.asr_partials
-        pending: list[list[dict[str, Any]]] = []
-        if not self.s.asr_partials:
-            resp = await self.r.xreadgroup(
-                ASR_GROUP, self.name, {jobs: ">"}, count=1, block=READ_BLOCK_MS
-            )
-        else:  # a waiting final, and whether one is being decoded: one round trip
-            async with self.r.pipeline(transaction=False) as pipe:
-                pipe.xreadgroup(ASR_GROUP, self.name, {jobs: ">"}, count=1)
-                if self.s.asr_partials_yield:  # the oldest pending finals
-                    pipe.xpending_range(jobs, ASR_GROUP, min="-", max="+", count=YIELD_SCAN)
-                resp, *pending = await pipe.execute()
-        if not resp and self.s.asr_partials:
-            poll = self.s.asr_finals_poll_ms
-            if pending and final_in_progress(pending[0]):
-                await asyncio.sleep((poll or YIELD_POLL_MS) / 1000)
-                return
-            resp = await self.r.xreadgroup(
-                ASR_GROUP,
-                self.name,
-                {partials: ">"} if poll else {jobs: ">", partials: ">"},
-                count=1,
-                block=poll or READ_BLOCK_MS,
-            )
-        finals: list[tuple[bytes, dict[bytes, bytes]]] = []
-        interim: list[tuple[bytes, dict[bytes, bytes]]] = []
+    async def _read(self, action: Read) -> None:
+        """XREADGROUP what the policy asked for, then the session marks of every held partial
+        (one pipeline): the policy decides on them as they are now."""
+        streams = {self.keys.asr_jobs: action.finals, self.keys.asr_partials: action.partials}
+        wanted = {s: n for s, n in streams.items() if n > 0}
+        resp = await self._xread(wanted)
+        if not resp and action.block:  # nothing waits: block on both, woken by the first entry
+            ids = {s: ">" for s in wanted}
+            resp = await self.r.xreadgroup(ASR_GROUP, self.name, ids, count=1, block=READ_BLOCK_MS)
+            if resp:  # the rest of a burst (a batch of finals, newer revisions) follows at once
+                resp += await self._xread({s: n - 1 for s, n in wanted.items() if n > 1})
+        finals: list[Final] = []
+        partials: list[Partial] = []
         for stream, entries in resp or []:
             name = stream.decode() if isinstance(stream, bytes) else stream
-            (finals if name == jobs else interim).extend(entries)
-        if finals and self.batcher is not None:
-            more = await self.r.xreadgroup(
-                ASR_GROUP, self.name, {jobs: ">"}, count=self.s.asr_batch_size - 1
-            )
-            finals += [e for _stream, entries in more or [] for e in entries]
-        if len(finals) > 1:
-            await self.handle_batch(finals)
-        else:
-            for entry_id, fields in finals:
-                await self.handle_safely(entry_id, fields, deliveries=1)
-        for entry_id, fields in interim:
-            await self.handle_partial(entry_id, fields)
-
-    async def _final_in_progress(self) -> bool:
-        """Whether the partial decoder must hold (``ASR_PARTIALS_PREEMPT``)."""
-        pending = await self.r.xpending_range(
-            self.keys.asr_jobs, ASR_GROUP, min="-", max="+", count=YIELD_SCAN
-        )
-        return final_in_progress(pending)
-
-    async def _yield_to_finals(self) -> None:
-        """Before a partial starts: wait while a final is being decoded (it may have arrived
-        in the instant between this worker's check and its read of the partial), decoding a
-        final that waits meanwhile."""
-        while await self._final_in_progress():
-            await self._take_waiting_final()
-            await asyncio.sleep(YIELD_POLL_MS / 1000)
-
-    async def _take_waiting_final(self) -> None:
-        """While this worker's partial is stopped: decode a final that waits (every finals-only
-        worker is busy), as this worker would between partials (``ASR_FINALS_POLL_MS``)."""
-        if not self.s.asr_finals_poll_ms:
-            return
-        resp = await self.r.xreadgroup(ASR_GROUP, self.name, {self.keys.asr_jobs: ">"}, count=1)
-        for _stream, entries in resp or []:
             for entry_id, fields in entries:
-                await self.handle_safely(entry_id, fields, deliveries=1)
+                if name == self.keys.asr_jobs:
+                    finals.append(Final(entry_id, fields))
+                elif (partial := await self._parse_partial(entry_id, fields)) is not None:
+                    partials.append(partial)
+        held = self.state.sessions() | {p.job.session_id for p in partials}
+        self.state.read(finals, partials, await self._marks(held))
+
+    async def _xread(self, counts: dict[str, int]) -> list[tuple[bytes | str, Entries]]:
+        """Non-blocking XREADGROUP of each stream with its own COUNT, in one round trip."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            for stream, count in counts.items():
+                pipe.xreadgroup(ASR_GROUP, self.name, {stream: ">"}, count=count)
+            return [part for got in await pipe.execute() for part in got or []]
+
+    async def _parse_partial(self, entry_id: bytes, fields: dict[bytes, bytes]) -> Partial | None:
+        try:
+            return Partial(entry_id, decode_as(entry_data(fields), AsrJob))
+        except SchemaError as exc:
+            metrics.ASR_PARTIALS.labels("error").inc()
+            log.error("undecodable partial %s: %s; dropped", entry_id, exc)
+            await self._drop_partials([entry_id])
+            return None
+
+    async def _marks(self, sessions: set[str]) -> dict[str, Marks]:
+        if not sessions:
+            return {}
+        order = sorted(sessions)
+        async with self.r.pipeline(transaction=False) as pipe:
+            for sid in order:
+                pipe.hmget(self.keys.session(sid), [str(f) for f in _MARKS])
+            got = await pipe.execute()
+        return {
+            sid: Marks(*(None if v is None else int(v) for v in values))
+            for sid, values in zip(order, got, strict=True)
+        }
+
+    async def _drop_partials(self, entry_ids: list[bytes]) -> None:
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.xack(self.keys.asr_partials, ASR_GROUP, *entry_ids)
+            pipe.xdel(self.keys.asr_partials, *entry_ids)
+            await pipe.execute()
 
     async def handle_batch(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """Final jobs waiting together, from any sessions, decoded as batches (one per language);
@@ -248,24 +241,18 @@ class AsrWorker:
         for entry_id, fields in singles:
             await self.handle_safely(entry_id, fields, deliveries=1)
 
-    async def handle_partial(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
-        """Transcribe a partial job unless it is stale; never retried, never dead-lettered."""
+    async def handle_partial(self, partial: Partial) -> None:
+        """Transcribe a partial job (the policy found it current); publish it unless its
+        segment's final came out meanwhile. Never retried, never dead-lettered."""
+        entry_id, job = partial.entry_id, partial.job
         try:
-            job = decode_as(entry_data(fields), AsrJob)
-            if self.s.asr_partials_yield:
-                await self._yield_to_finals()
-            if await self._is_stale(job):
-                metrics.ASR_PARTIALS.labels("stale").inc()
-                return
             prompt = await self._prompt(job) if self.s.asr_condition_on_previous else None
             beam = self.s.asr_partial_beam_size
-            if self.partial_decoder is not None:  # stopped while a final is decoded
-                result = await self.partial_decoder.transcribe(
-                    job, prompt, beam, self._final_in_progress, self._take_waiting_final
-                )
-            else:
-                result = await asyncio.to_thread(self.transcriber.transcribe, job, prompt, beam)
-            if await self._is_stale(job, final_only=True):
+            result = await asyncio.to_thread(self.transcriber.transcribe, job, prompt, beam)
+            (final_seg,) = await read_ints(
+                self.r, self.keys.session(job.session_id), Field.FINAL_SEG
+            )
+            if Marks(final_seg=final_seg).final_out(job.segment):
                 metrics.ASR_PARTIALS.labels("stale").inc()
                 return
             await self.r.publish(self.keys.results(job.session_id), encode(result))
@@ -274,22 +261,9 @@ class AsrWorker:
             raise
         except Exception:
             metrics.ASR_PARTIALS.labels("error").inc()
-            log.exception("partial %s failed; dropped", entry_id)
+            log.exception("partial %s (session %s) failed; dropped", entry_id, job.session_id)
         finally:
-            await self.r.xack(self.keys.asr_partials, ASR_GROUP, entry_id)
-            await self.r.xdel(self.keys.asr_partials, entry_id)
-
-    async def _is_stale(self, job: AsrJob, final_only: bool = False) -> bool:
-        """Superseded by the segment's final, or (unless ``final_only``) by a newer partial."""
-        final_seg, partial_seg, partial_rev = await self.r.hmget(
-            self.keys.session(job.session_id), ["final_seg", "partial_seg", "partial_rev"]
-        )
-        if final_seg is not None and int(final_seg) >= job.segment:
-            return True
-        if final_only or partial_seg is None or partial_rev is None:
-            return False
-        newer = (int(partial_seg), int(partial_rev)) > (job.segment, job.rev)
-        return bool(newer)
+            await self._drop_partials([entry_id])
 
     async def _claim_stale(self) -> None:
         now = time.monotonic()
@@ -330,14 +304,14 @@ class AsrWorker:
             job = decode_as(raw, AsrJob)
         except SchemaError as exc:
             log.error("undecodable job %s: %s", entry_id, exc)
-            await self._dead_letter(entry_id, raw, f"schema: {exc}", None)
+            await self.out.dead_letter(entry_id, raw, f"schema: {exc}", None)
             return
         if deliveries > self.s.asr_max_deliveries:
-            await self._dead_letter(entry_id, raw, f"delivered {deliveries} times", job)
+            await self.out.dead_letter(entry_id, raw, f"delivered {deliveries} times", job)
             return
         if job.speculative and not await self.spec.wanted(job.session_id, job.segment, job.rev):
             metrics.ASR_SPECULATIVE.labels("stale").inc()
-            await self._ack(entry_id)
+            await self.out.ack(entry_id)
             return
         waited = queue_wait(job)
         prompt = await self._prompt(job) if self.s.asr_condition_on_previous else None
@@ -349,7 +323,7 @@ class AsrWorker:
                 entry_id, job.session_id, job.segment, deliveries,
             )  # fmt: skip
             if deliveries >= self.s.asr_max_deliveries:
-                await self._dead_letter(entry_id, raw, f"{type(exc).__name__}: {exc}", job)
+                await self.out.dead_letter(entry_id, raw, f"{type(exc).__name__}: {exc}", job)
             else:
                 metrics.ASR_JOBS.labels("retry").inc()
             return  # left pending: reclaimed after ASR_CLAIM_IDLE_MS
@@ -369,105 +343,29 @@ class AsrWorker:
         """A final is done: label its speaker, publish, store and ack it (never half-done)."""
         result.queue_time = round(waited, 4)
         await self.speakers.label(job, result)
-        await asyncio.shield(self._publish_and_ack(entry_id, result, spec_rev(job)))
+        await asyncio.shield(self.out.publish_and_ack(entry_id, result, spec_rev(job)))
         metrics.ASR_JOBS.labels("ok").inc()
         metrics.ASR_QUEUE_WAIT.observe(waited)
 
     async def _prompt(self, job: AsrJob) -> str | None:
-        value = await self.r.hget(self.keys.session(job.session_id), "prompt")
-        return value.decode("utf-8", "replace") if value else None
-
-    async def _ack(self, entry_id: bytes) -> None:
-        async with self.r.pipeline(transaction=True) as pipe:
-            pipe.xack(self.keys.asr_jobs, ASR_GROUP, entry_id)
-            pipe.xdel(self.keys.asr_jobs, entry_id)
-            await pipe.execute()
-
-    async def _publish_and_ack(
-        self, entry_id: bytes, result: Transcript, spec_rev: int | None = None
-    ) -> None:
-        """Publish the final, append it to the transcript stream and ack its job, atomically; a
-        speculative final (``spec_rev``) is stored instead, and published by whichever of this
-        store and the VAD worker's commit comes second (workers/speculation.py)."""
-        sid = result.session_id
-        if spec_rev is not None:
-            result.rev = 0
-            prompt = result.text if result.text and result.error is None else ""
-            data = encode(result)
-            outcome = await self.spec.store(sid, result.segment, spec_rev, data, prompt)
-            metrics.ASR_SPECULATIVE.labels(SPEC_OUTCOMES[outcome]).inc()
-            await self._ack(entry_id)
-            return
-        data = encode(result)
-        async with self.r.pipeline(transaction=True) as pipe:
-            pipe.xadd(
-                self.keys.transcript(sid),
-                entry(data),
-                maxlen=self.s.transcript_stream_maxlen,
-                approximate=True,
-            )
-            pipe.expire(self.keys.transcript(sid), self.s.session_ttl_s)
-            pipe.publish(self.keys.results(sid), data)
-            pipe.xack(self.keys.asr_jobs, ASR_GROUP, entry_id)
-            pipe.xdel(self.keys.asr_jobs, entry_id)
-            await pipe.execute()
-        if result.text and result.error is None:
-            await self._set_prompt(
-                keys=[self.keys.session(sid)],
-                args=[result.segment, result.text, self.s.session_ttl_s],
-            )
-
-    async def _dead_letter(
-        self, entry_id: bytes, raw: bytes, error: str, job: AsrJob | None
-    ) -> None:
-        metrics.ASR_DEAD_LETTERS.inc()
-        metrics.ASR_JOBS.labels("dead_letter").inc()
-        log.error("job %s -> %s: %s", entry_id, self.keys.asr_dead, error)
-        await self.r.xadd(
-            self.keys.asr_dead,
-            {b"d": raw, b"error": error.encode(), b"id": entry_id, b"worker": self.name.encode()},
-            maxlen=DEAD_LETTER_MAXLEN,
-            approximate=True,
-        )
-        if job is not None:  # keep the session's ordering going: an empty, flagged result
-            failed = Transcript(
-                session_id=job.session_id,
-                segment=job.segment,
-                start=job.start,
-                end=job.end,
-                text="",
-                final=job.final,
-                error=error,
-                worker=self.name,
-            )
-            await self._publish_and_ack(entry_id, failed, spec_rev(job))
-        else:
-            await self._ack(entry_id)
+        return await read_text(self.r, self.keys.session(job.session_id), Field.PROMPT) or None
 
 
 async def amain(settings: Settings) -> None:
     stop = asyncio.Event()
     install_signal_handlers(stop)
     start_metrics_server(settings.metrics_port)
-    if settings.asr_nice:
-        os.nice(settings.asr_nice)
     settings = resolve_auto(settings)  # device, compute type, beam, batch size
     model = await asyncio.to_thread(load_model, settings)
     options = DecodeOptions.from_settings(settings)
     transcriber = Transcriber(model, options, settings.consumer_name)
     batcher = BatchTranscriber(model, options, settings.consumer_name)
-    decoder = None
-    if settings.asr_partials and settings.asr_partials_preempt:
-        decoder = PartialDecoder(settings)
-        await decoder.start()
     r = connect(settings.effective_redis_url, name=f"asr-{settings.consumer_name}")
     try:
-        worker = AsrWorker(settings, r, transcriber, batcher, decoder)
+        worker = AsrWorker(settings, r, transcriber, batcher)
         await run_with_grace(worker.run(stop), stop, settings.shutdown_grace_s)
     finally:
         await r.aclose()
-        if decoder is not None:
-            await decoder.close()
 
 
 def main(settings: Settings | None = None) -> None:

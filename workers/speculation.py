@@ -30,43 +30,33 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from shared.keys import ASR_GROUP, Keys
+from shared.keys import ASR_GROUP, STREAM_DATA_FIELD, Keys
+from shared.session_state import SET_PROMPT_LUA, Field, SpecField, spec_field
 
 SPECULATE_MAX_LAG = 0
 """Speculate only while at most this many final jobs wait undelivered on ``asr:jobs``."""
-
-SET_PROMPT_LUA = """
-local function set_prompt(session, seg, prompt)
-  local cur = tonumber(redis.call('HGET', session, 'prompt_seg') or '-1')
-  if tonumber(seg) > cur then
-    redis.call('HSET', session, 'prompt_seg', seg, 'prompt', prompt)
-  end
-end
-"""
-"""Lua: leave ``prompt`` as the session's prompt unless a later segment's already is (shared with
-the ASR worker's ordinary publish)."""
 
 # The start of the store and commit scripts: ``publish`` appends the final to the transcript
 # stream, publishes it, leaves its text as the session's prompt and marks the segment done; a
 # segment already done ends the script at once (returns 0).
 _PRELUDE = (
     SET_PROMPT_LUA
-    + """
+    + f"""
 local function field(seg, name, default)
   return tonumber(redis.call('HGET', KEYS[1], seg .. ':' .. name) or default)
 end
 local function publish(seg, payload, prompt)
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'd', payload)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', '{STREAM_DATA_FIELD.decode()}', payload)
   redis.call('EXPIRE', KEYS[2], ARGV[6])
   redis.call('PUBLISH', ARGV[4], payload)
   if prompt ~= '' then set_prompt(KEYS[3], seg, prompt) end
   redis.call('EXPIRE', KEYS[3], ARGV[6])
-  redis.call('HDEL', KEYS[1], seg .. ':r', seg .. ':t', seg .. ':p', seg .. ':c', seg .. ':v')
-  redis.call('HSET', KEYS[1], seg .. ':d', '1')
+  redis.call('HDEL', KEYS[1], seg .. ':{SpecField.REV}', seg .. ':{SpecField.TEXT}', seg .. ':{SpecField.PROMPT}', seg .. ':{SpecField.COMMITTED}', seg .. ':{SpecField.VOID}')
+  redis.call('HSET', KEYS[1], seg .. ':{SpecField.DONE}', '1')
   redis.call('EXPIRE', KEYS[1], ARGV[6])
 end
 local seg, rev = ARGV[1], tonumber(ARGV[2])
-if redis.call('HEXISTS', KEYS[1], seg .. ':d') == 1 then return 0 end
+if redis.call('HEXISTS', KEYS[1], seg .. ':{SpecField.DONE}') == 1 then return 0 end
 """
 )
 
@@ -75,14 +65,14 @@ if redis.call('HEXISTS', KEYS[1], seg .. ':d') == 1 then return 0 end
 # Returns 1 published, 2 stored (waiting for the commit), 0 done already, -1 void.
 _STORE = (
     _PRELUDE
-    + """
-if field(seg, 'c', '0') == rev then
+    + f"""
+if field(seg, '{SpecField.COMMITTED}', '0') == rev then
   publish(seg, ARGV[3], ARGV[7])
   return 1
 end
-if rev <= field(seg, 'v', '0') then return -1 end
-if rev > field(seg, 'r', '0') then
-  redis.call('HSET', KEYS[1], seg .. ':r', rev, seg .. ':t', ARGV[3], seg .. ':p', ARGV[7])
+if rev <= field(seg, '{SpecField.VOID}', '0') then return -1 end
+if rev > field(seg, '{SpecField.REV}', '0') then
+  redis.call('HSET', KEYS[1], seg .. ':{SpecField.REV}', rev, seg .. ':{SpecField.TEXT}', ARGV[3], seg .. ':{SpecField.PROMPT}', ARGV[7])
   redis.call('EXPIRE', KEYS[1], ARGV[6])
 end
 return 2
@@ -94,28 +84,28 @@ return 2
 # The segment is final from here on: its partial jobs are stale (``final_seg``).
 _COMMIT = (
     _PRELUDE
-    + """
-if tonumber(seg) > tonumber(redis.call('HGET', KEYS[3], 'final_seg') or '-1') then
-  redis.call('HSET', KEYS[3], 'final_seg', seg)
+    + f"""
+if tonumber(seg) > tonumber(redis.call('HGET', KEYS[3], '{Field.FINAL_SEG}') or '-1') then
+  redis.call('HSET', KEYS[3], '{Field.FINAL_SEG}', seg)
   redis.call('EXPIRE', KEYS[3], ARGV[6])
 end
-if field(seg, 'r', '0') == rev then
-  publish(seg, redis.call('HGET', KEYS[1], seg .. ':t'), redis.call('HGET', KEYS[1], seg .. ':p'))
+if field(seg, '{SpecField.REV}', '0') == rev then
+  publish(seg, redis.call('HGET', KEYS[1], seg .. ':{SpecField.TEXT}'), redis.call('HGET', KEYS[1], seg .. ':{SpecField.PROMPT}'))
   return 1
 end
-redis.call('HSET', KEYS[1], seg .. ':c', rev)
+redis.call('HSET', KEYS[1], seg .. ':{SpecField.COMMITTED}', rev)
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 return 2
 """
 )
 
 # KEYS: spec hash. ARGV: segment, revision, ttl. Frees a stored result of that revision or older.
-_VOID = """
+_VOID = f"""
 local seg, rev = ARGV[1], tonumber(ARGV[2])
-if redis.call('HEXISTS', KEYS[1], seg .. ':d') == 1 then return 0 end
-redis.call('HSET', KEYS[1], seg .. ':v', rev)
-if tonumber(redis.call('HGET', KEYS[1], seg .. ':r') or '0') <= rev then
-  redis.call('HDEL', KEYS[1], seg .. ':r', seg .. ':t', seg .. ':p')
+if redis.call('HEXISTS', KEYS[1], seg .. ':{SpecField.DONE}') == 1 then return 0 end
+redis.call('HSET', KEYS[1], seg .. ':{SpecField.VOID}', rev)
+if tonumber(redis.call('HGET', KEYS[1], seg .. ':{SpecField.REV}') or '0') <= rev then
+  redis.call('HDEL', KEYS[1], seg .. ':{SpecField.REV}', seg .. ':{SpecField.TEXT}', seg .. ':{SpecField.PROMPT}')
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
@@ -160,7 +150,8 @@ class Speculation:
     async def wanted(self, session_id: str, segment: int, rev: int) -> bool:
         """Whether a speculative job is still worth transcribing (not void, not done)."""
         done, void = await self.r.hmget(
-            self.keys.speculative(session_id), [f"{segment}:d", f"{segment}:v"]
+            self.keys.speculative(session_id),
+            [spec_field(segment, SpecField.DONE), spec_field(segment, SpecField.VOID)],
         )
         return done is None and (void is None or int(void) < rev)
 

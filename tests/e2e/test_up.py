@@ -27,8 +27,7 @@ async def test_up_runs_the_whole_service_and_stops_cleanly(tmp_path) -> None:
     env |= {"PORT": str(port), "PYTHONUNBUFFERED": "1"}
     log = (tmp_path / "up.log").open("w+")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "whisper_streaming.cli", "up", "--asr-workers", "2",
-         "--finals-only", "1"],
+        [sys.executable, "-m", "whisper_streaming.cli", "up", "--asr-workers", "2"],
         env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:

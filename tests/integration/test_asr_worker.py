@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import time
-from pathlib import Path
 
 import msgpack
 import redis.asyncio as aioredis
 
 from shared.audio import decode_file, float32_to_pcm16
 from shared.keys import ASR_GROUP, Keys
-from shared.redis_util import entry
+from shared.redis_util import entry, entry_data
 from shared.schemas import AsrJob, Transcript, decode_as, encode
+from shared.session_state import Field, mapping
 from whisper_streaming.evaluation import wer
 
 
@@ -83,7 +81,7 @@ async def test_poison_jobs_go_to_dead_letter_and_worker_carries_on(
         return await redis_client.xrange(keys.transcript("s2"))
 
     kept = await wait_for(transcribed, 90)
-    assert "wait no longer" in decode_as(kept[0][1][b"d"], Transcript).text.lower()
+    assert "wait no longer" in decode_as(entry_data(kept[0][1]), Transcript).text.lower()
     dead = await redis_client.xrange(keys.asr_dead)
     assert len(dead) == 3
     assert all(b"schema" in fields[b"error"] for _id, fields in dead)
@@ -112,7 +110,7 @@ async def test_silence_and_noise_give_no_text(
         got = await redis_client.xrange(keys.transcript("s3"))
         return got if len(got) == 2 else None
 
-    results = [decode_as(f[b"d"], Transcript) for _id, f in await wait_for(both, 90)]
+    results = [decode_as(entry_data(f), Transcript) for _id, f in await wait_for(both, 90)]
     assert [r.text for r in results] == ["", ""], [r.text for r in results]
 
 
@@ -128,7 +126,8 @@ async def test_finals_go_before_a_flood_of_partials_and_stale_partials_are_dropp
     for rev in range(1, 31):  # segment 1 is still open; its newest revision is 30
         job = AsrJob(session_id="f", segment=1, start=0, end=end, pcm=pcm, final=False, rev=rev)
         await redis_client.xadd(keys.asr_partials, entry(encode(job)))
-    await redis_client.hset(keys.session("f"), mapping={"partial_seg": 1, "partial_rev": 30})
+    marks = mapping({Field.PARTIAL_SEG: 1, Field.PARTIAL_REV: 30})
+    await redis_client.hset(keys.session("f"), mapping=marks)
     final = AsrJob(session_id="f", segment=0, start=0, end=end, pcm=pcm, enqueued_at=time.time())
     await redis_client.xadd(keys.asr_jobs, entry(encode(final)))
     pubsub = redis_client.pubsub()
@@ -151,7 +150,7 @@ async def test_finals_go_before_a_flood_of_partials_and_stale_partials_are_dropp
     await wait_for(drained, 30)
     assert (await redis_client.xpending(keys.asr_partials, ASR_GROUP))["pending"] == 0
     # a partial of a segment whose final is out is stale too
-    await redis_client.hset(keys.session("f"), "final_seg", 1)
+    await redis_client.hset(keys.session("f"), str(Field.FINAL_SEG), 1)
     late = AsrJob(session_id="f", segment=1, start=0, end=end, pcm=pcm, final=False, rev=31)
     await redis_client.xadd(keys.asr_partials, entry(encode(late)))
     await wait_for(drained, 30)
@@ -159,114 +158,31 @@ async def test_finals_go_before_a_flood_of_partials_and_stale_partials_are_dropp
     await pubsub.aclose()
 
 
-async def test_a_pool_with_a_finals_only_worker_routes_finals_to_it_and_partials_wait(
+async def test_partials_read_together_keep_only_the_newest_and_a_new_final_goes_first(
     spawn, redis_client: aioredis.Redis, key_prefix: str, corpus
 ) -> None:
-    """As `up --finals-only 1` starts them: a worker that also serves partials
-    (ASR_FINALS_POLL_MS, ASR_PARTIALS_YIELD) leaves new finals to the idle finals-only worker,
-    takes a final that waits (nothing starves), and starts no partial while a final is decoded."""
+    """No marks in the session hash: the worker reads three revisions of one open segment
+    together and decodes only the newest (the older ones are dropped unread); a final that
+    arrives while that partial is decoded is published before the next session's partial."""
     keys = Keys(key_prefix)
-    finals = spawn("asr-worker", CONSUMER_NAME="finals", ASR_PARTIALS="false")
-    both = spawn(
-        "asr-worker", CONSUMER_NAME="both", ASR_FINALS_POLL_MS="100", ASR_PARTIALS_YIELD="true"
-    )
-
-    async def ready():
-        return all("ready on" in p.log() for p in (finals, both))
-
-    await wait_for(ready, 90)
-    await asyncio.sleep(0.5)  # both are waiting on their streams now
-    audio = decode_file(corpus / "librispeech" / "1089-134691-0000.flac")
-    pcm, end = float32_to_pcm16(audio), len(audio) / 16000
-    pubsub = redis_client.pubsub()
-    await pubsub.psubscribe(keys.results("*"))
-
-    async def results(n: int) -> list[Transcript]:
-        got: list[Transcript] = []
-        deadline = time.monotonic() + 90
-        while len(got) < n and time.monotonic() < deadline:
-            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            if msg:
-                got.append(decode_as(msg["data"], Transcript))
-        assert len(got) == n, got
-        return got
-
-    def final(sid: str) -> AsrJob:
-        return AsrJob(session_id=sid, segment=0, start=0, end=end, pcm=pcm, language="en")
-
-    # one at a time: every final goes to the idle finals-only worker
-    for i in range(3):
-        await redis_client.xadd(keys.asr_jobs, entry(encode(final(f"one{i}"))))
-        (got,) = await results(1)
-        assert got.worker == "finals", got.worker
-    # two at once: the second waits for no one, the other worker takes it
-    for sid in ("two0", "two1"):
-        await redis_client.xadd(keys.asr_jobs, entry(encode(final(sid))))
-    assert {t.worker for t in await results(2)} == {"finals", "both"}
-    # a final and a partial at once: the partial is decoded only when the final is out
-    await redis_client.hset(keys.session("p"), mapping={"partial_seg": 1, "partial_rev": 1})
-    await redis_client.xadd(keys.asr_jobs, entry(encode(final("f"))))
-    partial = AsrJob(
-        session_id="p", segment=1, start=0, end=end, pcm=pcm, language="en", final=False, rev=1
-    )
-    await redis_client.xadd(keys.asr_partials, entry(encode(partial)))
-    order = await results(2)
-    assert [(t.session_id, t.final, t.worker) for t in order] == [
-        ("f", True, "finals"),
-        ("p", False, "both"),
-    ]
-    await pubsub.aclose()
-    assert finals.alive() and both.alive()
-
-
-async def test_a_partial_under_way_is_stopped_while_a_final_is_decoded(
-    spawn, redis_client: aioredis.Redis, key_prefix: str, corpus
-) -> None:
-    """ASR_PARTIALS_PREEMPT: the worker's partials run in a child process that is stopped while
-    a final is in progress in the pool, so a partial that started first ends after the finals;
-    meanwhile the worker decodes a final that waits; if the child dies, that partial is dropped
-    and the next one gets a new child."""
-    keys = Keys(key_prefix)
-    finals = spawn("asr-worker", CONSUMER_NAME="finals", ASR_PARTIALS="false")
-    both = spawn(
-        "asr-worker", CONSUMER_NAME="both", LOG_LEVEL="INFO", ASR_FINALS_POLL_MS="100",
-        ASR_PARTIALS_YIELD="true", ASR_PARTIALS_PREEMPT="true",
-    )  # fmt: skip
-
-    async def ready():
-        return all("ready on" in p.log() for p in (finals, both))
-
-    await wait_for(ready, 90)
-    assert "partial decoder ready" in both.log()
+    worker = spawn("asr-worker")
+    await wait_for(lambda: _logged(worker, "ready on"), 90)
     audio = decode_file(corpus / "librispeech" / "1089-134686-0000.flac")  # 10 s
     pcm, end = float32_to_pcm16(audio), len(audio) / 16000
     pubsub = redis_client.pubsub()
     await pubsub.psubscribe(keys.results("*"))
 
-    async def partial(rev: int) -> None:
-        await redis_client.hset(keys.session("p"), mapping={"partial_seg": 1, "partial_rev": rev})
-        job = AsrJob(
-            session_id="p", segment=1, start=0, end=end, pcm=pcm, language="en", final=False,
-            rev=rev,
-        )  # fmt: skip
-        await redis_client.xadd(keys.asr_partials, entry(encode(job)))
+    def job(sid: str, rev: int, final: bool = False) -> bytes:
+        return encode(
+            AsrJob(session_id=sid, segment=1, start=0, end=end, pcm=pcm, final=final, rev=rev)
+        )
 
-    def child() -> int:  # the worker's current partial decoder
-        return int(both.log().rsplit("partial decoder ready (pid ", 1)[1].split(")")[0])
+    async with redis_client.pipeline(transaction=True) as pipe:  # arrive together
+        for rev in (1, 2, 3):
+            pipe.xadd(keys.asr_partials, entry(job("p", rev)))
+        await pipe.execute()
 
-    async def partial_under_way(rev: int) -> int:
-        """Send partial ``rev``; return once the child has spent 50 ms of CPU on it."""
-        pid = child()
-        before = _cpu_ticks(pid)
-        await partial(rev)
-
-        async def busy():
-            return _cpu_ticks(pid) >= before + 5
-
-        await wait_for(busy, 30, interval=0.01)
-        return pid
-
-    async def next_result() -> Transcript:
+    async def one() -> Transcript:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
@@ -274,61 +190,23 @@ async def test_a_partial_under_way_is_stopped_while_a_final_is_decoded(
                 return decode_as(msg["data"], Transcript)
         raise TimeoutError("no result")
 
-    await partial_under_way(1)
-    for sid in ("f1", "f2"):  # the second waits: the worker holding its partial takes it
-        final = AsrJob(session_id=sid, segment=0, start=0, end=end, pcm=pcm, language="en")
-        await redis_client.xadd(keys.asr_jobs, entry(encode(final)))
-    got = [await next_result() for _ in range(3)]
-    assert {(t.session_id, t.worker) for t in got[:2]} == {("f1", "finals"), ("f2", "both")}
-    assert (got[2].session_id, got[2].final, got[2].worker) == ("p", False, "both")
-    assert wer([(got[0].text, got[2].text)]).wer <= 0.1  # the same audio, the same words
+    async def dropped() -> bool:  # rev 3 stays on the stream until it is decoded
+        return await redis_client.xlen(keys.asr_partials) == 1
 
-    # the child dies in the middle of a partial: dropped; the next partial gets a new child
-    os.kill(await partial_under_way(2), signal.SIGKILL)
-
-    async def dropped():
-        return "partial decoder died" in both.log()
-
-    await wait_for(dropped, 30)
-    await partial(3)
-    third = await next_result()
-    assert (third.session_id, third.rev, third.final) == ("p", 3, False)
-    assert both.log().count("partial decoder ready") == 2
-
-    # the worker is killed while its child is stopped: the child does not linger
-    pid = await partial_under_way(4)
-    final = AsrJob(session_id="f3", segment=0, start=0, end=end, pcm=pcm, language="en")
-    await redis_client.xadd(keys.asr_jobs, entry(encode(final)))
-
-    async def stopped():
-        return _state(pid) == "T"
-
-    await wait_for(stopped, 30, interval=0.01)
-    os.kill(both.pid, signal.SIGKILL)
-
-    async def gone():
-        return _state(pid) in (None, "Z")
-
-    await wait_for(gone, 10)
+    await wait_for(dropped, 30, interval=0.01)
+    await redis_client.xadd(keys.asr_partials, entry(job("q", 1)))
+    await redis_client.xadd(keys.asr_jobs, entry(job("f", 0, final=True)))
+    got = [await one() for _ in range(3)]
+    assert [(t.session_id, t.final, t.rev) for t in got] == [
+        ("p", False, 3),
+        ("f", True, 0),
+        ("q", False, 1),
+    ]
+    assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0) is None
+    assert (await redis_client.xpending(keys.asr_partials, ASR_GROUP))["pending"] == 0
     await pubsub.aclose()
-    assert finals.alive()
+    assert worker.alive()
 
 
-def _stat(pid: int) -> list[str] | None:
-    """The fields of /proc/PID/stat after the command name, None if the process is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def _state(pid: int) -> str | None:
-    """The process state letter (T: stopped, Z: zombie), None if gone."""
-    stat = _stat(pid)
-    return stat[0] if stat else None
-
-
-def _cpu_ticks(pid: int) -> int:
-    """User + system CPU time of the process, in clock ticks (10 ms)."""
-    stat = _stat(pid)
-    return int(stat[11]) + int(stat[12]) if stat else 0
+async def _logged(worker, text: str) -> bool:
+    return text in worker.log()

@@ -10,8 +10,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from shared.keys import ASR_GROUP, Keys
-from shared.redis_util import ensure_group, entry
+from shared.redis_util import ensure_group, entry, entry_data
 from shared.schemas import AsrJob, Transcript, decode_as, encode
+from shared.session_state import SpecField, read, spec_field
 from workers.speculation import DONE, PUBLISHED, VOID, WAITING, Speculation, should_speculate
 
 SID = "s1"
@@ -27,7 +28,7 @@ async def spec(redis_client: aioredis.Redis, key_prefix: str) -> Speculation:
 
 
 async def published(r: aioredis.Redis, keys: Keys) -> list[Transcript]:
-    return [decode_as(f[b"d"], Transcript) for _id, f in await r.xrange(keys.transcript(SID))]
+    return [decode_as(entry_data(f), Transcript) for _id, f in await r.xrange(keys.transcript(SID))]
 
 
 async def test_store_then_commit_publishes_once(spec: Speculation, redis_client) -> None:
@@ -48,8 +49,8 @@ async def test_store_then_commit_publishes_once(spec: Speculation, redis_client)
     assert await spec.store(SID, 0, 1, final(0, "again"), "again") == DONE
     assert await spec.commit(SID, 0, 1) == DONE
     assert len(await published(redis_client, keys)) == 1
-    session = await redis_client.hgetall(keys.session(SID))
-    assert session[b"prompt"] == b"hello world" and session[b"final_seg"] == b"0"
+    session = await read(redis_client, keys.session(SID))
+    assert session.prompt == "hello world" and session.final_seg == 0
     assert 0 < await redis_client.ttl(keys.speculative(SID)) <= 60
     assert 0 < await redis_client.ttl(keys.transcript(SID)) <= 60
     await pubsub.aclose()
@@ -63,7 +64,9 @@ async def test_commit_then_store_publishes_once(spec: Speculation, redis_client)
     assert await spec.store(SID, 3, 2, final(3, "the one committed"), "") == DONE
     assert [t.text for t in await published(redis_client, spec.keys)] == ["the one committed"]
     # the stored text of the other revision was freed with the rest
-    assert await redis_client.hkeys(spec.keys.speculative(SID)) == [b"3:d"]
+    assert await redis_client.hkeys(spec.keys.speculative(SID)) == [
+        spec_field(3, SpecField.DONE).encode()
+    ]
 
 
 async def test_void_revision_is_never_published(spec: Speculation, redis_client) -> None:
