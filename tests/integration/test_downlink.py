@@ -70,7 +70,9 @@ async def test_out_of_order_finals_are_delivered_in_order(ctx: GatewayContext) -
         sid = d.session_id
         await publish(ctx, sid, final(sid, 2), final(sid, 0))
         await eventually(lambda: rec.finals == [0])
-        await publish(ctx, sid, final(sid, 0), final(sid, 1), SessionDone(session_id=sid, segments=3))
+        await publish(
+            ctx, sid, final(sid, 0), final(sid, 1), SessionDone(session_id=sid, segments=3)
+        )
         assert await d.wait(5)
     finally:
         d.close()
