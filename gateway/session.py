@@ -97,12 +97,20 @@ async def run_socket(ctx: GatewayContext, proto: SocketProtocol) -> None:
                     if not uplink.ended:
                         close_code, reason = await _receive(proto)
                 finally:
-                    ticker.cancel()
+                    await _stop(ticker, proto.session_id)
                     await _end(ctx, proto, reason)
             finally:
                 downlink.close()
     finally:
         await client.close(close_code)
+
+
+async def _stop(ticker: asyncio.Task[None], session_id: str) -> None:
+    """Stop the coalescing ticker before the end is written; surface how it died, if it did."""
+    ticker.cancel()
+    (outcome,) = await asyncio.gather(ticker, return_exceptions=True)
+    if isinstance(outcome, Exception):
+        log.error("session=%s coalescing ticker failed", session_id, exc_info=outcome)
 
 
 async def _receive(proto: SocketProtocol) -> tuple[int, str]:
