@@ -15,12 +15,12 @@ from redis.exceptions import RedisError
 
 from gateway import transcriptions
 from gateway.auth import AuthConfigError, Authenticator, KeySessions, Principal, credential_from
+from gateway.context import GatewayContext, admission_error
 from gateway.legacy import LegacySession
 from gateway.native import NativeSession
 from gateway.native_protocol import parse_options
 from gateway.protocol import ProtocolError
 from gateway.router import ResultRouter
-from gateway.session import GatewayContext, admission_error
 from gateway.web import mount_web
 from shared.keys import Keys
 from shared.redis_util import connect, live_workers
@@ -48,7 +48,7 @@ async def run_session(
 ) -> None:
     ctx: GatewayContext = ws.app.state.ctx
     assert ctx.key_sessions is not None
-    session.owner = principal.name
+    session.uplink.owner = principal.name
     try:
         await ctx.key_sessions.acquire(principal, session.session_id)
     except ProtocolError as exc:
@@ -97,8 +97,7 @@ async def legacy(ws: WebSocket, endpoint: str) -> None:
     principal = await authorize(ws)
     if principal is None or await refuse(ws):
         return
-    session = LegacySession(ws, ws.app.state.ctx)
-    session.endpoint = endpoint
+    session = LegacySession(ws, ws.app.state.ctx, endpoint)
     await run_session(ws, session, principal)
 
 

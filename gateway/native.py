@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from typing import Any
 
 from starlette.websockets import WebSocket
 
 from gateway.agreement import LocalAgreement
+from gateway.context import GatewayContext, final_message
+from gateway.downlink import ResultsDownlink
 from gateway.native_protocol import (
     PROTOCOL_VERSION,
     Finalize,
@@ -21,23 +24,41 @@ from gateway.native_protocol import (
     parse_native_frame,
     parse_options,
 )
-from gateway.ordering import ReorderBuffer
 from gateway.protocol import CLOSE_INVALID_PAYLOAD, CLOSE_POLICY, ProtocolError
-from gateway.session import STOP, GatewayContext, Session, final_message
-from shared import metrics
+from gateway.session import ClientSocket, run_socket
+from gateway.uplink import AudioUplink
+from shared import metrics, session_state
 from shared.audio import SAMPLE_RATE
 from shared.schemas import Transcript, VadEvent
+from shared.session_state import Field, State
 
 log = logging.getLogger(__name__)
 
 KEEPALIVE_EVERY_S = 5.0
 
 
-class NativeSession(Session):
+class NativeSession:
+    """The native protocol over an :class:`AudioUplink` and a :class:`ResultsDownlink`; keeps
+    the partials' LocalAgreement per segment and holds a later segment's partial until the
+    earlier segment's final was sent."""
+
     endpoint = "/v1/listen"
 
     def __init__(self, ws: WebSocket, ctx: GatewayContext, options: NativeOptions) -> None:
-        super().__init__(ws, ctx, session_id=options.session_id)
+        self.ctx = ctx
+        self.session_id = options.session_id or uuid.uuid4().hex
+        self.client = ClientSocket(ws)
+        self.uplink = AudioUplink(ctx, self.session_id, self.endpoint)
+        self.downlink = ResultsDownlink(
+            ctx,
+            self.session_id,
+            on_final=self._final,
+            on_partial=self._partial,
+            on_vad_event=self._vad_event,
+            after_finals=self._after_finals,
+            listening=self.client.connected,
+            clock=self.uplink.clock,
+        )
         self.options = options
         self.resuming = options.session_id is not None
         self._agreements: dict[int, LocalAgreement] = {}
@@ -49,19 +70,23 @@ class NativeSession(Session):
 
     def _apply(self, options: NativeOptions) -> None:
         self.options = options
-        self.language = options.language
-        self.interim_results = options.interim_results
-        self.vad_events = options.vad_events
-        self.diarize = options.diarize
-        self.min_silence_ms = options.endpointing
-        self.set_input_rate(options.sample_rate)
+        up = self.uplink
+        up.language = options.language
+        up.interim_results = options.interim_results
+        up.vad_events = options.vad_events
+        up.diarize = options.diarize
+        up.min_silence_ms = options.endpointing
+        up.set_input_rate(options.sample_rate)
+
+    async def run(self) -> None:
+        await run_socket(self.ctx, self)
 
     # -- open and resume -----------------------------------------------------------------------
 
-    async def on_open(self) -> None:
+    async def open(self) -> None:
         if self.resuming:
             await self._resume_state()
-        await self.send(
+        await self.client.send(
             {
                 "type": "session",
                 "session_id": self.session_id,
@@ -71,72 +96,75 @@ class NativeSession(Session):
             }
         )
         if self.resuming:
-            await self.catch_up()
+            await self.downlink.catch_up()
 
     async def _resume_state(self) -> None:
-        key = self.keys.session(self.session_id)
-        state = await self.ctx.redis.hgetall(key)
+        key = self.ctx.keys.session(self.session_id)
+        view = await session_state.read(self.ctx.redis, key)
         auth = self.ctx.auth
-        foreign = auth is not None and auth.enabled and state.get(b"owner") != self.owner.encode()
-        if not state or b"state" not in state or foreign:
+        foreign = auth is not None and auth.enabled and view.owner != self.uplink.owner
+        if not view.exists or foreign:
             raise ProtocolError(
                 "unknown_session",
                 f"session {self.session_id} does not exist or has expired",
                 CLOSE_POLICY,
             )
-        self.announced = True
-        self.reorder = ReorderBuffer(first=self.options.last_segment + 1)
-        self.samples = int(state.get(b"samples", b"0"))
-        self.seq = int(state.get(b"seq", state.get(b"vad_seq", b"0")))
-        if state[b"state"] == b"ended":
-            self.ended = True
-            if b"segments" in state:
-                self.total = int(state[b"segments"])
-                self.audio_seconds = float(state.get(b"audio_seconds", b"0"))
+        self.downlink.start_at(self.options.last_segment + 1)
+        seq = view.seq if view.seq is not None else (view.vad_seq or 0)
+        ended = view.state == State.ENDED
+        self.uplink.resume(samples=view.samples or 0, seq=seq, ended=ended)
+        if ended:
+            if view.segments is not None:
+                self.downlink.ended(view.segments, view.audio_seconds or 0.0)
             return
         async with self.ctx.redis.pipeline(transaction=True) as pipe:
-            pipe.hincrby(key, "attach", 1)
-            pipe.hset(key, "state", "attached")
+            pipe.hincrby(key, Field.ATTACH, 1)
+            session_state.write(pipe, key, {Field.STATE: State.ATTACHED})
             attach, _ = await pipe.execute()
         self._attach = int(attach)
         log.info("session=%s resumed after segment %d", self.session_id, self.options.last_segment)
 
-    async def on_dropped(self) -> bool:
+    async def dropped(self) -> bool:
         grace = self.ctx.settings.resume_grace_s
         if grace <= 0:
             return False
-        key = self.keys.session(self.session_id)
-        await self.ctx.redis.hset(
-            key, mapping={"state": "detached", "samples": self.samples, "seq": self.seq}
-        )
+        key = self.ctx.keys.session(self.session_id)
+        saved: dict[Field, session_state.Value] = {
+            Field.STATE: State.DETACHED,
+            Field.SAMPLES: self.uplink.samples,
+            Field.SEQ: self.uplink.seq,
+        }
+        async with self.ctx.redis.pipeline(transaction=False) as pipe:
+            session_state.write(pipe, key, saved)
+            await pipe.execute()
         self.ctx.background.spawn(self._expire_after(grace), f"grace-{self.session_id}")
         log.info("session=%s dropped; resumable for %.0fs", self.session_id, grace)
         return True
 
     async def _expire_after(self, grace: float) -> None:
         await asyncio.sleep(grace)
-        key = self.keys.session(self.session_id)
-        attach, state = await self.ctx.redis.hmget(key, ["attach", "state"])
-        if attach is None or int(attach) != self._attach or state != b"detached":
+        key = self.ctx.keys.session(self.session_id)
+        view = await session_state.read(self.ctx.redis, key)
+        if view.attach != self._attach or view.state != State.DETACHED:
             return  # resumed (or already ended) meanwhile
-        await self.end_audio("abandoned")  # its buffer was flushed when the socket dropped
+        await self.uplink.end("abandoned")  # its buffer was flushed when the socket dropped
         log.info("session=%s not resumed within %.0fs: ended", self.session_id, grace)
 
     # -- input -----------------------------------------------------------------------------------
 
-    async def handle_text(self, text: str) -> str | None:
+    async def handle_text(self, text: str) -> bool:
         msg = parse_native_frame(text)
         if isinstance(msg, NativeEof):
-            return STOP
+            return True
         if isinstance(msg, Finalize):
-            await self.control("finalize")
+            await self.uplink.control("finalize")
         elif isinstance(msg, KeepAlive):
             now = time.monotonic()
             if now - self._last_keepalive >= KEEPALIVE_EVERY_S:
                 self._last_keepalive = now
-                await self.control("keepalive")
+                await self.uplink.control("keepalive")
         elif isinstance(msg, NativeConfig):
-            if self.announced:
+            if self.uplink.announced:
                 raise ProtocolError(
                     "late_config",
                     "a config frame must come before any audio",
@@ -146,16 +174,16 @@ class NativeSession(Session):
                 k: v for k, v in msg.values.items() if k not in ("session_id", "last_segment")
             }
             self._apply(parse_options(values, self.options, self.ctx.settings.endpointing_min_ms))
-        return None
+        return False
 
     # -- output ----------------------------------------------------------------------------------
 
-    async def deliver_final(self, t: Transcript) -> None:
+    async def _final(self, t: Transcript) -> None:
         msg = final_message(t)
         msg["speech_final"] = t.speech_final
-        await self.send(msg)
+        await self.client.send(msg)
 
-    async def on_partial(self, t: Transcript) -> None:
+    async def _partial(self, t: Transcript) -> None:
         if not self.options.interim_results:
             return
         seg = t.segment
@@ -173,19 +201,19 @@ class NativeSession(Session):
             "start": t.start,
             "end": t.end,
         }
-        if seg == self.reorder.next:
+        if seg == self.downlink.reorder.next:
             await self._send_partial(msg)
         else:  # an earlier segment's final is still on its way: keep order per the display
             self._held[seg] = msg
 
     async def _send_partial(self, msg: dict[str, Any]) -> None:
-        await self.send(msg)
-        arrived = self.clock.arrival(int(msg["end"] * SAMPLE_RATE))
+        await self.client.send(msg)
+        arrived = self.uplink.clock.arrival(int(msg["end"] * SAMPLE_RATE))
         if arrived is not None:
             metrics.PARTIAL_LATENCY.observe(max(0.0, time.monotonic() - arrived))
 
-    async def after_finals(self) -> None:
-        nxt = self.reorder.next
+    async def _after_finals(self) -> None:
+        nxt = self.downlink.reorder.next
         for seg in [s for s in self._held if s < nxt]:
             del self._held[seg]
         for seg in [s for s in self._agreements if s < nxt]:
@@ -194,9 +222,9 @@ class NativeSession(Session):
         if held is not None:
             await self._send_partial(held)
 
-    async def on_vad_event(self, event: VadEvent) -> None:
+    async def _vad_event(self, event: VadEvent) -> None:
         if self.options.vad_events:
-            await self.send(
+            await self.client.send(
                 {
                     "type": event.kind,
                     "session_id": self.session_id,
@@ -205,12 +233,12 @@ class NativeSession(Session):
                 }
             )
 
-    async def on_closing(self) -> None:
-        await self.send(
+    async def closing(self) -> None:
+        await self.client.send(
             {
                 "type": "closed",
                 "session_id": self.session_id,
-                "segments": self.total,
-                "audio_seconds": self.audio_seconds,
+                "segments": self.downlink.total,
+                "audio_seconds": self.downlink.audio_seconds,
             }
         )

@@ -23,9 +23,9 @@ from starlette.formparsers import MultiPartException
 from starlette.types import Message
 
 from gateway.auth import Principal
+from gateway.context import GatewayContext, admission_error, final_message
 from gateway.file_session import FileSession
 from gateway.protocol import ProtocolError
-from gateway.session import GatewayContext, admission_error, final_message
 from shared.audio import SAMPLE_RATE, AudioDecodeError, decode_file, float32_to_pcm16
 from shared.formats import cues, to_srt, to_vtt
 from shared.languages import LANGUAGES, UnknownLanguage, normalize_language
@@ -237,7 +237,7 @@ async def _transcribe(request: Request) -> Response:
     duration = len(pcm) / 2 / SAMPLE_RATE
     session = FileSession(ctx, pcm, language=language, prompt=prompt)
     principal = getattr(request.state, "principal", None) or Principal("dev", "open")
-    session.owner = principal.name  # counted against the key's session limit like a socket
+    session.uplink.owner = principal.name  # counted against the key's session limit like a socket
     assert ctx.key_sessions is not None
     try:
         await ctx.key_sessions.acquire(principal, session.session_id)
@@ -251,7 +251,7 @@ async def _transcribe(request: Request) -> Response:
         status = {"session_too_long": 413, "overloaded": 503, "too_many_sessions": 503}
         raise ApiError(status.get(err.get("code", ""), 500), err.get("code", "error"), err.get("message", ""))  # fmt: skip
     if not session.complete:
-        raise ApiError(504, "timeout", f"the file was not transcribed within {ctx.settings.transcription_timeout_s:.0f} s (TRANSCRIPTION_TIMEOUT_S); segments {session.reorder.next} of {session.total} arrived")  # fmt: skip
+        raise ApiError(504, "timeout", f"the file was not transcribed within {ctx.settings.transcription_timeout_s:.0f} s (TRANSCRIPTION_TIMEOUT_S); segments {session.downlink.reorder.next} of {session.downlink.total} arrived")  # fmt: skip
     log.info(
         "session=%s stage=gateway file transcribed: %.1fs audio, %d segments in %.1fs",
         session.session_id, duration, len(finals), time.monotonic() - started,

@@ -167,6 +167,13 @@ async def read_text(r: Any, key: str, field: Field) -> str | None:
     return _text(await r.hget(key, str(field)))
 
 
+async def read_totals(r: Any, key: str) -> tuple[int | None, float | None]:
+    """``segments`` and ``audio_seconds`` (``HMGET``), set by the VAD worker once the audio
+    ended; ``(None, None)`` before."""
+    segments, seconds = await r.hmget(key, [str(Field.SEGMENTS), str(Field.AUDIO_SECONDS)])
+    return _int(segments), _float(seconds)
+
+
 async def read_bytes(r: Any, key: str, field: Field) -> bytes | None:
     value: bytes | None = await r.hget(key, str(field))
     return value

@@ -8,8 +8,8 @@ import sys
 import msgspec
 import pytest
 
+from gateway.context import final_message
 from gateway.native_protocol import parse_options
-from gateway.session import final_message
 from shared.schemas import AsrJob, SessionStart, Transcript, Word, decode, encode
 from shared.settings import Settings
 from tests.conftest import REPO

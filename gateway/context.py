@@ -1,0 +1,102 @@
+"""What every gateway session shares: the process context, admission control, the session count,
+and the JSON shape of a final (the predecessor's result object)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from gateway.auth import Authenticator, KeySessions
+from gateway.protocol import CLOSE_TRY_AGAIN_LATER, ProtocolError
+from gateway.router import ResultRouter
+from shared import metrics
+from shared.keys import Keys
+from shared.runtime import TaskSet
+from shared.schemas import Transcript, Word
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GatewayContext:
+    settings: Settings
+    redis: aioredis.Redis
+    keys: Keys
+    router: ResultRouter
+    background: TaskSet = field(default_factory=TaskSet)
+    """Tasks that outlive a socket (a dropped native session's grace timer)."""
+    active: int = 0
+    """Sessions open on this gateway process."""
+    auth: Authenticator | None = None
+    key_sessions: KeySessions | None = None
+
+
+async def admission_error(ctx: GatewayContext) -> ProtocolError | None:
+    """Why a new session must be refused now (1013: try again later), or None."""
+    if ctx.active >= ctx.settings.max_sessions:
+        metrics.SESSIONS_REFUSED.labels("too_many_sessions").inc()
+        return ProtocolError(
+            "too_many_sessions",
+            f"this gateway serves {ctx.settings.max_sessions} sessions already",
+            CLOSE_TRY_AGAIN_LATER,
+        )
+    backlog = await ctx.redis.xlen(ctx.keys.asr_jobs)
+    if backlog >= ctx.settings.max_job_backlog:
+        metrics.SESSIONS_REFUSED.labels("overloaded").inc()
+        return ProtocolError(
+            "overloaded",
+            f"{backlog} utterances are waiting for transcription; try again shortly",
+            CLOSE_TRY_AGAIN_LATER,
+        )
+    return None
+
+
+@contextmanager
+def counted(ctx: GatewayContext, endpoint: str) -> Iterator[None]:
+    """One open session of this process for its lifetime (admission control and metrics)."""
+    ctx.active += 1
+    metrics.SESSIONS_ACTIVE.inc()
+    metrics.SESSIONS_TOTAL.labels(endpoint).inc()
+    try:
+        yield
+    finally:
+        ctx.active -= 1
+        metrics.SESSIONS_ACTIVE.dec()
+
+
+def final_message(t: Transcript) -> dict[str, Any]:
+    """The predecessor's result object, plus type, session, segment and session-audio times
+    (and ``speaker``, on finals and words, only where the session asked for ``diarize``)."""
+    msg: dict[str, Any] = {
+        "type": "final",
+        "session_id": t.session_id,
+        "segment": t.segment,
+        "start": t.start,
+        "end": t.end,
+        "language": t.language,
+        "language_probability": t.language_probability,
+        "text": t.text,
+        "words": [_word(w) for w in t.words],
+        "processing_time": t.processing_time,
+    }
+    if t.speaker is not None:
+        msg["speaker"] = t.speaker
+    return msg
+
+
+def _word(w: Word) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "word": w.word,
+        "start": w.start,
+        "end": w.end,
+        "probability": w.probability,
+    }
+    if w.speaker is not None:
+        out["speaker"] = w.speaker
+    return out

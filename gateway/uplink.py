@@ -1,0 +1,247 @@
+"""The audio half of a gateway session: client audio in, entries on ``audio:{session}`` out.
+
+:class:`AudioUplink` takes the session's audio as the client sends it (any frame size, any sample
+rate, odd byte counts) and, in this order: checks the frame-size, frame-rate and session-length
+limits; joins odd bytes across frames (:class:`~shared.audio.PcmCarry`); resamples to 16 kHz
+(:class:`~shared.audio.StreamResampler`); coalesces into ~``COALESCE_MS`` entries
+(:class:`~gateway.ordering.Coalescer`); announces the session on ``sessions`` with its first audio;
+XADDs the entries with the session TTL; and holds the caller back while the session's VAD worker
+is behind (back-pressure). It knows nothing of sockets: a WebSocket protocol and a file upload
+feed it alike, and a limit broken is a :class:`~gateway.protocol.ProtocolError` for the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from gateway.context import GatewayContext
+from gateway.ordering import ArrivalClock, Coalescer
+from gateway.protocol import CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN_LATER, ProtocolError
+from shared import metrics, session_state
+from shared.audio import SAMPLE_RATE, PcmCarry, StreamResampler
+from shared.redis_util import entry
+from shared.schemas import AudioChunk, AudioControl, AudioEnd, SessionStart, encode
+from shared.session_state import Field, State
+
+log = logging.getLogger(__name__)
+
+BACKLOG_CHECK_EVERY = 10
+"""The gateway looks at a session's VAD backlog every this many audio entries (~1 s)."""
+
+BACKPRESSURE_MAX_WAIT_S = 20.0
+"""A session held back this long gives up with ``overloaded`` (before clients' ping timeouts)."""
+
+BACKPRESSURE_POLL_S = 0.05
+"""How often a held-back session looks at its VAD worker's progress again."""
+
+
+class AudioUplink:
+    """One session's audio path to Redis. Set the ``SessionStart`` options (``language``,
+    ``interim_results``, ``vad_events``, ``diarize``, ``min_silence_ms``) and ``owner`` before
+    the first :meth:`push`; they are announced with the first audio."""
+
+    def __init__(self, ctx: GatewayContext, session_id: str, endpoint: str) -> None:
+        s = ctx.settings
+        self.ctx = ctx
+        self.session_id = session_id
+        self.endpoint = endpoint
+        self.owner = "dev"
+        """The API key's name: only the same key may resume the session."""
+        self.language: str | None = None
+        self.interim_results = False
+        self.vad_events = False
+        self.diarize = False
+        self.min_silence_ms: int | None = None
+        self.announced = False
+        """``session_start`` is on ``sessions`` (the session exists for the workers)."""
+        self.ended = False
+        """``audio_end`` is on the audio stream (or the resumed session had ended already)."""
+        self.samples = 0
+        """16 kHz samples received so far."""
+        self.seq = 0
+        """Sequence number of the last entry put on the audio stream."""
+        self.clock = ArrivalClock()
+        """When each stretch of audio arrived (the downlink measures latency from it)."""
+        self._carry = PcmCarry()
+        self._resampler: StreamResampler | None = None
+        self._coalescer = Coalescer(SAMPLE_RATE * 2 * s.coalesce_ms // 1000, s.coalesce_ms / 1000)
+        self._rate_window = 0.0
+        self._rate_frames = 0
+        self._lock = asyncio.Lock()
+        """Keeps entries in order: audio, a flush by the ticker, control entries, the end."""
+
+    @property
+    def audio_key(self) -> str:
+        return self.ctx.keys.audio(self.session_id)
+
+    @property
+    def session_key(self) -> str:
+        return self.ctx.keys.session(self.session_id)
+
+    def set_input_rate(self, rate: int) -> None:
+        self._resampler = None if rate == SAMPLE_RATE else StreamResampler(rate, SAMPLE_RATE)
+
+    def resume(self, *, samples: int, seq: int, ended: bool) -> None:
+        """Continue a session announced by an earlier socket (it saved ``samples`` and ``seq``)."""
+        self.announced = True
+        self.samples = samples
+        self.seq = seq
+        self.ended = ended
+
+    # -- audio in ---------------------------------------------------------------------------
+
+    async def push(self, data: bytes) -> None:
+        """One frame of client audio. Raises :class:`ProtocolError` for a broken limit, or
+        ``overloaded`` when the VAD worker stays behind for ``BACKPRESSURE_MAX_WAIT_S``."""
+        limits = self.ctx.settings
+        if len(data) > limits.max_frame_bytes:
+            raise ProtocolError(
+                "frame_too_large",
+                f"binary frame of {len(data)} bytes exceeds the limit of {limits.max_frame_bytes}",
+                CLOSE_TOO_BIG,
+            )
+        self._check_rate()
+        metrics.AUDIO_BYTES.inc(len(data))
+        pcm = self._carry.push(data)
+        if self._resampler is not None:
+            pcm = self._resampler.push(pcm)
+        if not pcm:
+            return
+        now = time.monotonic()
+        self.samples += len(pcm) // 2
+        if self.samples > limits.max_session_s * SAMPLE_RATE:
+            raise ProtocolError(
+                "session_too_long",
+                f"sessions are limited to {limits.max_session_s:.0f} s of audio",
+                CLOSE_POLICY,
+            )
+        self.clock.mark(self.samples, now)
+        async with self._lock:
+            if not self.announced:
+                await self._announce()
+            chunk = self._coalescer.push(pcm, now)
+            if chunk:
+                await self._xadd_audio(chunk)
+
+    def _check_rate(self) -> None:
+        now = time.monotonic()
+        if now - self._rate_window >= 1.0:
+            self._rate_window, self._rate_frames = now, 0
+        self._rate_frames += 1
+        limit = self.ctx.settings.max_frames_per_second
+        if self._rate_frames > limit:
+            raise ProtocolError("rate_limited", f"more than {limit} frames a second", CLOSE_POLICY)
+
+    async def control(self, kind: str) -> None:
+        """Put a control entry on the audio stream, in order with the audio before it."""
+        if not self.announced:
+            return
+        async with self._lock:
+            await self._flush_locked()
+            self.seq += 1
+            ctl = AudioControl(session_id=self.session_id, seq=self.seq, kind=kind)
+            await self.ctx.redis.xadd(self.audio_key, entry(encode(ctl)))
+
+    async def flush(self) -> None:
+        """XADD whatever is coalesced now (a dropped socket's audio, before it detaches)."""
+        async with self._lock:
+            await self._flush_locked()
+
+    async def end(self, reason: str) -> None:
+        """Flush, then ``audio_end``: the VAD worker closes the open utterance and the session."""
+        async with self._lock:
+            await self._flush_locked()
+            self.seq += 1
+            end = AudioEnd(session_id=self.session_id, seq=self.seq, reason=reason)
+            ttl = self.ctx.settings.session_ttl_s
+            async with self.ctx.redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(self.audio_key, entry(encode(end)))
+                pipe.expire(self.audio_key, ttl)
+                session_state.write(pipe, self.session_key, {Field.STATE: State.ENDED}, ttl)
+                await pipe.execute()
+            self.ended = True
+
+    async def tick(self) -> None:
+        """Run beside a live session: XADD what was coalesced once it has waited
+        ``COALESCE_MS``, so a client sending slowly is not held up by the coalescing."""
+        period = self.ctx.settings.coalesce_ms / 2000
+        while True:
+            await asyncio.sleep(period)
+            if self._coalescer.due(time.monotonic()):
+                async with self._lock:
+                    await self._flush_locked()
+
+    # -- Redis ------------------------------------------------------------------------------
+
+    async def _announce(self) -> None:
+        start = SessionStart(
+            session_id=self.session_id,
+            sample_rate=SAMPLE_RATE,
+            language=self.language,
+            created_at=time.time(),
+            min_silence_ms=self.min_silence_ms,
+            interim_results=self.interim_results,
+            vad_events=self.vad_events,
+            diarize=self.diarize,
+        )
+        fields: dict[Field, session_state.Value] = {
+            Field.STATE: State.ATTACHED,
+            Field.ATTACH: 1,
+            Field.ENDPOINT: self.endpoint,
+            Field.OWNER: self.owner,
+        }
+        async with self.ctx.redis.pipeline(transaction=True) as pipe:
+            session_state.write(pipe, self.session_key, fields, self.ctx.settings.session_ttl_s)
+            pipe.xadd(
+                self.ctx.keys.sessions,
+                entry(encode(start)),
+                maxlen=self.ctx.settings.sessions_stream_maxlen,
+                approximate=True,
+            )
+            await pipe.execute()
+        self.announced = True
+        log.info(
+            "session=%s stage=gateway started (%s, language=%s)",
+            self.session_id,
+            self.endpoint,
+            self.language,
+        )
+
+    async def _xadd_audio(self, pcm: bytes) -> None:
+        self.seq += 1
+        chunk = AudioChunk(
+            session_id=self.session_id, seq=self.seq, pcm=pcm, received_at=time.time()
+        )
+        async with self.ctx.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(self.audio_key, entry(encode(chunk)))
+            # a TTL even while live: if every process of the session dies, nothing stays behind
+            pipe.expire(self.audio_key, self.ctx.settings.session_ttl_s)
+            await pipe.execute()
+        if self.seq % BACKLOG_CHECK_EVERY == 0:
+            await self._wait_for_vad()
+
+    async def _wait_for_vad(self) -> None:
+        """Back-pressure: while the session's VAD worker is behind by more than
+        ``AUDIO_BACKLOG_MAX`` entries, stop taking audio (the client's socket backs up) rather
+        than dropping any; give up with ``overloaded`` after ``BACKPRESSURE_MAX_WAIT_S``."""
+        limit = self.ctx.settings.audio_backlog_max
+        deadline = time.monotonic() + BACKPRESSURE_MAX_WAIT_S
+        while True:
+            (done,) = await session_state.read_ints(self.ctx.redis, self.session_key, Field.VAD_SEQ)
+            if self.seq - (done or 0) <= limit:
+                return
+            metrics.BACKPRESSURE_WAITS.inc()
+            if time.monotonic() > deadline:
+                raise ProtocolError(
+                    "overloaded",
+                    "speech detection is not keeping up with this session's audio",
+                    CLOSE_TRY_AGAIN_LATER,
+                )
+            await asyncio.sleep(BACKPRESSURE_POLL_S)
+
+    async def _flush_locked(self) -> None:
+        chunk = self._coalescer.take()
+        if chunk:
+            await self._xadd_audio(chunk)

@@ -1,0 +1,205 @@
+"""The audio uplink in-process against a real redis-server: what it writes to ``sessions``,
+``audio:{session}`` and ``session:{id}``, and the limits it enforces. No socket, no worker: the
+tests play the VAD worker by setting ``vad_seq``."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import struct
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+import gateway.uplink
+from gateway.context import GatewayContext
+from gateway.protocol import CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN_LATER, ProtocolError
+from gateway.uplink import AudioUplink
+from shared import session_state
+from shared.redis_util import entry_data
+from shared.schemas import AudioChunk, AudioControl, AudioEnd, SessionStart, decode, decode_as
+from shared.session_state import Field, State
+from tests.integration.gateway_parts import eventually, gateway_context
+
+MS100 = 3200
+"""Bytes of 100 ms of 16 kHz PCM16."""
+
+
+@pytest.fixture
+async def ctx(redis_client: aioredis.Redis, key_prefix: str) -> AsyncIterator[GatewayContext]:
+    async with gateway_context(redis_client, key_prefix) as c:
+        yield c
+
+
+def uplink(ctx: GatewayContext, **settings: object) -> AudioUplink:
+    if settings:
+        ctx.settings = ctx.settings.model_copy(update=settings)
+    return AudioUplink(ctx, uuid.uuid4().hex, "/test")
+
+
+async def audio_entries(ctx: GatewayContext, up: AudioUplink) -> list[object]:
+    return [decode(entry_data(f)) for _id, f in await ctx.redis.xrange(up.audio_key)]
+
+
+def tone(n_samples: int, rate: int) -> bytes:
+    return b"".join(
+        struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / rate)))
+        for i in range(n_samples)
+    )
+
+
+async def test_first_audio_announces_the_session(ctx: GatewayContext) -> None:
+    up = uplink(ctx)
+    up.language, up.owner, up.interim_results = "de", "alice", True
+    await up.push(b"\0" * 640)
+    sessions = await ctx.redis.xrange(ctx.keys.sessions)
+    assert len(sessions) == 1
+    start = decode_as(entry_data(sessions[0][1]), SessionStart)
+    assert (start.session_id, start.language, start.interim_results) == (up.session_id, "de", True)
+    view = await session_state.read(ctx.redis, up.session_key)
+    assert (view.state, view.attach, view.endpoint, view.owner) == (
+        State.ATTACHED,
+        1,
+        "/test",
+        "alice",
+    )
+    assert 0 < await ctx.redis.ttl(up.session_key) <= ctx.settings.session_ttl_s
+    await up.push(b"\0" * 640)
+    assert len(await ctx.redis.xrange(ctx.keys.sessions)) == 1  # announced once
+
+
+async def test_small_frames_are_coalesced_into_100ms_entries(ctx: GatewayContext) -> None:
+    up = uplink(ctx)
+    frames = [bytes([i]) * 640 for i in range(12)]  # 12 × 20 ms
+    for frame in frames:
+        await up.push(frame)
+    chunks = await audio_entries(ctx, up)
+    assert [len(c.pcm) for c in chunks if isinstance(c, AudioChunk)] == [MS100, MS100]
+    assert [c.seq for c in chunks if isinstance(c, AudioChunk)] == [1, 2]
+    assert 0 < await ctx.redis.ttl(up.audio_key) <= ctx.settings.session_ttl_s
+    await up.end("eof")
+    entries = await audio_entries(ctx, up)
+    assert [type(e) for e in entries] == [AudioChunk, AudioChunk, AudioChunk, AudioEnd]
+    assert b"".join(e.pcm for e in entries if isinstance(e, AudioChunk)) == b"".join(frames)
+    assert entries[-1].seq == 4 and entries[-1].reason == "eof"
+    assert (await session_state.read(ctx.redis, up.session_key)).state == State.ENDED
+    assert up.ended and up.samples == 12 * 320
+
+
+async def test_the_ticker_flushes_a_slow_client_after_coalesce_ms(ctx: GatewayContext) -> None:
+    up = uplink(ctx)
+    await up.push(b"\1" * 640)
+    assert await audio_entries(ctx, up) == []
+    ticker = asyncio.create_task(up.tick())
+    try:
+        await eventually(lambda: _count(ctx, up, 1), timeout=2)
+    finally:
+        ticker.cancel()
+    (chunk,) = await audio_entries(ctx, up)
+    assert isinstance(chunk, AudioChunk) and chunk.pcm == b"\1" * 640
+
+
+async def _count(ctx: GatewayContext, up: AudioUplink, n: int) -> bool:
+    return await ctx.redis.xlen(up.audio_key) == n
+
+
+async def test_odd_bytes_are_carried_to_the_next_frame(ctx: GatewayContext) -> None:
+    up = uplink(ctx)
+    await up.push(b"\1\2\3")
+    assert up.samples == 1
+    await up.push(b"\4\5\6")
+    assert up.samples == 3
+    await up.push(b"\7")
+    assert up.samples == 3  # one odd byte waits
+    await up.end("eof")
+    pcm = b"".join(e.pcm for e in await audio_entries(ctx, up) if isinstance(e, AudioChunk))
+    assert pcm == b"\1\2\3\4\5\6"
+
+
+async def test_audio_at_48khz_is_resampled_to_16khz(ctx: GatewayContext) -> None:
+    up = uplink(ctx)
+    up.set_input_rate(48_000)
+    pcm = tone(48_000, 48_000)  # one second
+    for i in range(0, len(pcm), 9600):  # 100 ms frames
+        await up.push(pcm[i : i + 9600])
+    await up.end("eof")
+    out = b"".join(e.pcm for e in await audio_entries(ctx, up) if isinstance(e, AudioChunk))
+    assert abs(len(out) // 2 - 16_000) <= 200  # the resampler's delay, no more
+    assert up.samples == len(out) // 2
+
+
+async def test_a_frame_too_large_is_refused_with_1009(ctx: GatewayContext) -> None:
+    up = uplink(ctx, max_frame_bytes=1000)
+    await up.push(b"\0" * 1000)
+    with pytest.raises(ProtocolError) as err:
+        await up.push(b"\0" * 1002)
+    assert (err.value.code, err.value.close_code) == ("frame_too_large", CLOSE_TOO_BIG)
+    assert up.samples == 500
+
+
+async def test_more_frames_a_second_than_allowed_is_refused(ctx: GatewayContext) -> None:
+    up = uplink(ctx, max_frames_per_second=10)
+    for _ in range(10):
+        await up.push(b"\0" * 64)
+    with pytest.raises(ProtocolError) as err:
+        await up.push(b"\0" * 64)
+    assert (err.value.code, err.value.close_code) == ("rate_limited", CLOSE_POLICY)
+
+
+async def test_a_session_longer_than_allowed_is_refused(ctx: GatewayContext) -> None:
+    up = uplink(ctx, max_session_s=0.25)
+    await up.push(b"\0" * MS100 * 2)
+    with pytest.raises(ProtocolError) as err:
+        await up.push(b"\0" * MS100)
+    assert (err.value.code, err.value.close_code) == ("session_too_long", CLOSE_POLICY)
+
+
+async def test_control_entries_follow_the_audio_before_them(ctx: GatewayContext) -> None:
+    up = uplink(ctx)
+    await up.control("finalize")  # nothing announced yet: nothing to finalize
+    assert not await ctx.redis.exists(up.audio_key)
+    await up.push(b"\1" * 640)
+    await up.control("finalize")
+    entries = await audio_entries(ctx, up)
+    assert [type(e) for e in entries] == [AudioChunk, AudioControl]
+    assert [e.seq for e in entries] == [1, 2]
+    assert entries[1].kind == "finalize"
+
+
+async def test_back_pressure_waits_until_the_vad_worker_catches_up(ctx: GatewayContext) -> None:
+    up = uplink(ctx, audio_backlog_max=10)
+    for _ in range(19):
+        await up.push(b"\0" * MS100)
+    pushing = asyncio.create_task(up.push(b"\0" * MS100))  # entry 20: 20 behind, limit 10
+    await asyncio.sleep(0.5)
+    assert not pushing.done()
+    await ctx.redis.hset(up.session_key, Field.VAD_SEQ, 9)  # still 11 behind
+    await asyncio.sleep(0.3)
+    assert not pushing.done()
+    await ctx.redis.hset(up.session_key, Field.VAD_SEQ, 10)
+    await asyncio.wait_for(pushing, 2)
+    assert up.seq == 20
+
+
+async def test_back_pressure_gives_up_with_overloaded(
+    ctx: GatewayContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gateway.uplink, "BACKPRESSURE_MAX_WAIT_S", 0.3)
+    up = uplink(ctx, audio_backlog_max=10)
+    for _ in range(19):
+        await up.push(b"\0" * MS100)
+    with pytest.raises(ProtocolError) as err:
+        await asyncio.wait_for(up.push(b"\0" * MS100), 3)
+    assert (err.value.code, err.value.close_code) == ("overloaded", CLOSE_TRY_AGAIN_LATER)
+    assert await ctx.redis.xlen(up.audio_key) == 20  # nothing dropped
+
+
+async def test_a_resumed_uplink_continues_the_sequence(ctx: GatewayContext) -> None:
+    up = uplink(ctx)
+    up.resume(samples=1600, seq=7, ended=False)
+    await up.push(b"\0" * MS100)
+    (chunk,) = await audio_entries(ctx, up)
+    assert chunk.seq == 8 and up.samples == 3200
+    assert await ctx.redis.xlen(ctx.keys.sessions) == 0  # announced by the earlier socket
