@@ -272,6 +272,16 @@ class Settings(BaseSettings):
     asr_partial_beam_size: int = Field(
         default=1, ge=1, le=10, description="Beam width for interim results (speed over accuracy)."
     )
+    asr_partial_share: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="The most of an ASR worker's time interim (partial) decodes may take: after "
+        "a partial of d seconds the next starts no sooner than d × (1/share − 1) later. A decode "
+        "is never interrupted, so a final that arrives during a partial waits for it; a smaller "
+        "share makes that rarer (and partials sparser under load). 1 = no limit "
+        "(docs/benchmarks.md).",
+    )
     asr_batch_size: int = Field(
         default=0,
         ge=0,

@@ -15,9 +15,15 @@ asks :func:`next_action`, carries the action out, and tells the state (:meth:`St
 3. A partial superseded by a newer one of its session (one held here, or the newest the
    session hash names) or by its segment's final is dropped unread: acked and deleted, never
    decoded.
-4. Nothing to do: block on both streams (a small count), so a new final or partial wakes the
+4. Partials take at most ``partial_share`` of the worker's time (``ASR_PARTIAL_SHARE``): after a
+   partial decoded in *d* seconds the next partial starts no sooner than *d* × (1/share − 1)
+   later; meanwhile the worker waits for finals only. A decode in progress is never interrupted,
+   so a final that arrives while a partial is decoded waits for it: the less of its time a worker
+   spends on partials, the less often that happens. Under load partials thin out (the dropped
+   ones are superseded anyway); alone, a worker's partials rarely reach the share.
+5. Nothing to do: block on both streams (a small count), so a new final or partial wakes the
    worker at once.
-5. Closing: no more reads; finals already read are decoded, partials held are dropped.
+6. Closing: no more reads; finals already read are decoded, partials held are dropped.
 """
 
 from __future__ import annotations
@@ -78,6 +84,8 @@ class Read:
     finals: int
     partials: int = 0
     block: bool = False
+    block_ms: int = 0
+    """With ``block``: wait at most this long (0: the shell's read timeout)."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,15 @@ class State:
     fresh: bool = False
     """The final jobs were looked at since the last decode: none waits unread for this worker."""
     closing: bool = False
+    partial_share: float = 1.0
+    """The most of the worker's time partials may take (rule 4); 1 = no limit."""
+    partials_from: float = 0.0
+    """No partial starts before this time (the shell's monotonic clock; rule 4)."""
+
+    def partial_decoded(self, started: float, ended: float) -> None:
+        """A partial took ``ended - started`` seconds: hold the next one back (rule 4)."""
+        rest = (ended - started) * (1.0 / max(self.partial_share, 1e-3) - 1.0)
+        self.partials_from = ended + rest
 
     def read(self, finals: list[Final], partials: list[Partial], marks: dict[str, Marks]) -> None:
         """The result of a :class:`Read` (``marks``: of every session of a held partial)."""
@@ -169,8 +186,9 @@ def superseded(state: State) -> list[Partial]:
     ]
 
 
-def next_action(state: State) -> Action:
-    """The next thing to do (rules 1-5 of the module docstring)."""
+def next_action(state: State, now: float = 0.0) -> Action:
+    """The next thing to do (rules 1-6 of the module docstring); ``now``: the shell's monotonic
+    clock, the same as :meth:`State.partial_decoded` was given."""
     size = max(1, state.batch_size)
     if state.finals:
         if len(state.finals) < size and not state.fresh and not state.closing:
@@ -184,6 +202,10 @@ def next_action(state: State) -> Action:
     stale = superseded(state)
     if stale:
         return DropPartials(tuple(stale))
+    if state.partials and now < state.partials_from:  # over the share: finals only, meanwhile
+        return Read(
+            finals=size, block=True, block_ms=max(1, int((state.partials_from - now) * 1000))
+        )
     if state.partials:
         return DecodePartial(state.partials[0])
     return Read(finals=size, partials=PARTIALS_PER_READ, block=True)

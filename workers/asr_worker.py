@@ -78,7 +78,10 @@ class AsrWorker:
         self.name = settings.consumer_name
         self.transcriber = transcriber
         self.batcher = batcher if settings.asr_batch_size > 1 else None
-        self.state = State(batch_size=settings.asr_batch_size if self.batcher else 1)
+        self.state = State(
+            batch_size=settings.asr_batch_size if self.batcher else 1,
+            partial_share=settings.asr_partial_share,
+        )
         self._last_claim = 0.0
         self.speakers = SpeakerLabeler(settings, r, self.keys)
         self.spec = Speculation(
@@ -99,7 +102,7 @@ class AsrWorker:
                 try:
                     if not self.state.closing:
                         await self._claim_stale()
-                    action = next_action(self.state)
+                    action = next_action(self.state, time.monotonic())
                     if isinstance(action, Stop):
                         break
                     await self.step(action)
@@ -155,7 +158,8 @@ class AsrWorker:
         resp = await self._xread(wanted)
         if not resp and action.block:  # nothing waits: block on both, woken by the first entry
             ids = {s: ">" for s in wanted}
-            resp = await self.r.xreadgroup(ASR_GROUP, self.name, ids, count=1, block=READ_BLOCK_MS)
+            block = action.block_ms or READ_BLOCK_MS
+            resp = await self.r.xreadgroup(ASR_GROUP, self.name, ids, count=1, block=block)
             if resp:  # the rest of a burst (a batch of finals, newer revisions) follows at once
                 resp += await self._xread({s: n - 1 for s, n in wanted.items() if n > 1})
         finals: list[Final] = []
@@ -248,7 +252,9 @@ class AsrWorker:
         try:
             prompt = await self._prompt(job) if self.s.asr_condition_on_previous else None
             beam = self.s.asr_partial_beam_size
+            started = time.monotonic()
             result = await asyncio.to_thread(self.transcriber.transcribe, job, prompt, beam)
+            self.state.partial_decoded(started, time.monotonic())
             (final_seg,) = await read_ints(
                 self.r, self.keys.session(job.session_id), Field.FINAL_SEG
             )

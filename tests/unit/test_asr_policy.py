@@ -127,3 +127,29 @@ def test_read_replaces_the_marks_and_reports_the_sessions_held() -> None:
     assert state.sessions() == {"a", "b"} and state.fresh
     state.read([], [], {"b": Marks()})
     assert state.marks == {"b": Marks()}
+
+
+def test_partials_take_at_most_their_share_of_the_worker() -> None:
+    """After a partial of 0.4 s at share 0.5 the next waits 0.4 s, on finals only; a final in
+    that time is decoded at once; after it the partial starts."""
+    state = fresh(partials=[partial(0, "a"), partial(1, "b")], partial_share=0.5)
+    assert next_action(state, now=10.0) == DecodePartial(partial(0, "a"))
+    state.take(next_action(state, now=10.0))
+    state.partial_decoded(10.0, 10.4)
+    state.read([], [], {"b": Marks()})
+    assert next_action(state, now=10.5) == Read(finals=1, block=True, block_ms=300)
+    state.read([final(2)], [], {"b": Marks()})
+    assert next_action(state, now=10.6) == DecodeFinal(final(2))
+    state.take(next_action(state, now=10.6))
+    state.read([], [], {"b": Marks()})
+    assert next_action(state, now=10.7) == Read(finals=1, block=True, block_ms=100)
+    assert next_action(state, now=10.8) == DecodePartial(partial(1, "b"))
+
+
+def test_a_share_of_one_never_holds_a_partial_back_and_stale_ones_still_go() -> None:
+    state = fresh(partials=[partial(0, rev=1)], partial_share=1.0)
+    state.partial_decoded(10.0, 10.4)
+    assert next_action(state, now=10.4) == DecodePartial(partial(0, rev=1))
+    state = fresh(partials=[partial(0, rev=1), partial(1, rev=2)], partial_share=0.2)
+    state.partial_decoded(10.0, 10.4)  # held back until 12.0, but the superseded one goes now
+    assert next_action(state, now=10.5) == DropPartials((partial(0, rev=1),))
