@@ -12,7 +12,7 @@ stays behind when every process of a session dies.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -96,6 +96,18 @@ def _text(raw: bytes | None) -> str | None:
     return None if raw is None else raw.decode("utf-8", "replace")
 
 
+def _raw(raw: bytes | None) -> bytes | None:
+    return raw
+
+
+_PARSE: dict[str, Callable[[bytes | None], Any]] = {
+    "int": _int,
+    "float": _float,
+    "str": _text,
+    "msgpack": _raw,
+}
+"""How a field of each declared type is read back."""
+
 _STATES = frozenset(s.value for s in State)
 
 
@@ -121,27 +133,14 @@ class SessionView:
 
     @classmethod
     def parse(cls, raw: Mapping[bytes, bytes]) -> SessionView:
-        def get(f: Field) -> bytes | None:
-            return raw.get(f.value.encode())
-
-        state = _text(get(Field.STATE))
-        return cls(
-            state=State(state) if state in _STATES else None,
-            attach=_int(get(Field.ATTACH)),
-            endpoint=_text(get(Field.ENDPOINT)),
-            owner=_text(get(Field.OWNER)),
-            samples=_int(get(Field.SAMPLES)),
-            seq=_int(get(Field.SEQ)),
-            vad_seq=_int(get(Field.VAD_SEQ)),
-            vad_ckpt=get(Field.VAD_CKPT),
-            segments=_int(get(Field.SEGMENTS)),
-            audio_seconds=_float(get(Field.AUDIO_SECONDS)),
-            final_seg=_int(get(Field.FINAL_SEG)),
-            partial_seg=_int(get(Field.PARTIAL_SEG)),
-            partial_rev=_int(get(Field.PARTIAL_REV)),
-            prompt=_text(get(Field.PROMPT)),
-            prompt_seg=_int(get(Field.PROMPT_SEG)),
-        )
+        """Each field decoded by its declared type (:data:`FIELDS`); an unknown ``state`` is
+        ``None``, as if absent."""
+        values: dict[str, Any] = {
+            f.value: _PARSE[doc.type](raw.get(f.value.encode())) for f, doc in FIELDS.items()
+        }
+        state = values[Field.STATE.value]
+        values[Field.STATE.value] = State(state) if state in _STATES else None
+        return cls(**values)
 
     @property
     def exists(self) -> bool:
