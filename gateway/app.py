@@ -19,7 +19,7 @@ from gateway.context import GatewayContext, admission_error
 from gateway.legacy import LegacySession
 from gateway.native import NativeSession
 from gateway.native_protocol import parse_options
-from gateway.protocol import ProtocolError
+from gateway.protocol import ProtocolError, parse_legacy_query
 from gateway.router import ResultRouter
 from gateway.web import mount_web
 from shared.keys import Keys
@@ -95,9 +95,17 @@ async def readiness(ctx: GatewayContext) -> tuple[dict[str, object], bool]:
 async def legacy(ws: WebSocket, endpoint: str) -> None:
     await ws.accept()
     principal = await authorize(ws)
-    if principal is None or await refuse(ws):
+    if principal is None:
         return
-    session = LegacySession(ws, ws.app.state.ctx, endpoint)
+    try:
+        query = parse_legacy_query(dict(ws.query_params))
+    except ProtocolError as exc:
+        await ws.send_json(exc.frame())
+        await ws.close(exc.close_code)
+        return
+    if await refuse(ws):
+        return
+    session = LegacySession(ws, ws.app.state.ctx, endpoint, query)
     await run_session(ws, session, principal)
 
 
