@@ -19,9 +19,10 @@ from gateway.context import GatewayContext, admission_error
 from gateway.legacy import LegacySession
 from gateway.native import NativeSession
 from gateway.native_protocol import parse_options
-from gateway.protocol import ProtocolError
+from gateway.protocol import ProtocolError, parse_legacy_query
 from gateway.router import ResultRouter
 from gateway.web import mount_web
+from shared.capabilities import read_pool
 from shared.keys import Keys
 from shared.redis_util import connect, live_workers
 from shared.settings import Settings
@@ -72,13 +73,15 @@ async def refuse(ws: WebSocket) -> bool:
 
 
 async def readiness(ctx: GatewayContext) -> tuple[dict[str, object], bool]:
-    """Redis reachable, results subscription live, a VAD and an ASR worker alive."""
+    """Redis reachable, results subscription live, a VAD and an ASR worker alive (and, for
+    operators, the languages the live ASR workers announce)."""
     detail: dict[str, object] = {"redis": False, "vad_workers": 0, "asr_workers": 0}
     try:
         detail["redis"] = bool(await ctx.redis.ping())
         ttl = ctx.settings.heartbeat_ttl_s
         detail["vad_workers"] = await live_workers(ctx.redis, ctx.keys, "vad", ttl)
         detail["asr_workers"] = await live_workers(ctx.redis, ctx.keys, "asr", ttl)
+        detail["asr_languages"] = (await read_pool(ctx.redis, ctx.keys, ttl)).languages
     except (RedisError, OSError) as exc:
         detail["error"] = str(exc)
     detail["results_subscribed"] = ctx.router.connected.is_set()
@@ -95,9 +98,17 @@ async def readiness(ctx: GatewayContext) -> tuple[dict[str, object], bool]:
 async def legacy(ws: WebSocket, endpoint: str) -> None:
     await ws.accept()
     principal = await authorize(ws)
-    if principal is None or await refuse(ws):
+    if principal is None:
         return
-    session = LegacySession(ws, ws.app.state.ctx, endpoint)
+    try:
+        query = parse_legacy_query(dict(ws.query_params))
+    except ProtocolError as exc:
+        await ws.send_json(exc.frame())
+        await ws.close(exc.close_code)
+        return
+    if await refuse(ws):
+        return
+    session = LegacySession(ws, ws.app.state.ctx, endpoint, query)
     await run_session(ws, session, principal)
 
 

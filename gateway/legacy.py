@@ -1,8 +1,14 @@
 """The predecessor-compatible endpoint (``/`` and ``/ws``): VoiceStreamAI's protocol, finals only.
 
+Both versions of the predecessor's clients are served at once (docs/clients.md): the first sends
+a config frame and reads ``text``, ``words``, ``language``, ``language_probability`` and
+``processing_time``; the low-latency one sends ``?lang=`` (and ``dest_lang``) and no config, and
+reads ``Transcript`` (``StartTime``/``EndTime`` in milliseconds). Every final carries both sets of
+fields. A config frame's ``language`` wins over the query's ``lang``.
+
 Audio is 16 kHz PCM16 mono whatever the config frame's ``sampleRate`` says (the predecessor's page
 sends its AudioContext rate but downsamples itself; see ../shared/PREDECESSOR.md). Nothing but
-finals (and error frames for bad input) is ever sent, since that client reads the result fields
+finals (and error frames for bad input) is ever sent, since those clients read the result fields
 from every message.
 """
 
@@ -10,14 +16,16 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 from starlette.websockets import WebSocket
 
 from gateway.context import GatewayContext, final_message
 from gateway.downlink import ResultsDownlink
-from gateway.protocol import ClientConfig, Eof, parse_text_frame
+from gateway.protocol import ClientConfig, Eof, LegacyQuery, parse_text_frame
 from gateway.session import ClientSocket, run_socket
 from gateway.uplink import AudioUplink
+from shared.capabilities import TRANSCRIBE
 from shared.schemas import Transcript
 
 log = logging.getLogger(__name__)
@@ -26,7 +34,13 @@ log = logging.getLogger(__name__)
 class LegacySession:
     """The predecessor's protocol: a config frame, audio, ``eof``; finals out."""
 
-    def __init__(self, ws: WebSocket, ctx: GatewayContext, endpoint: str = "/") -> None:
+    def __init__(
+        self,
+        ws: WebSocket,
+        ctx: GatewayContext,
+        endpoint: str = "/",
+        query: LegacyQuery | None = None,
+    ) -> None:
         self.ctx = ctx
         self.session_id = uuid.uuid4().hex
         self.endpoint = endpoint
@@ -39,6 +53,9 @@ class LegacySession:
             listening=self.client.connected,
             clock=self.uplink.clock,
         )
+        query = query or LegacyQuery()
+        self.uplink.language = query.language
+        self.uplink.task = query.task
 
     async def run(self) -> None:
         await run_socket(self.ctx, self)
@@ -57,7 +74,9 @@ class LegacySession:
         if self.uplink.announced:
             log.info("session=%s config after audio ignored", self.session_id)
             return
-        self.uplink.language = config.language
+        if config.language_set:
+            self.uplink.language = config.language
+            self.uplink.task = TRANSCRIBE  # the config frame names the language to transcribe
 
     async def dropped(self) -> bool:
         return False  # the predecessor's sessions are not resumable
@@ -66,4 +85,15 @@ class LegacySession:
         return None
 
     async def _final(self, t: Transcript) -> None:
-        await self.client.send(final_message(t))
+        await self.client.send(legacy_final(t))
+
+
+def legacy_final(t: Transcript) -> dict[str, Any]:
+    """A final for both predecessor versions: the first's result object (``final_message``) and
+    the low-latency version's ``Transcript``, ``StartTime``, ``EndTime`` (integer milliseconds of
+    session audio)."""
+    msg = final_message(t)
+    msg["Transcript"] = t.text
+    msg["StartTime"] = round(t.start * 1000)
+    msg["EndTime"] = round(t.end * 1000)
+    return msg

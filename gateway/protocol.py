@@ -7,9 +7,11 @@ speak; see docs/protocol.md. Errors carry the close code the connection must end
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shared.capabilities import TRANSCRIBE, TRANSLATE
 from shared.languages import UnknownLanguage, normalize_language
 
 CLOSE_NORMAL = 1000
@@ -42,6 +44,8 @@ class ClientConfig:
     sample_rate: int = 16000
     channels: int = 1
     language: str | None = None
+    language_set: bool = False
+    """The frame had a ``language`` field (null included): it wins over the query's ``lang``."""
     chunk_length_seconds: float | None = None
     chunk_offset_seconds: float | None = None
 
@@ -101,8 +105,47 @@ def parse_config(data: Any) -> ClientConfig:
         sample_rate=int(rate or 16000),
         channels=int(channels or 1),
         language=code,
+        language_set="language" in data,
         chunk_length_seconds=_number(args, "chunk_length_seconds"),
         chunk_offset_seconds=_number(args, "chunk_offset_seconds"),
+    )
+
+
+@dataclass(frozen=True)
+class LegacyQuery:
+    """What the query of ``/`` and ``/ws`` asks for (the predecessor's low-latency clients:
+    ``?lang=<code or name or null>`` and ``dest_lang``). ``language`` is an ISO code, or None
+    for detection (``lang=null``) or when ``lang`` is absent."""
+
+    language: str | None = None
+    task: str = TRANSCRIBE
+    """``translate`` when ``dest_lang`` is English and differs from ``lang``."""
+
+
+def _query_language(name: str, value: str) -> str | None:
+    try:
+        return normalize_language(value)
+    except UnknownLanguage as exc:
+        raise ProtocolError("invalid_parameter", f"'{name}': {exc}", CLOSE_INVALID_PAYLOAD) from exc
+
+
+def parse_legacy_query(params: Mapping[str, str]) -> LegacyQuery:
+    """``lang`` and ``dest_lang`` of the low-latency version's clients (other names are
+    ignored: the page's address may carry anything). ``dest_lang`` absent or equal to ``lang``
+    is transcription; ``dest_lang=en`` with another ``lang`` is translation into English (the
+    only target Whisper translates into); another target is ``unsupported_language``."""
+    language = _query_language("lang", params["lang"]) if "lang" in params else None
+    if "dest_lang" not in params:
+        return LegacyQuery(language)
+    dest = _query_language("dest_lang", params["dest_lang"])
+    if dest == language:
+        return LegacyQuery(language)
+    if dest == "en":
+        return LegacyQuery(language, TRANSLATE)
+    raise ProtocolError(
+        "unsupported_language",
+        f"translation into {params['dest_lang']!r} is not available (only into English)",
+        CLOSE_UNSUPPORTED,
     )
 
 

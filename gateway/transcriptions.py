@@ -248,7 +248,7 @@ async def _transcribe(request: Request) -> Response:
     finally:
         await ctx.key_sessions.release(principal, session.session_id)
     for err in session.errors:
-        status = {"session_too_long": 413, "overloaded": 503, "too_many_sessions": 503}
+        status = {"session_too_long": 413, "overloaded": 503, "too_many_sessions": 503, "unsupported_language": 400}  # fmt: skip
         raise ApiError(status.get(err.get("code", ""), 500), err.get("code", "error"), err.get("message", ""))  # fmt: skip
     if not session.complete:
         raise ApiError(504, "timeout", f"the file was not transcribed within {ctx.settings.transcription_timeout_s:.0f} s (TRANSCRIPTION_TIMEOUT_S); segments {session.downlink.reorder.next} of {session.downlink.total} arrived")  # fmt: skip

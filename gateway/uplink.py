@@ -4,7 +4,8 @@
 rate, odd byte counts) and, in this order: checks the frame-size, frame-rate and session-length
 limits; joins odd bytes across frames (:class:`~shared.audio.PcmCarry`); resamples to 16 kHz
 (:class:`~shared.audio.StreamResampler`); coalesces into ~``COALESCE_MS`` entries
-(:class:`~gateway.ordering.Coalescer`); announces the session on ``sessions`` with its first audio;
+(:class:`~gateway.ordering.Coalescer`); announces the session on ``sessions`` with its first audio (after refusing a language no live
+ASR worker serves);
 XADDs the entries with the session TTL; and holds the caller back while the session's VAD worker
 is behind (back-pressure). It knows nothing of sockets: a WebSocket protocol and a file upload
 feed it alike, and a limit broken is a :class:`~gateway.protocol.ProtocolError` for the caller.
@@ -18,9 +19,16 @@ import time
 
 from gateway.context import GatewayContext
 from gateway.ordering import ArrivalClock, Coalescer
-from gateway.protocol import CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN_LATER, ProtocolError
+from gateway.protocol import (
+    CLOSE_POLICY,
+    CLOSE_TOO_BIG,
+    CLOSE_TRY_AGAIN_LATER,
+    CLOSE_UNSUPPORTED,
+    ProtocolError,
+)
 from shared import metrics, session_state
 from shared.audio import SAMPLE_RATE, PcmCarry, StreamResampler
+from shared.capabilities import TRANSCRIBE, read_pool, refusal
 from shared.redis_util import entry
 from shared.schemas import AudioChunk, AudioControl, AudioEnd, SessionStart, encode
 from shared.session_state import Field, State
@@ -50,6 +58,8 @@ class AudioUplink:
         self.owner = "dev"
         """The API key's name: only the same key may resume the session."""
         self.language: str | None = None
+        self.task = TRANSCRIBE
+        """``translate`` (into English) or ``transcribe``; checked against the live workers."""
         self.interim_results = False
         self.vad_events = False
         self.diarize = False
@@ -175,7 +185,18 @@ class AudioUplink:
 
     # -- Redis ------------------------------------------------------------------------------
 
+    async def _admit(self) -> None:
+        """Refuse, before the session exists, a language or task no live ASR worker serves
+        (``unsupported_language``, naming the languages served; shared/capabilities.py)."""
+        pool = await read_pool(self.ctx.redis, self.ctx.keys, self.ctx.settings.heartbeat_ttl_s)
+        why = refusal(self.language, self.task, pool)
+        if why is not None:
+            metrics.SESSIONS_REFUSED.labels("unsupported_language").inc()
+            log.info("session=%s refused: %s", self.session_id, why)
+            raise ProtocolError("unsupported_language", why, CLOSE_UNSUPPORTED)
+
     async def _announce(self) -> None:
+        await self._admit()
         start = SessionStart(
             session_id=self.session_id,
             sample_rate=SAMPLE_RATE,

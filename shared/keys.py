@@ -35,6 +35,7 @@ SPEAKERS_PREFIX = "speakers:"
 SPECULATIVE_PREFIX = "spec:"
 RESULTS_CHANNEL_PREFIX = "results:"
 HEARTBEATS_PREFIX = "heartbeats:"
+CAPABILITIES_PREFIX = "capabilities:"
 API_KEY_SESSIONS_PREFIX = "apikey:sessions:"
 
 STREAM_DATA_FIELD = b"d"
@@ -102,3 +103,8 @@ class Keys:
     def heartbeats(self, role: str) -> str:
         """Sorted set of worker name -> last heartbeat (unix seconds) for ``role``."""
         return f"{self.prefix}{HEARTBEATS_PREFIX}{role}"
+
+    def capabilities(self, role: str, worker: str) -> str:
+        """What one live worker of ``role`` serves (msgpack ``WorkerCapabilities``), refreshed
+        with its heartbeat and expiring with it (``HEARTBEAT_TTL_S``)."""
+        return f"{self.prefix}{CAPABILITIES_PREFIX}{role}:{worker}"

@@ -50,16 +50,35 @@ def entry(data: bytes) -> dict[bytes, bytes]:
 
 
 class Heartbeat:
-    """Keeps ``heartbeats:{role}`` (a sorted set of name -> unix time) fresh for one worker."""
+    """Keeps ``heartbeats:{role}`` (a sorted set of name -> unix time) fresh for one worker, and,
+    given ``announce`` (an encoded ``WorkerCapabilities``), ``capabilities:{role}:{name}`` beside
+    it with the heartbeat's lifetime ``ttl_s``."""
 
-    def __init__(self, r: aioredis.Redis, keys: Keys, role: str, name: str, interval_s: float):
+    def __init__(
+        self,
+        r: aioredis.Redis,
+        keys: Keys,
+        role: str,
+        name: str,
+        interval_s: float,
+        *,
+        announce: bytes | None = None,
+        ttl_s: float = 0.0,
+    ):
         self._r = r
         self._key = keys.heartbeats(role)
+        self._caps_key = keys.capabilities(role, name)
         self._name = name
         self._interval = interval_s
+        self._announce = announce
+        self._ttl_ms = max(1, int(max(ttl_s, 2 * interval_s) * 1000))
 
     async def beat(self) -> None:
-        await self._r.zadd(self._key, {self._name: time.time()})
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.zadd(self._key, {self._name: time.time()})
+            if self._announce is not None:
+                pipe.set(self._caps_key, self._announce, px=self._ttl_ms)
+            await pipe.execute()
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -73,7 +92,10 @@ class Heartbeat:
                 pass
 
     async def remove(self) -> None:
-        await self._r.zrem(self._key, self._name)
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.zrem(self._key, self._name)
+            pipe.delete(self._caps_key)
+            await pipe.execute()
 
 
 async def live_workers(r: aioredis.Redis, keys: Keys, role: str, ttl_s: float) -> int:

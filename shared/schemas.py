@@ -210,3 +210,34 @@ def decode_as(data: bytes, kind: type[T]) -> T:
     if not isinstance(msg, kind):
         raise SchemaError(f"expected {kind.__name__}, got {type(msg).__name__}")
     return msg
+
+
+class WorkerCapabilities(msgspec.Struct, kw_only=True):
+    """What one ASR worker serves, on ``capabilities:asr:{worker}`` beside its heartbeat (not a
+    stream message: one small key per worker, expiring with the heartbeat)."""
+
+    v: int = SCHEMA_VERSION
+    worker: str
+    model: str = ""
+    languages: list[str]
+    """ISO codes the model transcribes; ``["en"]`` for an English-only (``.en``) model."""
+    detect: bool = False
+    """The model can detect the language (a multilingual model)."""
+    tasks: list[str] = msgspec.field(default_factory=lambda: ["transcribe"])
+    """What the model can do: ``transcribe``, and ``translate`` (into English) if multilingual."""
+
+
+def encode_capabilities(caps: WorkerCapabilities) -> bytes:
+    return _encoder.encode(caps)
+
+
+def decode_capabilities(data: bytes) -> WorkerCapabilities:
+    """Decode and validate; raise :class:`SchemaError` on anything malformed or of another
+    version."""
+    try:
+        caps = msgspec.msgpack.decode(data, type=WorkerCapabilities)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise SchemaError(str(exc)) from exc
+    if caps.v != SCHEMA_VERSION:
+        raise SchemaError(f"unsupported schema version {caps.v}")
+    return caps

@@ -49,10 +49,11 @@ class Settings(BaseSettings):
 
     # --- gateway -------------------------------------------------------------------------------
     max_frame_bytes: int = Field(
-        default=320_000,
+        default=960_000,
         ge=2,
-        description="Largest binary frame accepted (bytes); larger gets close code 1009. The "
-        "default, 10 s of 16 kHz PCM16, takes the predecessor's 10 s silence frame.",
+        description="Largest binary frame accepted (bytes); larger gets an error frame and "
+        "close code 1009. The default, 30 s of 16 kHz PCM16, takes the silence frames of both "
+        "predecessor Locust tests (220,500 and 661,500 bytes).",
     )
     coalesce_ms: int = Field(
         default=100,

@@ -21,10 +21,19 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import metrics
+from shared.capabilities import capabilities_of
 from shared.keys import ASR_GROUP, Keys
 from shared.redis_util import Heartbeat, connect, ensure_group, entry, entry_data
 from shared.runtime import TaskSet, install_signal_handlers, run_with_grace, start_metrics_server
-from shared.schemas import AsrJob, SchemaError, Transcript, decode_as, encode
+from shared.schemas import (
+    AsrJob,
+    SchemaError,
+    Transcript,
+    WorkerCapabilities,
+    decode_as,
+    encode,
+    encode_capabilities,
+)
 from shared.session_state import Field, read_ints, read_text
 from shared.settings import Settings
 from workers.asr import DecodeOptions, Transcriber, load_model, resolve_auto
@@ -71,12 +80,18 @@ class AsrWorker:
         r: aioredis.Redis,
         transcriber: Transcriber,
         batcher: BatchTranscriber | None = None,
+        capabilities: WorkerCapabilities | None = None,
     ) -> None:
         self.s = settings
         self.r = r
         self.keys = Keys(settings.key_prefix)
         self.name = settings.consumer_name
         self.transcriber = transcriber
+        self.capabilities = capabilities or WorkerCapabilities(
+            worker=settings.consumer_name, languages=["en"]
+        )
+        """What this worker announces with its heartbeat (the gateway refuses languages no
+        live worker serves)."""
         self.batcher = batcher if settings.asr_batch_size > 1 else None
         self.state = State(
             batch_size=settings.asr_batch_size if self.batcher else 1,
@@ -92,7 +107,15 @@ class AsrWorker:
     async def run(self, stop: asyncio.Event) -> None:
         await ensure_group(self.r, self.keys.asr_jobs, ASR_GROUP)
         await ensure_group(self.r, self.keys.asr_partials, ASR_GROUP)
-        beat = Heartbeat(self.r, self.keys, ROLE, self.name, self.s.heartbeat_interval_s)
+        beat = Heartbeat(
+            self.r,
+            self.keys,
+            ROLE,
+            self.name,
+            self.s.heartbeat_interval_s,
+            announce=encode_capabilities(self.capabilities),
+            ttl_s=self.s.heartbeat_ttl_s,
+        )
         tasks = TaskSet()
         tasks.spawn(beat.run(stop), "heartbeat")
         log.info("asr worker %s ready on %s", self.name, self.keys.asr_jobs)
@@ -368,7 +391,12 @@ async def amain(settings: Settings) -> None:
     batcher = BatchTranscriber(model, options, settings.consumer_name)
     r = connect(settings.effective_redis_url, name=f"asr-{settings.consumer_name}")
     try:
-        worker = AsrWorker(settings, r, transcriber, batcher)
+        caps = capabilities_of(
+            model, settings.consumer_name, settings.asr_model or "bundled tiny.en"
+        )
+        log.info("asr worker %s serves languages %s, tasks %s",
+                 settings.consumer_name, "all" if caps.detect else caps.languages, caps.tasks)  # fmt: skip
+        worker = AsrWorker(settings, r, transcriber, batcher, caps)
         await run_with_grace(worker.run(stop), stop, settings.shutdown_grace_s)
     finally:
         await r.aclose()

@@ -203,3 +203,81 @@ async def test_a_resumed_uplink_continues_the_sequence(ctx: GatewayContext) -> N
     (chunk,) = await audio_entries(ctx, up)
     assert chunk.seq == 8 and up.samples == 3200
     assert await ctx.redis.xlen(ctx.keys.sessions) == 0  # announced by the earlier socket
+
+
+# -- languages the live ASR workers serve ---------------------------------------------------
+
+
+def _announcement(multilingual: bool, name: str) -> bytes:
+    from types import SimpleNamespace
+
+    from shared.capabilities import capabilities_of
+    from shared.schemas import encode_capabilities
+
+    fake = SimpleNamespace(model=SimpleNamespace(is_multilingual=multilingual))
+    return encode_capabilities(capabilities_of(fake, name))
+
+
+async def test_a_language_no_live_worker_announces_is_refused_before_the_session_exists(
+    ctx: GatewayContext,
+) -> None:
+    from gateway.protocol import CLOSE_UNSUPPORTED
+    from shared.redis_util import Heartbeat
+
+    beat = Heartbeat(
+        ctx.redis, ctx.keys, "asr", "asr-en", 0.5, announce=_announcement(False, "asr-en"), ttl_s=3
+    )
+    await beat.beat()
+    caps_key = ctx.keys.capabilities("asr", "asr-en")
+    assert 0 < await ctx.redis.pttl(caps_key) <= 3000  # the heartbeat's lifetime
+
+    up = uplink(ctx)
+    up.language = "de"
+    with pytest.raises(ProtocolError) as err:
+        await up.push(b"\x00" * MS100)
+    assert err.value.code == "unsupported_language" and err.value.close_code == CLOSE_UNSUPPORTED
+    assert "'de'" in err.value.message and err.value.message.endswith("they serve: en")
+    assert not up.announced and await ctx.redis.xlen(ctx.keys.sessions) == 0
+
+    for language in ("en", None):  # English, and detection (as English) are served
+        ok = uplink(ctx)
+        ok.language = language
+        await ok.push(b"\x00" * MS100)
+        assert ok.announced
+
+    # a multilingual worker joins: German is served; the English worker leaves: still served
+    multi = Heartbeat(
+        ctx.redis, ctx.keys, "asr", "asr-ml", 0.5, announce=_announcement(True, "asr-ml"), ttl_s=3
+    )
+    await multi.beat()
+    await beat.remove()
+    assert not await ctx.redis.exists(caps_key)
+    de = uplink(ctx)
+    de.language = "de"
+    await de.push(b"\x00" * MS100)
+    assert de.announced
+
+    # translation is refused even so: the pipeline does not carry a task yet (issue 15)
+    tr = uplink(ctx)
+    tr.language, tr.task = "de", "translate"
+    with pytest.raises(ProtocolError) as err:
+        await tr.push(b"\x00" * MS100)
+    assert err.value.code == "unsupported_language" and "translation" in err.value.message
+    await multi.remove()
+
+
+async def test_nothing_is_refused_without_announcements(ctx: GatewayContext) -> None:
+    """No live worker (scale from zero: jobs wait), or a live one that never announced."""
+    from shared.redis_util import Heartbeat
+
+    up = uplink(ctx)
+    up.language = "zh"
+    await up.push(b"\x00" * MS100)
+    assert up.announced
+    old = Heartbeat(ctx.redis, ctx.keys, "asr", "asr-old", 0.5)  # announces nothing
+    await old.beat()
+    up2 = uplink(ctx)
+    up2.language = "zh"
+    await up2.push(b"\x00" * MS100)
+    assert up2.announced
+    await old.remove()

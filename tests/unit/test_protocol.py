@@ -6,7 +6,14 @@ import json
 
 import pytest
 
-from gateway.protocol import ClientConfig, Eof, ProtocolError, parse_text_frame
+from gateway.protocol import (
+    ClientConfig,
+    Eof,
+    LegacyQuery,
+    ProtocolError,
+    parse_legacy_query,
+    parse_text_frame,
+)
 
 PREDECESSOR_PAGE = (
     '{"type":"config","data":{"sampleRate":48000,"channels":1,"language":"english",'
@@ -64,3 +71,49 @@ def test_bad_frames(text: str, code: str, close: int) -> None:
     assert info.value.close_code == close
     frame = info.value.frame()
     assert frame["type"] == "error" and frame["message"]
+
+
+# -- the low-latency version's query (?lang=, dest_lang) -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "language", "task"),
+    [
+        ({}, None, "transcribe"),
+        ({"lang": "en"}, "en", "transcribe"),
+        ({"lang": "zh"}, "zh", "transcribe"),  # the page's default option
+        ({"lang": "italian"}, "it", "transcribe"),  # the page mixes codes and names
+        ({"lang": "null"}, None, "transcribe"),  # "multilingual": detect
+        ({"lang": "de", "dest_lang": "de"}, "de", "transcribe"),
+        ({"lang": "de", "dest_lang": "german"}, "de", "transcribe"),
+        ({"lang": "null", "dest_lang": "null"}, None, "transcribe"),  # the page's default
+        ({"lang": "de", "dest_lang": "en"}, "de", "translate"),
+        ({"lang": "null", "dest_lang": "en"}, None, "translate"),
+        ({"lang": "en", "dest_lang": "en", "token": "x", "other": "1"}, "en", "transcribe"),
+    ],
+)
+def test_legacy_query(query: dict[str, str], language: str | None, task: str) -> None:
+    assert parse_legacy_query(query) == LegacyQuery(language, task)
+
+
+@pytest.mark.parametrize(
+    ("query", "code", "close"),
+    [
+        ({"lang": "klingon"}, "invalid_parameter", 1007),
+        ({"lang": "en", "dest_lang": "elvish"}, "invalid_parameter", 1007),
+        ({"lang": "en", "dest_lang": "de"}, "unsupported_language", 1003),
+    ],
+)
+def test_bad_legacy_query(query: dict[str, str], code: str, close: int) -> None:
+    with pytest.raises(ProtocolError) as err:
+        parse_legacy_query(query)
+    assert (err.value.code, err.value.close_code) == (code, close) and err.value.message
+
+
+def test_config_language_is_marked_set_even_when_null() -> None:
+    """A config frame's ``language`` (null too) wins over ``?lang=``; one without leaves it."""
+    with_null = parse_text_frame('{"type":"config","data":{"language":null}}')
+    without = parse_text_frame('{"type":"config","data":{"sampleRate":48000}}')
+    assert isinstance(with_null, ClientConfig) and with_null.language_set
+    assert isinstance(without, ClientConfig) and not without.language_set
+    assert isinstance(p := parse_text_frame(PREDECESSOR_PAGE), ClientConfig) and p.language_set
