@@ -52,8 +52,13 @@ class Principal:
     via: str  # "key", "token" or "open"
 
 
+def _utf8(text: str) -> bytes:
+    """Client text as bytes whatever it holds (a lone surrogate from a query string too)."""
+    return text.encode("utf-8", "surrogatepass")
+
+
 def _digest(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode()).digest()
+    return hashlib.sha256(_utf8(secret)).digest()
 
 
 def parse_key(spec: str) -> ApiKey:
@@ -133,7 +138,8 @@ class Authenticator:
             return None
         payload, _, sig = token[len(TOKEN_PREFIX) :].partition(".")
         expected = _b64(hmac.new(self._secret, payload.encode(), hashlib.sha256).digest())
-        if not hmac.compare_digest(expected, sig):
+        # bytes, not str: compare_digest raises TypeError on a non-ASCII str (an unhandled 500)
+        if not hmac.compare_digest(expected.encode(), _utf8(sig)):
             return None
         try:
             claims = json.loads(_unb64(payload))

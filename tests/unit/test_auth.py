@@ -85,3 +85,13 @@ def test_credential_sources() -> None:
     assert credential_from({"authorization": "Bearer k1"}, {"token": "k2"}) == "k1"
     assert credential_from({}, {"token": "k2"}) == "k2"
     assert credential_from({"authorization": "Basic xyz"}, {}) is None
+
+
+@pytest.mark.parametrize("credential", ["wst1.é.ü", "wst1.x.\u2603", "ключ", "bad\udcff", "wst1.x.\udcff"])
+def test_non_ascii_credentials_are_refused_not_crashed(credential: str) -> None:
+    """A non-ASCII token made hmac.compare_digest raise TypeError (HTTP 500, a dead socket)."""
+    a = auth()
+    with pytest.raises(ProtocolError) as exc:
+        a.authenticate(credential)
+    assert exc.value.code == "unauthorized"
+    assert a.check_key(credential) is None and a.check_token(credential) is None
