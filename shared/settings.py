@@ -77,6 +77,16 @@ class Settings(BaseSettings):
         ge=10,
         description="Per session; the predecessor's AudioWorklet client sends ~375 a second.",
     )
+    max_text_frames_per_second: int = Field(
+        default=20,
+        ge=1,
+        description="Per session: control (text) frames a second; over it: rate_limited, 1008.",
+    )
+    min_finalize_ms: int = Field(
+        default=1000,
+        ge=0,
+        description="A finalize less than this much audio after the previous cut cuts nothing.",
+    )
     max_session_s: float = Field(
         default=4 * 3600.0, gt=0, description="Longest session (seconds of audio)."
     )
