@@ -87,6 +87,14 @@ class Settings(BaseSettings):
         ge=0,
         description="A finalize less than this much audio after the previous cut cuts nothing.",
     )
+    auth_max_failures: int = Field(
+        default=10,
+        ge=1,
+        description="Wrong keys at POST /v1/auth/token per client address and window; then 429.",
+    )
+    auth_failure_window_s: float = Field(
+        default=60.0, gt=0, description="The window of AUTH_MAX_FAILURES (seconds)."
+    )
     max_session_s: float = Field(
         default=4 * 3600.0, gt=0, description="Longest session (seconds of audio)."
     )

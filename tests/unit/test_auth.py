@@ -87,7 +87,9 @@ def test_credential_sources() -> None:
     assert credential_from({"authorization": "Basic xyz"}, {}) is None
 
 
-@pytest.mark.parametrize("credential", ["wst1.é.ü", "wst1.x.\u2603", "ключ", "bad\udcff", "wst1.x.\udcff"])
+@pytest.mark.parametrize(
+    "credential", ["wst1.é.ü", "wst1.x.\u2603", "ключ", "bad\udcff", "wst1.x.\udcff"]
+)
 def test_non_ascii_credentials_are_refused_not_crashed(credential: str) -> None:
     """A non-ASCII token made hmac.compare_digest raise TypeError (HTTP 500, a dead socket)."""
     a = auth()
