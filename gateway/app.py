@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -141,11 +142,27 @@ async def listen(ws: WebSocket) -> None:
 async def mint_token(request: Request) -> JSONResponse:
     """Exchange an API key for a short-lived session token (for web pages)."""
     auth: Authenticator = request.app.state.ctx.auth
+    address = request.client.host if request.client else "unknown"
+    now = time.monotonic()
+    wait = auth.failures.retry_after(address, now)
+    if wait:
+        log.warning("auth token: %s throttled after failed attempts (%d s)", address, wait)
+        return JSONResponse(
+            {"error": {"code": "too_many_attempts", "message": f"retry in {wait} s"}},
+            status_code=429,
+            headers={"Retry-After": str(wait)},
+        )
     presented = credential_from(dict(request.headers), {})
     name = auth.check_key(presented) if presented else None
     if not auth.enabled:
         name = name or "dev"
     if name is None:
+        auth.failures.failed(address, now)
+        log.warning(
+            "auth token: failed attempt from %s (%s)",
+            address,
+            "a wrong key" if presented else "no key",
+        )  # never the key itself
         return JSONResponse(
             {"error": {"code": "unauthorized", "message": "an API key is required"}},
             status_code=401,

@@ -21,7 +21,9 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,7 @@ import redis.asyncio as aioredis
 
 from gateway.protocol import CLOSE_POLICY, ProtocolError
 from shared.keys import Keys
+from shared.logs import clip
 from shared.settings import Settings
 
 TOKEN_PREFIX = "wst1."
@@ -52,8 +55,13 @@ class Principal:
     via: str  # "key", "token" or "open"
 
 
+def _utf8(text: str) -> bytes:
+    """Client text as bytes whatever it holds (a lone surrogate from a query string too)."""
+    return text.encode("utf-8", "surrogatepass")
+
+
 def _digest(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode()).digest()
+    return hashlib.sha256(_utf8(secret)).digest()
 
 
 def parse_key(spec: str) -> ApiKey:
@@ -110,6 +118,7 @@ class Authenticator:
             secret = hmac.new(b"whisper-streaming-token", material, hashlib.sha256).digest()
         self._secret = secret
         self.token_ttl = settings.auth_token_ttl_s
+        self.failures = FailedAttempts(settings.auth_max_failures, settings.auth_failure_window_s)
         self.origins = {
             o.strip().rstrip("/") for o in settings.allowed_origins.split(",") if o.strip()
         }
@@ -133,7 +142,8 @@ class Authenticator:
             return None
         payload, _, sig = token[len(TOKEN_PREFIX) :].partition(".")
         expected = _b64(hmac.new(self._secret, payload.encode(), hashlib.sha256).digest())
-        if not hmac.compare_digest(expected, sig):
+        # bytes, not str: compare_digest raises TypeError on a non-ASCII str (an unhandled 500)
+        if not hmac.compare_digest(expected.encode(), _utf8(sig)):
             return None
         try:
             claims = json.loads(_unb64(payload))
@@ -163,7 +173,9 @@ class Authenticator:
     def check_origin(self, origin: str | None) -> None:
         if origin is None or not self.origins or origin.rstrip("/") in self.origins:
             return
-        raise ProtocolError("origin_not_allowed", f"origin {origin} is not allowed", CLOSE_POLICY)
+        raise ProtocolError(
+            "origin_not_allowed", f"origin {clip(origin)} is not allowed", CLOSE_POLICY
+        )
 
 
 def credential_from(headers: dict[str, str], query: dict[str, str]) -> str | None:
@@ -171,6 +183,41 @@ def credential_from(headers: dict[str, str], query: dict[str, str]) -> str | Non
     if auth.lower().startswith("bearer "):
         return auth[7:].strip() or None
     return query.get("token") or None
+
+
+class FailedAttempts:
+    """Wrong keys per client address in a sliding window (in memory, per gateway process,
+    bounded: the least recently failing addresses are forgotten first). Pure: time is passed in.
+
+    Each replica throttles on its own, so N replicas allow N times the limit: still a few
+    guesses a minute against 256-bit keys, instead of thousands a second."""
+
+    def __init__(self, limit: int, window_s: float, max_addresses: int = 10_000) -> None:
+        self.limit, self.window_s, self.max_addresses = limit, window_s, max_addresses
+        self._seen: OrderedDict[str, list[float]] = OrderedDict()
+
+    def _recent(self, address: str, now: float) -> list[float]:
+        times = [t for t in self._seen.get(address, ()) if now - t < self.window_s]
+        if times:
+            self._seen[address] = times
+        else:
+            self._seen.pop(address, None)
+        return times
+
+    def retry_after(self, address: str, now: float) -> int:
+        """Seconds to wait (0: the address may try now)."""
+        times = self._recent(address, now)
+        if len(times) < self.limit:
+            return 0
+        return max(1, math.ceil(times[-self.limit] + self.window_s - now))
+
+    def failed(self, address: str, now: float) -> None:
+        times = self._recent(address, now)
+        times.append(now)
+        self._seen[address] = times
+        self._seen.move_to_end(address)
+        while len(self._seen) > self.max_addresses:
+            self._seen.popitem(last=False)
 
 
 class KeySessions:

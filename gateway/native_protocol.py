@@ -10,6 +10,7 @@ from typing import Any
 
 from gateway.protocol import CLOSE_INVALID_PAYLOAD, CLOSE_UNSUPPORTED, ProtocolError, load_object
 from shared.languages import UnknownLanguage, normalize_language
+from shared.logs import clip
 
 PROTOCOL_VERSION = 1
 _SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -106,7 +107,7 @@ def _encoding(name: str, value: Any) -> str:
     if value != "linear16":
         raise ProtocolError(
             "unsupported_encoding",
-            f"encoding {value!r} is not supported (use linear16: PCM16 LE mono)",
+            f"encoding {clip(value)} is not supported (use linear16: PCM16 LE mono)",
             CLOSE_UNSUPPORTED,
         )
     return "linear16"
@@ -160,6 +161,6 @@ def parse_native_frame(text: str) -> NativeMessage:
         return NativeConfig({k: v for k, v in data.items() if k != "type"})
     raise ProtocolError(
         "unsupported_message",
-        f"unknown message type {kind!r} (expected config, finalize, keepalive or eof)",
+        f"unknown message type {clip(kind)} (expected config, finalize, keepalive or eof)",
         CLOSE_UNSUPPORTED,
     )

@@ -13,6 +13,7 @@ from typing import Any
 
 from shared.capabilities import TRANSCRIBE, TRANSLATE
 from shared.languages import UnknownLanguage, normalize_language
+from shared.logs import clip
 
 CLOSE_NORMAL = 1000
 CLOSE_UNSUPPORTED = 1003
@@ -28,7 +29,7 @@ class ProtocolError(Exception):
     def __init__(self, code: str, message: str, close_code: int) -> None:
         super().__init__(message)
         self.code = code
-        self.message = message
+        self.message = message if len(message) <= 300 else message[:300] + "…"  # a safety net
         self.close_code = close_code
 
     def frame(self) -> dict[str, str]:
@@ -174,6 +175,6 @@ def parse_text_frame(text: str) -> ClientMessage:
         return Eof()
     raise ProtocolError(
         "unsupported_message",
-        f"unknown message type {kind!r} (expected 'config' or 'eof')",
+        f"unknown message type {clip(kind)} (expected 'config' or 'eof')",
         CLOSE_UNSUPPORTED,
     )

@@ -126,7 +126,10 @@ async def _receive(proto: SocketProtocol) -> tuple[int, str]:
                 await proto.uplink.push(data)
                 continue
             text = msg.get("text")
-            if text is not None and await proto.handle_text(text):
+            if text is None:
+                continue
+            proto.uplink.check_text_rate()
+            if await proto.handle_text(text):
                 return CLOSE_NORMAL, "eof"
     except ProtocolError as exc:
         metrics.FRAMES_REJECTED.labels(exc.code).inc()

@@ -79,6 +79,8 @@ class AudioUplink:
         self._coalescer = Coalescer(SAMPLE_RATE * 2 * s.coalesce_ms // 1000, s.coalesce_ms / 1000)
         self._rate_window = 0.0
         self._rate_frames = 0
+        self._text_window = 0.0
+        self._text_frames = 0
         self._lock = asyncio.Lock()
         """Keeps entries in order: audio, a flush by the ticker, control entries, the end."""
 
@@ -143,6 +145,19 @@ class AudioUplink:
         limit = self.ctx.settings.max_frames_per_second
         if self._rate_frames > limit:
             raise ProtocolError("rate_limited", f"more than {limit} frames a second", CLOSE_POLICY)
+
+    def check_text_rate(self) -> None:
+        """Every text frame (any endpoint, before it is parsed): at most
+        ``MAX_TEXT_FRAMES_PER_SECOND``, or ``rate_limited`` and close 1008 like binary frames."""
+        now = time.monotonic()
+        if now - self._text_window >= 1.0:
+            self._text_window, self._text_frames = now, 0
+        self._text_frames += 1
+        limit = self.ctx.settings.max_text_frames_per_second
+        if self._text_frames > limit:
+            raise ProtocolError(
+                "rate_limited", f"more than {limit} text frames a second", CLOSE_POLICY
+            )
 
     async def control(self, kind: str) -> None:
         """Put a control entry on the audio stream, in order with the audio before it."""

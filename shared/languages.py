@@ -56,4 +56,4 @@ def normalize_language(value: str | None) -> str | None:
         return base
     if key in _BY_NAME:
         return _BY_NAME[key] or None
-    raise UnknownLanguage(f"unknown language {value!r}")
+    raise UnknownLanguage(f"unknown language {value[:64]!r}")

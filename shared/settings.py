@@ -78,6 +78,24 @@ class Settings(BaseSettings):
         ge=10,
         description="Per session; the predecessor's AudioWorklet client sends ~375 a second.",
     )
+    max_text_frames_per_second: int = Field(
+        default=20,
+        ge=1,
+        description="Per session: control (text) frames a second; over it: rate_limited, 1008.",
+    )
+    min_finalize_ms: int = Field(
+        default=1000,
+        ge=0,
+        description="A finalize less than this much audio after the previous cut cuts nothing.",
+    )
+    auth_max_failures: int = Field(
+        default=10,
+        ge=1,
+        description="Wrong keys at POST /v1/auth/token per client address and window; then 429.",
+    )
+    auth_failure_window_s: float = Field(
+        default=60.0, gt=0, description="The window of AUTH_MAX_FAILURES (seconds)."
+    )
     max_session_s: float = Field(
         default=4 * 3600.0, gt=0, description="Longest session (seconds of audio)."
     )

@@ -56,6 +56,9 @@ class SegmenterConfig:
     than this do not end a segment…"""
     fast_max_segment_s: float = 29.0
     """…and segments grow to nearly a whole Whisper window, as offline faster-whisper cuts."""
+    min_finalize_ms: int = 0
+    """A client's ``finalize`` less than this much audio after the previous cut is accepted but
+    cuts nothing (the utterance goes on): a client cannot split speech into many tiny ASR jobs."""
     tentative: bool = False
     """Emit a :class:`Tentative` as soon as a silence is ``speech_pad_end_ms`` long: the segment's
     audio is then complete *if* the silence lasts until the endpoint (speculative finals)."""
@@ -251,9 +254,11 @@ class Segmenter:
         ``finalize``); the stream goes on. A live tentative is made void first."""
         self._events = []
         out: list[Event] = []
+        end = self._pos + len(self._pending)
+        if reason != "flush" and end - self._floor < self.cfg.samples(self.cfg.min_finalize_ms):
+            return out
         if self._open is not None:
             self._void(self._open)
-            end = self._pos + len(self._pending)
             self._buf = np.concatenate([self._buf, self._pending])
             out.extend(self._events)
             self._events = []

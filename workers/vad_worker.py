@@ -86,6 +86,7 @@ class VadWorker:
             max_segment_s=self.s.vad_max_segment_s,
             partial_first_ms=self.s.partial_first_ms if start.interim_results else 0,
             partial_interval_ms=self.s.partial_interval_ms,
+            min_finalize_ms=self.s.min_finalize_ms,
             speech_pad_end_ms=None
             if self.s.vad_speech_pad_end_ms < 0
             else self.s.vad_speech_pad_end_ms,

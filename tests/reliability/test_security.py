@@ -6,9 +6,11 @@ import asyncio
 import hashlib
 import json
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 import websockets
@@ -173,3 +175,64 @@ async def test_redis_with_password_and_tls(spawn, tmp_path: Path, tls: bool) -> 
             p.stop()
         server.stop()
         await asyncio.sleep(0)
+
+
+def http_status(url: str, headers: dict[str, str], data: bytes = b"") -> tuple[int, Any]:
+    req = urllib.request.Request(url, data=data, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.headers
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers
+
+
+async def test_live_endpoints_hold_against_odd_tokens_floods_and_huge_echoes(spawn) -> None:
+    """Issue 19, the live endpoints: a non-ASCII credential is a 401 (not a 500 / dead socket)
+    on every endpoint; text frames are rate-limited; key guessing at /v1/auth/token is
+    throttled; a 900 KB ``type`` is not echoed whole; ``?token=`` is not in the logs."""
+    procs, (url,) = start_stack(
+        spawn, **AUTH, AUTH_MAX_FAILURES="5", MAX_TEXT_FRAMES_PER_SECOND="20"
+    )
+    http = url.replace("ws://", "http://")
+    odd = "wst1.%C3%A9.%E2%98%83"  # "wst1.é.☃", percent-encoded in the URL
+    for path in ("/", "/ws", "/v1/listen"):
+        async with websockets.connect(f"{url}{path}?token={odd}") as ws:
+            await expect_error(ws, "unauthorized", 1008)
+    for path in ("/v1/audio/transcriptions", f"/v1/audio/transcriptions?token={odd}"):
+        status, _ = http_status(http + path, {"Authorization": "Bearer wst1.é.ü"})
+        assert status == 401, path
+
+    # text frames: 100 finalize frames at once is over the 20 a second
+    async with websockets.connect(url + "/v1/listen?token=alices-secret") as ws:
+        assert json.loads(await ws.recv())["type"] == "session"
+        await ws.send(b"\x00\x00" * 1600)
+        for _ in range(100):
+            await ws.send(json.dumps({"type": "finalize"}))
+        await expect_error(ws, "rate_limited", 1008)
+
+    # a 900 KB type: the error frame and the log line quote at most 64 characters of it
+    async with websockets.connect(url + "/v1/listen?token=alices-secret") as ws:
+        assert json.loads(await ws.recv())["type"] == "session"
+        await ws.send(json.dumps({"type": "A" * 900_000}))
+        while (msg := json.loads(await asyncio.wait_for(ws.recv(), 30)))["type"] != "error":
+            pass
+        assert msg["code"] == "unsupported_message" and len(msg["message"]) < 200
+
+    # key guessing: 5 wrong keys (one of them non-ASCII), then 429 with Retry-After, fast
+    started = time.monotonic()
+    assert http_status(http + "/v1/auth/token", {"Authorization": "Bearer wst1.é.ü"})[0] == 401
+    codes = [
+        http_status(http + "/v1/auth/token", {"Authorization": f"Bearer guess-{i}"})
+        for i in range(30)
+    ]
+    assert [c for c, _ in codes[:4]] == [401] * 4
+    assert all(c == 429 and int(h["Retry-After"]) > 0 for c, h in codes[4:])
+    # the right key waits too: the address is throttled, not the key
+    assert http_status(http + "/v1/auth/token", {"Authorization": "Bearer alices-secret"})[0] == 429
+    assert time.monotonic() - started < 20
+
+    log = procs["gw-0"].log()
+    assert "alices-secret" not in log and "token=***" in log  # uvicorn's lines, redacted
+    assert "AAAAAAAA" * 10 not in log  # clipped in the WARNING line too
+    assert log.count("auth token: failed attempt from 127.0.0.1") == 5
+    assert "guess-" not in log  # failed attempts are logged without the key

@@ -85,3 +85,38 @@ def test_credential_sources() -> None:
     assert credential_from({"authorization": "Bearer k1"}, {"token": "k2"}) == "k1"
     assert credential_from({}, {"token": "k2"}) == "k2"
     assert credential_from({"authorization": "Basic xyz"}, {}) is None
+
+
+@pytest.mark.parametrize(
+    "credential", ["wst1.é.ü", "wst1.x.\u2603", "ключ", "bad\udcff", "wst1.x.\udcff"]
+)
+def test_non_ascii_credentials_are_refused_not_crashed(credential: str) -> None:
+    """A non-ASCII token made hmac.compare_digest raise TypeError (HTTP 500, a dead socket)."""
+    a = auth()
+    with pytest.raises(ProtocolError) as exc:
+        a.authenticate(credential)
+    assert exc.value.code == "unauthorized"
+    assert a.check_key(credential) is None and a.check_token(credential) is None
+
+
+def test_failed_attempts_are_throttled_per_address_and_bounded() -> None:
+    from gateway.auth import FailedAttempts
+
+    f = FailedAttempts(limit=3, window_s=60, max_addresses=2)
+    for t in range(3):
+        assert f.retry_after("1.2.3.4", t) == 0
+        f.failed("1.2.3.4", t)
+    assert f.retry_after("1.2.3.4", 3) == 57  # the oldest of the last 3 leaves the window at 60
+    assert f.retry_after("5.6.7.8", 3) == 0  # other addresses are not affected
+    assert f.retry_after("1.2.3.4", 60.5) == 0  # the window slid on
+    f.failed("a", 70)
+    f.failed("b", 70)
+    f.failed("c", 70)
+    assert len(f._seen) == 2  # bounded: the least recently failing address was forgotten
+
+
+def test_an_authenticator_has_a_throttle_from_settings() -> None:
+    a = auth(auth_max_failures=2, auth_failure_window_s=10)
+    a.failures.failed("x", 0)
+    a.failures.failed("x", 1)
+    assert a.failures.retry_after("x", 2) == 8

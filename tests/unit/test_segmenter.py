@@ -359,3 +359,36 @@ def test_fast_audio_is_cut_like_offline_transcription() -> None:
     # the 640 ms pause did not split: the first segment holds both 2 s stretches
     assert fast_segs[0].start == 0 and fast_segs[0].end >= 144 * W
     assert all((s.end - s.start) <= 6.0 * 16000 for s in fast_segs)
+
+
+def test_finalize_sooner_than_min_finalize_ms_after_the_last_cut_cuts_nothing() -> None:
+    """``finalize`` every 0.3 s through 6 s of speech cut it into ~20 ASR jobs; with
+    ``min_finalize_ms=1000`` a cut comes at most once a second of audio, and no audio is lost."""
+    n = 188  # 6 s of speech in 32 ms windows
+    cfg = SegmenterConfig(
+        min_silence_ms=320, speech_pad_ms=64, min_speech_ms=96, max_segment_s=30,
+        min_finalize_ms=1000,
+    )  # fmt: skip
+    seg = Segmenter(ScriptedVad([0.9] * n), cfg)
+    audio = ramp_audio(n)
+    cuts: list[Segment] = []
+    step = int(0.3 * 16_000)
+    for i in range(0, len(audio), step):
+        cuts += [e for e in seg.feed(audio[i : i + step]) if isinstance(e, Segment)]
+        cuts += [e for e in seg.finalize() if isinstance(e, Segment)]  # accepted, maybe no cut
+    cuts += [e for e in seg.flush() if isinstance(e, Segment)]
+    assert 5 <= len(cuts) <= 7
+    assert all(c.end - c.start >= 16_000 for c in cuts[:-1])
+    assert [c.start for c in cuts[1:]] == [c.end for c in cuts[:-1]]  # contiguous: nothing lost
+    # a finalize right after a cut is refused; the next one a second of audio later cuts again
+    assert seg.finalize() == []
+
+
+def test_min_finalize_ms_off_keeps_every_finalize_a_cut() -> None:
+    cfg = SegmenterConfig(min_silence_ms=320, speech_pad_ms=64, min_speech_ms=96)
+    seg = Segmenter(ScriptedVad([0.9] * 40), cfg)
+    audio = ramp_audio(40)
+    seg.feed(audio[: 10 * W])
+    assert [e.reason for e in seg.finalize() if isinstance(e, Segment)] == ["finalize"]
+    seg.feed(audio[10 * W : 20 * W])
+    assert [e.reason for e in seg.finalize() if isinstance(e, Segment)] == ["finalize"]
