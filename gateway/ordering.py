@@ -99,3 +99,19 @@ class ArrivalClock:
         if i >= len(self._samples):
             return self._times[-1] if self._times else None
         return self._times[i]
+
+
+class FrameCounter:
+    """Frames in the current one-second window (a window starts with the first frame after the
+    last one ended): the per-session frame-rate limits count with it."""
+
+    def __init__(self) -> None:
+        self._window = 0.0
+        self._frames = 0
+
+    def count(self, now: float) -> int:
+        """Count one frame at ``now``; return how many the current window holds."""
+        if now - self._window >= 1.0:
+            self._window, self._frames = now, 0
+        self._frames += 1
+        return self._frames

@@ -18,7 +18,7 @@ import logging
 import time
 
 from gateway.context import GatewayContext
-from gateway.ordering import ArrivalClock, Coalescer
+from gateway.ordering import ArrivalClock, Coalescer, FrameCounter
 from gateway.protocol import (
     CLOSE_POLICY,
     CLOSE_TOO_BIG,
@@ -77,10 +77,8 @@ class AudioUplink:
         self._carry = PcmCarry()
         self._resampler: StreamResampler | None = None
         self._coalescer = Coalescer(SAMPLE_RATE * 2 * s.coalesce_ms // 1000, s.coalesce_ms / 1000)
-        self._rate_window = 0.0
-        self._rate_frames = 0
-        self._text_window = 0.0
-        self._text_frames = 0
+        self._audio_frames = FrameCounter()
+        self._text_frames = FrameCounter()
         self._lock = asyncio.Lock()
         """Keeps entries in order: audio, a flush by the ticker, control entries, the end."""
 
@@ -138,23 +136,15 @@ class AudioUplink:
                 await self._xadd_audio(chunk)
 
     def _check_rate(self) -> None:
-        now = time.monotonic()
-        if now - self._rate_window >= 1.0:
-            self._rate_window, self._rate_frames = now, 0
-        self._rate_frames += 1
         limit = self.ctx.settings.max_frames_per_second
-        if self._rate_frames > limit:
+        if self._audio_frames.count(time.monotonic()) > limit:
             raise ProtocolError("rate_limited", f"more than {limit} frames a second", CLOSE_POLICY)
 
     def check_text_rate(self) -> None:
         """Every text frame (any endpoint, before it is parsed): at most
         ``MAX_TEXT_FRAMES_PER_SECOND``, or ``rate_limited`` and close 1008 like binary frames."""
-        now = time.monotonic()
-        if now - self._text_window >= 1.0:
-            self._text_window, self._text_frames = now, 0
-        self._text_frames += 1
         limit = self.ctx.settings.max_text_frames_per_second
-        if self._text_frames > limit:
+        if self._text_frames.count(time.monotonic()) > limit:
             raise ProtocolError(
                 "rate_limited", f"more than {limit} text frames a second", CLOSE_POLICY
             )

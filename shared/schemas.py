@@ -160,13 +160,22 @@ def encode_checkpoint(ckpt: VadCheckpoint) -> bytes:
 
 
 def decode_checkpoint(data: bytes) -> VadCheckpoint:
+    return _decode_record(data, VadCheckpoint, "checkpoint")
+
+
+S = TypeVar("S", "VadCheckpoint", "WorkerCapabilities")
+
+
+def _decode_record(data: bytes, kind: type[S], what: str) -> S:
+    """Decode and validate a record kept outside the streams (a checkpoint, an announcement);
+    raise :class:`SchemaError` on anything malformed or of another version."""
     try:
-        ckpt = msgspec.msgpack.decode(data, type=VadCheckpoint)
+        record = msgspec.msgpack.decode(data, type=kind)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise SchemaError(str(exc)) from exc
-    if ckpt.v != SCHEMA_VERSION:
-        raise SchemaError(f"unsupported checkpoint version {ckpt.v}")
-    return ckpt
+    if record.v != SCHEMA_VERSION:
+        raise SchemaError(f"unsupported {what} version {record.v}")
+    return record
 
 
 StreamMessage = (
@@ -234,10 +243,4 @@ def encode_capabilities(caps: WorkerCapabilities) -> bytes:
 def decode_capabilities(data: bytes) -> WorkerCapabilities:
     """Decode and validate; raise :class:`SchemaError` on anything malformed or of another
     version."""
-    try:
-        caps = msgspec.msgpack.decode(data, type=WorkerCapabilities)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise SchemaError(str(exc)) from exc
-    if caps.v != SCHEMA_VERSION:
-        raise SchemaError(f"unsupported schema version {caps.v}")
-    return caps
+    return _decode_record(data, WorkerCapabilities, "schema")

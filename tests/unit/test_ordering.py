@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.ordering import ArrivalClock, Coalescer, ReorderBuffer
+from gateway.ordering import ArrivalClock, Coalescer, FrameCounter, ReorderBuffer
 
 
 def test_out_of_order_results_come_out_in_segment_order() -> None:
@@ -66,3 +66,10 @@ def test_arrival_clock() -> None:
     assert clock.arrival(1601) == 10.1
     assert clock.arrival(99999) == 10.1
     assert ArrivalClock().arrival(5) is None
+
+
+def test_the_frame_counter_counts_per_one_second_window() -> None:
+    c = FrameCounter()
+    assert [c.count(t) for t in (10.0, 10.2, 10.9)] == [1, 2, 3]
+    assert c.count(11.0) == 1  # a new window starts a second after the last began
+    assert c.count(11.5) == 2
