@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import os
 import sys
 
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError, load_settings, unknown_variables
+
+CONFIG_ERROR = 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -14,6 +18,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Near-real-time speech to text over WebSockets (configuration: environment "
         "variables, see the README).",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="run the whole service here (embedded Redis unless REDIS_URL)")
     up.add_argument("--vad-workers", type=int, default=1)
@@ -44,9 +49,30 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def version() -> str:
+    try:
+        return importlib.metadata.version("whisper-streaming")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown"
+
+
+def configuration() -> Settings:
+    """The settings, or exit 2 with one ``NAME=value: why`` line per bad value; variables with
+    the project's prefixes that are no setting (misspellings) are warned about."""
+    for warning in unknown_variables(os.environ):
+        print(f"whisper-streaming: warning: {warning}", file=sys.stderr)
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        for line in exc.lines:
+            print(f"whisper-streaming: {line}", file=sys.stderr)
+        print("whisper-streaming: configuration error (see the README's table)", file=sys.stderr)
+        raise SystemExit(CONFIG_ERROR) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings = Settings()
+    settings = configuration()
     if args.command == "up":
         from whisper_streaming.up import run_up
 
