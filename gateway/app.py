@@ -255,7 +255,7 @@ def main(settings: Settings | None = None) -> None:
     from shared.logs import configure
 
     settings = settings or Settings()
-    configure(settings.log_level)
+    configure(settings.log_level, settings.log_format, "gateway", settings.consumer_name)
     try:
         app = create_app(settings)
     except AuthConfigError as exc:
@@ -265,6 +265,7 @@ def main(settings: Settings | None = None) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's loggers go through ours (role, worker, LOG_FORMAT)
         ws_max_size=max(2 * settings.max_frame_bytes, 1 << 20),
         timeout_graceful_shutdown=int(settings.eof_timeout_s),
     )

@@ -406,7 +406,7 @@ def main(settings: Settings | None = None) -> None:
     from shared.logs import configure
 
     settings = settings or Settings()
-    configure(settings.log_level)
+    configure(settings.log_level, settings.log_format, "asr-worker", settings.consumer_name)
     asyncio.run(amain(settings))
 
 
