@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
         help="file, or directory for several inputs (default stdout)",
     )
     rp.add_argument("--timeout", type=float, default=300.0, help="per file, after the last audio")
+    cred = rp.add_mutually_exclusive_group()
+    cred.add_argument("--api-key", default=None, help="API key (sent as Authorization: Bearer)")
+    cred.add_argument("--token", default=None, help="session token from POST /v1/auth/token")
     return p
 
 
