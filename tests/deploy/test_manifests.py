@@ -17,7 +17,7 @@ from shared.settings import Settings
 from tests.deploy.conftest import DEPLOY, KUSTOMIZATIONS, OVERLAYS, find, one, schemas_dir
 
 K8S_VERSION = "1.33.0"  # deploy/terraform's default kubernetes_version
-CRD_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor"}
+CRD_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"}
 KEDA_CRDS = {
     "ScaledObject": "keda.sh_scaledobjects.yaml",
     "TriggerAuthentication": "keda.sh_triggerauthentications.yaml",
@@ -292,11 +292,19 @@ def test_gpu_placement_matches_the_karpenter_gpu_pool(rendered) -> None:
 
 
 def test_grafana_dashboard_configmap(rendered) -> None:
+    """One dashboard per cluster: the GPU overlay's has the DCGM row, the others the plain one."""
     for name in KUSTOMIZATIONS:
-        cm = one(rendered[name], "ConfigMap", "whisper-streaming-dashboard")
+        gpu = name == "eks-gpu"
+        cm_name = "whisper-streaming-gpu-dashboard" if gpu else "whisper-streaming-dashboard"
+        file = "gpu/whisper-streaming-gpu.json" if gpu else "whisper-streaming.json"
+        dashboards = [
+            d for d in find(rendered[name], "ConfigMap") if "dashboard" in d["metadata"]["name"]
+        ]
+        assert [d["metadata"]["name"] for d in dashboards] == [cm_name], name
+        cm = dashboards[0]
         assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
-        shipped = cm["data"]["whisper-streaming.json"]
-        assert shipped == (DEPLOY / "grafana" / "whisper-streaming.json").read_text()
+        shipped = cm["data"][file.rsplit("/", 1)[-1]]
+        assert shipped == (DEPLOY / "grafana" / file).read_text()
 
 
 def test_overlays_set_namespace(rendered) -> None:
