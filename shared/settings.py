@@ -120,6 +120,13 @@ class Settings(BaseSettings):
         description="Largest upload `POST /v1/audio/transcriptions` accepts (bytes, the whole "
         "request); larger gets 413. 25 MiB, as OpenAI's API.",
     )
+    transcription_max_uploads: int = Field(
+        default=4,
+        ge=1,
+        description="Uploads one gateway receives and decodes at once; more get 503 "
+        "`too_many_uploads`. Each is spooled to /tmp while it is read: size the gateway's /tmp "
+        "to TRANSCRIPTION_MAX_UPLOADS × TRANSCRIPTION_MAX_BYTES (deploy/keda does).",
+    )
     transcription_timeout_s: float = Field(
         default=600.0,
         gt=0,

@@ -16,7 +16,7 @@ from shared import keys as K
 from shared.settings import Settings
 from tests.deploy.conftest import DEPLOY, KUSTOMIZATIONS, OVERLAYS, find, one, schemas_dir
 
-K8S_VERSION = "1.33.0"  # deploy/terraform's default kubernetes_version
+K8S_VERSION = "1.35.0"  # deploy/terraform's default kubernetes_version
 CRD_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"}
 KEDA_CRDS = {
     "ScaledObject": "keda.sh_scaledobjects.yaml",
