@@ -87,3 +87,49 @@ def test_marker_evaluation_drops_extras_and_other_groups() -> None:
         ]
     }
     assert run_packages(lock) == ["a", "d"]
+
+
+def supported_minors(spec: str) -> list[int]:
+    """CPython 3 minors that ``requires-python`` (``>=3.11,<3.15``) admits (pure)."""
+    from packaging.specifiers import SpecifierSet
+
+    allowed = SpecifierSet(spec)
+    return [m for m in range(8, 20) if f"3.{m}.0" in allowed]
+
+
+def wheel_fits(filename: str, minor: int) -> bool:
+    """Whether a locked file installs on CPython 3.minor (sdists build anywhere)."""
+    if not filename.endswith(".whl"):
+        return True
+    python_tag, abi_tag = filename[:-4].split("-")[-3:-1]
+    tags = python_tag.split(".")
+    if any(t in ("py3", "py2.py3") or t.startswith("py3") for t in tags):
+        return True
+    if "abi3" in abi_tag:  # stable ABI: this CPython or any later one
+        return any(t.startswith("cp3") and int(t[3:]) <= minor for t in tags)
+    return f"cp3{minor}" in tags
+
+
+def test_the_lock_installs_on_every_python_the_package_admits() -> None:
+    """Every locked package (run and dev groups; not optional extras) has a file for each CPython
+    minor in requires-python, so widening the range is backed by the lock (issue: 3.14)."""
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    minors = supported_minors(pyproject["project"]["requires-python"])
+    lock = tomllib.loads((REPO / "poetry.lock").read_text())
+    missing = []
+    for pkg in lock["package"]:
+        if pkg.get("optional") or not pkg.get("files"):
+            continue
+        for minor in minors:
+            if not any(wheel_fits(f["file"], minor) for f in pkg["files"]):
+                missing.append(f"{pkg['name']} {pkg['version']} on 3.{minor}")
+    assert minors and not missing, missing
+
+
+def test_wheel_tags() -> None:
+    assert supported_minors(">=3.11,<3.15") == [11, 12, 13, 14]
+    assert wheel_fits("numpy-2.3.0-cp314-cp314-manylinux_2_28_x86_64.whl", 14)
+    assert not wheel_fits("numpy-2.3.0-cp313-cp313-manylinux_2_28_x86_64.whl", 14)
+    assert wheel_fits("tokenizers-0.22-cp39-abi3-manylinux_2_17_x86_64.whl", 14)
+    assert wheel_fits("ruff-0.17-py3-none-manylinux_2_17_x86_64.whl", 14)
+    assert wheel_fits("x-1.0.tar.gz", 14)
