@@ -23,6 +23,7 @@ from gateway.native_protocol import parse_options
 from gateway.protocol import ProtocolError, parse_legacy_query
 from gateway.router import ResultRouter
 from gateway.web import mount_web
+from shared import tracing
 from shared.capabilities import read_pool
 from shared.keys import Keys
 from shared.redis_util import connect, live_workers
@@ -256,6 +257,7 @@ def main(settings: Settings | None = None) -> None:
 
     settings = settings or Settings()
     configure(settings.log_level, settings.log_format, "gateway", settings.consumer_name)
+    tracing.configure(settings.otlp_traces_endpoint, "gateway", settings.consumer_name)
     try:
         app = create_app(settings)
     except AuthConfigError as exc:
@@ -269,6 +271,7 @@ def main(settings: Settings | None = None) -> None:
         ws_max_size=max(2 * settings.max_frame_bytes, 1 << 20),
         timeout_graceful_shutdown=int(settings.eof_timeout_s),
     )
+    tracing.shutdown()
 
 
 if __name__ == "__main__":

@@ -96,6 +96,8 @@ class AsrJob(_Msg, tag="asr_job"):
     """A final transcribed before its endpoint is confirmed (``rev`` is then the tentative's
     revision): its result is stored, and published only once the VAD worker commits that
     revision (workers/speculation.py)."""
+    traceparent: str = ""
+    """W3C trace context of the utterance (shared/tracing.py); empty when tracing is off."""
 
 
 class Word(msgspec.Struct, kw_only=True):
@@ -127,6 +129,8 @@ class Transcript(_Msg, tag="transcript"):
     worker: str = ""
     speaker: str | None = None
     """``S0``, ``S1``, … within the session (``diarize=true`` finals only)."""
+    traceparent: str = ""
+    """The ASR span's trace context, for the gateway's span; empty when tracing is off."""
 
 
 class SessionDone(_Msg, tag="session_done"):

@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     metrics_port: int = Field(
         default=0, ge=0, le=65535, description="Workers: Prometheus port (0 = no endpoint)."
     )
+    otlp_traces_endpoint: str = Field(
+        default="",
+        description="OTLP/HTTP endpoint for traces (`http://otel-collector:4318/v1/traces`): one "
+        "trace per utterance, VAD → ASR → gateway, a `traceparent` in the stream messages. "
+        "Empty = off (nothing recorded or carried). Needs the `tracing` extra.",
+    )
 
     # --- gateway -------------------------------------------------------------------------------
     max_frame_bytes: int = Field(

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared import metrics
+from shared import metrics, tracing
 from shared.audio import SAMPLE_RATE, pcm16_to_float32
 from shared.keys import ASR_GROUP, VAD_GROUP, Keys
 from shared.redis_util import Heartbeat, connect, ensure_group, entry_data
@@ -385,7 +385,11 @@ def main(settings: Settings | None = None) -> None:
 
     settings = settings or Settings()
     configure(settings.log_level, settings.log_format, "vad-worker", settings.consumer_name)
-    asyncio.run(amain(settings))
+    tracing.configure(settings.otlp_traces_endpoint, "vad-worker", settings.consumer_name)
+    try:
+        asyncio.run(amain(settings))
+    finally:
+        tracing.shutdown()
 
 
 if __name__ == "__main__":
