@@ -62,9 +62,10 @@ class FileSession:
         language: str | None = None,
         prompt: str | None = None,
         timeout_s: float | None = None,
+        session_id: str | None = None,
     ) -> None:
         self.ctx = ctx
-        self.session_id = uuid.uuid4().hex
+        self.session_id = session_id or uuid.uuid4().hex
         self.pcm = pcm
         self.prompt = prompt
         self.uplink = AudioUplink(ctx, self.session_id, self.endpoint)

@@ -112,6 +112,13 @@ class Settings(BaseSettings):
         description="Largest upload `POST /v1/audio/transcriptions` accepts (bytes, the whole "
         "request); larger gets 413. 25 MiB, as OpenAI's API.",
     )
+    transcription_max_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Longest audio an upload may hold (seconds; at most MAX_SESSION_S). A file "
+        "declaring more is refused with 413 before decoding, and decoding stops once it passes "
+        "this, so an upload's memory is bounded (16 kHz PCM16: 115 MB an hour).",
+    )
     transcription_timeout_s: float = Field(
         default=600.0,
         gt=0,
