@@ -252,6 +252,7 @@ def create_app(settings: Settings) -> FastAPI:
 def main(settings: Settings | None = None) -> None:
     import uvicorn
 
+    from gateway.server import protocol_class
     from shared.logs import configure
 
     settings = settings or Settings()
@@ -267,6 +268,9 @@ def main(settings: Settings | None = None) -> None:
         log_level=settings.log_level.lower(),
         ws_max_size=max(2 * settings.max_frame_bytes, 1 << 20),
         timeout_graceful_shutdown=int(settings.eof_timeout_s),
+        http=protocol_class(settings.http_header_timeout_s),
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=5,
     )
 
 

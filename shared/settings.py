@@ -106,6 +106,20 @@ class Settings(BaseSettings):
         default=100, ge=10, description="Smallest per-session `endpointing` a client may ask for."
     )
 
+    http_header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A connection whose request headers are not complete this long after it "
+        "opened (or after its previous response) is closed: slow-header clients cannot hold "
+        "sockets.",
+    )
+    max_connections: int = Field(
+        default=2000,
+        ge=1,
+        description="Connections and requests one gateway serves at once (uvicorn's "
+        "limit_concurrency); requests beyond get 503. Live sessions are bounded by MAX_SESSIONS.",
+    )
+
     transcription_max_bytes: int = Field(
         default=25 * 1024 * 1024,
         ge=1024,
