@@ -202,7 +202,15 @@ def create_app(settings: Settings) -> FastAPI:
             await asyncio.wait([router_task], timeout=3)
             await r.aclose()
 
-    app = FastAPI(title="Whisper Streaming", version="0.1.0", lifespan=lifespan)
+    # No Swagger or ReDoc pages (they load their assets from a CDN, and a public Ingress would
+    # route them): the API is documented in docs/protocol.md; /openapi.json needs credentials.
+    app = FastAPI(
+        title="Whisper Streaming",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
 
     app.add_api_websocket_route("/v1/listen", listen)
     app.add_api_websocket_route("/", legacy_root)
@@ -211,10 +219,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.middleware("http")
     async def require_auth(request: Request, call_next: Any) -> Response:
-        """HTTP API calls (/v1/…) need a key or token like the WebSockets; the page, health,
-        readiness and metrics do not (keep /metrics inside the cluster)."""
+        """HTTP API calls (/v1/…), /metrics and /openapi.json need a key or token like the
+        WebSockets; the page, health and readiness do not. Prometheus scrapes the unauthenticated
+        copy of /metrics on the internal ``METRICS_PORT``, which no Ingress routes."""
         path = request.url.path
-        if path.startswith("/v1/") and path != "/v1/auth/token":
+        if (path.startswith("/v1/") and path != "/v1/auth/token") or path in PRIVATE_PATHS:
             auth: Authenticator = authenticator
             try:
                 auth.check_origin(request.headers.get("origin"))
@@ -249,11 +258,15 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+PRIVATE_PATHS = frozenset({"/metrics", "/openapi.json"})
+
+
 def main(settings: Settings | None = None) -> None:
     import uvicorn
 
     from gateway.server import protocol_class
     from shared.logs import configure
+    from shared.runtime import start_metrics_server
 
     settings = settings or Settings()
     configure(settings.log_level)
@@ -261,6 +274,7 @@ def main(settings: Settings | None = None) -> None:
         app = create_app(settings)
     except AuthConfigError as exc:
         raise SystemExit(f"gateway: {exc}") from exc
+    start_metrics_server(settings.metrics_port)  # internal, unauthenticated: for Prometheus
     uvicorn.run(
         app,
         host=settings.host,

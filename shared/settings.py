@@ -44,7 +44,12 @@ class Settings(BaseSettings):
         description="Stable consumer name in the Redis groups (the pod name in Kubernetes).",
     )
     metrics_port: int = Field(
-        default=0, ge=0, le=65535, description="Workers: Prometheus port (0 = no endpoint)."
+        default=0,
+        ge=0,
+        le=65535,
+        description="Prometheus port, unauthenticated, for inside the cluster (0 = none). The "
+        "gateway also answers /metrics on its public port, but only with credentials when "
+        "AUTH_ENABLED.",
     )
 
     # --- gateway -------------------------------------------------------------------------------
