@@ -181,15 +181,18 @@ def create_app(settings: Settings) -> FastAPI:
         r = connect(settings.effective_redis_url, name=f"gateway-{settings.consumer_name}")
         router = ResultRouter(r, keys)
         await router.subscribe()
+        await authenticator.load_secret(r, keys.token_secret)
         stop = asyncio.Event()
         router_task = asyncio.create_task(router.run(stop), name="result-router")
+        key_sessions = KeySessions(r, keys, settings)
+        lease_task = asyncio.create_task(key_sessions.run(stop), name="key-leases")
         app.state.ctx = GatewayContext(
             settings=settings,
             redis=r,
             keys=keys,
             router=router,
             auth=authenticator,
-            key_sessions=KeySessions(r, keys, settings),
+            key_sessions=key_sessions,
         )
         if not authenticator.enabled:
             log.warning("AUTHENTICATION IS OFF: anyone who can reach this port can use it")
@@ -199,7 +202,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             stop.set()
             await app.state.ctx.background.cancel_all()
-            await asyncio.wait([router_task], timeout=3)
+            await asyncio.wait([router_task, lease_task], timeout=3)
             await r.aclose()
 
     # No Swagger or ReDoc pages (they load their assets from a CDN, and a public Ingress would

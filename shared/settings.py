@@ -160,7 +160,8 @@ class Settings(BaseSettings):
     )
     auth_token_secret: str = Field(
         default="",
-        description="HMAC secret of session tokens; empty = derived from the key set.",
+        description="HMAC secret of session tokens; empty = 32 random bytes created once in Redis "
+        "and shared by every gateway.",
     )
     auth_token_ttl_s: int = Field(default=300, ge=10, description="Session token lifetime.")
     allowed_origins: str = Field(
@@ -169,6 +170,12 @@ class Settings(BaseSettings):
     )
     api_key_max_sessions: int = Field(
         default=50, ge=1, description="Concurrent sessions per API key, across all gateways."
+    )
+    api_key_lease_s: float = Field(
+        default=60.0,
+        ge=3,
+        description="A per-key session slot is a lease this long, renewed by its gateway while "
+        "the session is open: a gateway that dies frees its slots within it.",
     )
 
     # --- streams and retention -----------------------------------------------------------------
