@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     max_session_s: float = Field(
         default=4 * 3600.0, gt=0, description="Longest session (seconds of audio)."
     )
+    first_audio_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A live session that sends no audio this long after opening is closed "
+        "(`no_audio`, 1008): idle sockets cannot hold session slots. Resumed sessions are exempt.",
+    )
     resume_grace_s: float = Field(
         default=30.0, ge=0, description="Native sessions outlive a dropped socket this long."
     )
