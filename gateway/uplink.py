@@ -112,7 +112,7 @@ class AudioUplink:
                 f"binary frame of {len(data)} bytes exceeds the limit of {limits.max_frame_bytes}",
                 CLOSE_TOO_BIG,
             )
-        self._check_rate()
+        await self._throttle()
         metrics.AUDIO_BYTES.inc(len(data))
         pcm = self._carry.push(data)
         if self._resampler is not None:
@@ -135,10 +135,15 @@ class AudioUplink:
             if chunk:
                 await self._xadd_audio(chunk)
 
-    def _check_rate(self) -> None:
-        limit = self.ctx.settings.max_frames_per_second
-        if self._audio_frames.count(time.monotonic()) > limit:
-            raise ProtocolError("rate_limited", f"more than {limit} frames a second", CLOSE_POLICY)
+    async def _throttle(self) -> None:
+        """More than ``MAX_FRAMES_PER_SECOND`` binary frames in a second are held back, not
+        refused: the socket is not read meanwhile (TCP back-pressure), so a client that sends a
+        burst after a network stall loses nothing, and a flood of tiny frames costs no more than
+        the limit allows."""
+        wait = self._audio_frames.wait_s(time.monotonic(), self.ctx.settings.max_frames_per_second)
+        if wait > 0:
+            metrics.FRAMES_THROTTLED.inc()
+            await asyncio.sleep(wait)
 
     def check_text_rate(self) -> None:
         """Every text frame (any endpoint, before it is parsed): at most

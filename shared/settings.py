@@ -81,7 +81,9 @@ class Settings(BaseSettings):
     max_frames_per_second: int = Field(
         default=1000,
         ge=10,
-        description="Per session; the predecessor's AudioWorklet client sends ~375 a second.",
+        description="Binary frames a session may send per second; more are held back (the "
+        "socket is not read meanwhile: back-pressure), never refused. The predecessor's "
+        "AudioWorklet client sends ~375 a second.",
     )
     max_text_frames_per_second: int = Field(
         default=20,

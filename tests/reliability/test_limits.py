@@ -114,10 +114,13 @@ async def test_backpressure_holds_audio_instead_of_dropping_it(
 
 async def test_rate_and_length_limits(spawn) -> None:
     _, (url,) = start_stack(spawn, MAX_FRAMES_PER_SECOND="50", MAX_SESSION_S="2")
-    async with websockets.connect(url) as ws:
-        for _ in range(120):
-            await ws.send(b"\x00\x00" * 16)
-        await expect_error(ws, "rate_limited", 1008)
+    # a burst of frames (a client catching up after a stall) is held back, not refused: the
+    # session goes on and its speech is transcribed
+    utt = next(u for u in librispeech() if u.utt_id == "2830-3980-0043")
+    # 20 ms frames as fast as they go: 50 a second of audio, sent many times faster
+    result = await stream_pcm(url + "/", load_pcm(utt.path), speed=0, chunk_ms=20)
+    assert not result.errors
+    assert wer([(utt.reference, result.text)]).wer <= 0.25
     async with websockets.connect(url) as ws:
         for _ in range(30):
             await ws.send(b"\x00\x00" * 1600)  # 100 ms a frame, 3 s in all
