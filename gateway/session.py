@@ -18,9 +18,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from gateway.context import GatewayContext, counted
 from gateway.downlink import ResultsDownlink
-from gateway.protocol import CLOSE_NORMAL, CLOSE_POLICY, ProtocolError
+from gateway.protocol import CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_AGAIN_LATER, ProtocolError
 from gateway.uplink import AudioUplink
 from shared import metrics
+from shared.redis_util import RedisUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -161,12 +162,18 @@ async def _receive(proto: SocketProtocol, first_audio_timeout_s: float) -> tuple
     except WebSocketDisconnect:
         client.gone = True
         return CLOSE_NORMAL, "disconnect"
+    except RedisUnavailable as exc:
+        log.error("session=%s ends: %s", proto.session_id, exc)
+        err = ProtocolError("service_unavailable", f"{exc}; reconnect later", CLOSE_TRY_AGAIN_LATER)
+        metrics.FRAMES_REJECTED.labels(err.code).inc()
+        await client.send(err.frame())
+        return err.close_code, err.code
 
 
 async def _end(ctx: GatewayContext, proto: SocketProtocol, reason: str) -> None:
     client, uplink, downlink = proto.client, proto.uplink, proto.downlink
-    if not uplink.announced:
-        return
+    if not uplink.announced or reason == "service_unavailable":
+        return  # nothing to end, or Redis is gone: the session's keys expire with their TTL
     if client.gone and not uplink.ended and await proto.dropped():
         await uplink.flush()
         return

@@ -106,6 +106,13 @@ class Settings(BaseSettings):
     max_session_s: float = Field(
         default=4 * 3600.0, gt=0, description="Longest session (seconds of audio)."
     )
+    redis_outage_tolerance_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long a live session rides through a Redis outage (on top of the "
+        "client's own ~9 s of reconnection attempts): it stops reading the socket and resumes "
+        "when Redis is back; longer, `service_unavailable` and close 1013.",
+    )
     first_audio_timeout_s: float = Field(
         default=30.0,
         gt=0,
