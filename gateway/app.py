@@ -267,7 +267,7 @@ PRIVATE_PATHS = frozenset({"/metrics", "/openapi.json"})
 def main(settings: Settings | None = None) -> None:
     import uvicorn
 
-    from gateway.server import protocol_class
+    from gateway.server import DrainingServer, protocol_class
     from shared.logs import configure
     from shared.runtime import start_metrics_server
 
@@ -278,17 +278,24 @@ def main(settings: Settings | None = None) -> None:
     except AuthConfigError as exc:
         raise SystemExit(f"gateway: {exc}") from exc
     start_metrics_server(settings.metrics_port)  # internal, unauthenticated: for Prometheus
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
         ws_max_size=max(2 * settings.max_frame_bytes, 1 << 20),
-        timeout_graceful_shutdown=int(settings.eof_timeout_s),
+        timeout_graceful_shutdown=5,  # what is left after the drain
         http=protocol_class(settings.http_header_timeout_s),
         limit_concurrency=settings.max_connections,
         timeout_keep_alive=5,
     )
+
+    async def drain() -> None:
+        ctx = getattr(app.state, "ctx", None)
+        if ctx is not None:
+            await ctx.drain(settings.shutdown_grace_s)
+
+    DrainingServer(config, drain).run()
 
 
 if __name__ == "__main__":

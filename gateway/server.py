@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger(__name__)
@@ -65,3 +68,23 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
 def protocol_class(header_timeout_s: float) -> type[HeaderDeadlineProtocol]:
     return type("GatewayHttpProtocol", (HeaderDeadlineProtocol,), {"header_timeout_s": header_timeout_s})  # fmt: skip
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, whose shutdown (SIGTERM) first stops accepting connections and then
+    awaits ``drain`` (the sessions' own graceful end), and only then lets uvicorn close what is
+    left with 1012: without it every socket is closed at once and clients of ``/`` lose their
+    last utterance."""
+
+    def __init__(self, config: uvicorn.Config, drain: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(config)
+        self._drain = drain
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()  # no new connections while the sessions drain
+        try:
+            await self._drain()
+        except Exception:  # noqa: BLE001 - uvicorn's own shutdown must still run
+            log.exception("draining the sessions failed")
+        await super().shutdown(sockets)

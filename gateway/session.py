@@ -18,7 +18,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from gateway.context import GatewayContext, counted
 from gateway.downlink import ResultsDownlink
-from gateway.protocol import CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_AGAIN_LATER, ProtocolError
+from gateway.protocol import (
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CLOSE_SERVICE_RESTART,
+    CLOSE_TRY_AGAIN_LATER,
+    ProtocolError,
+)
 from gateway.uplink import AudioUplink
 from shared import metrics
 from shared.redis_util import RedisUnavailable
@@ -96,9 +102,7 @@ async def run_socket(ctx: GatewayContext, proto: SocketProtocol) -> None:
                 reason = "eof"
                 try:
                     if not uplink.ended:
-                        close_code, reason = await _receive(
-                            proto, ctx.settings.first_audio_timeout_s
-                        )
+                        close_code, reason = await _receive_until_drained(ctx, proto)
                 finally:
                     await _stop(ticker, proto.session_id)
                     await _end(ctx, proto, reason)
@@ -114,6 +118,25 @@ async def _stop(ticker: asyncio.Task[None], session_id: str) -> None:
     (outcome,) = await asyncio.gather(ticker, return_exceptions=True)
     if isinstance(outcome, Exception):
         log.error("session=%s coalescing ticker failed", session_id, exc_info=outcome)
+
+
+async def _receive_until_drained(ctx: GatewayContext, proto: SocketProtocol) -> tuple[int, str]:
+    """:func:`_receive`, as a task the gateway's drain can stop (SIGTERM): then the session ends
+    as at an eof, and closes with 1012 once its finals are out."""
+    receiving = asyncio.create_task(_receive(proto, ctx.settings.first_audio_timeout_s))
+    ctx.receivers.add(receiving)
+    try:
+        return await receiving
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if not (ctx.draining and receiving.cancelled()) or (current and current.cancelling()):
+            raise
+        log.info("session=%s drained (gateway shutting down)", proto.session_id)
+        return CLOSE_SERVICE_RESTART, "shutdown"
+    finally:
+        ctx.receivers.discard(receiving)
+        if not receiving.done():
+            receiving.cancel()
 
 
 async def _next_message(proto: SocketProtocol, deadline: float) -> Any:

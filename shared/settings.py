@@ -302,7 +302,8 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(
         default=20.0,
         gt=0,
-        description="On SIGTERM, workers finish or hand back their work within this time "
+        description="On SIGTERM, workers finish or hand back their work, and gateways deliver "
+        "their sessions' last finals, within this time "
         "(keep it below Kubernetes' terminationGracePeriodSeconds).",
     )
     partial_first_ms: int = Field(
