@@ -211,6 +211,7 @@ class AudioUplink:
             interim_results=self.interim_results,
             vad_events=self.vad_events,
             diarize=self.diarize,
+            task=self.task,
         )
         fields: dict[Field, session_state.Value] = {
             Field.STATE: State.ATTACHED,
@@ -229,10 +230,11 @@ class AudioUplink:
             await pipe.execute()
         self.announced = True
         log.info(
-            "session=%s stage=gateway started (%s, language=%s)",
+            "session=%s stage=gateway started (%s, language=%s, task=%s)",
             self.session_id,
             self.endpoint,
             self.language,
+            self.task,
         )
 
     async def _xadd_audio(self, pcm: bytes) -> None:
