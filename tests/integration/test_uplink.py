@@ -262,7 +262,7 @@ async def test_a_language_no_live_worker_announces_is_refused_before_the_session
     tr.language, tr.task = "de", "translate"
     await tr.push(b"\x00" * MS100)
     assert tr.announced
-    (_sid, fields), *_ = (await ctx.redis.xrevrange(ctx.keys.sessions, count=1))
+    (_sid, fields), *_ = await ctx.redis.xrevrange(ctx.keys.sessions, count=1)
     start = decode_as(entry_data(fields), SessionStart)
     assert (start.session_id, start.language, start.task) == (tr.session_id, "de", "translate")
     await multi.remove()
