@@ -32,14 +32,15 @@ import psutil
 from bench import report
 from bench.cli import add_stack_args, finish, meta, sigterm_as_interrupt, stack_config, wait_quiet
 from bench.client import StreamRun, stream
-from bench.corpus import audio, to_pcm16
+from bench.corpus import audio, speech_regions, to_pcm16
 from bench.runs import DRAIN_TIMEOUT_S, wait_idle
 from bench.stack import BenchStack, Sampler
 from shared.settings import Settings
 from shared.text import CER_LANGUAGES
 from whisper_streaming.corpus import Recording, other_languages
 from whisper_streaming.evaluation import error_rate
-from workers.asr import DecodeOptions, load_model
+from workers.asr import DecodeOptions, encode_window, language_probabilities, load_model
+from workers.detection import choose_language
 
 TARGETS = (
     "streamed error within +1 point of offline per language on average; detection accuracy "
@@ -86,9 +87,47 @@ def offline(recs: list[Recording], env: dict[str, str]) -> dict[str, dict[str, A
             "cpu_s": round(sum(me.cpu_times()[:2]) - cpu0, 2),
         }
         print(f"offline {rec.name}: {info.language} {out[rec.name]['transcribe_s']}s", flush=True)
+    out["short_utterances"] = short_utterances(model, recs, settings)
     del model
     gc.collect()
     return out
+
+
+SHORT_S = (1.0, 2.0)
+"""Lengths of the short utterances cut from each recording's first speech."""
+
+
+def short_utterances(model: Any, recs: list[Recording], settings: Settings) -> dict[str, Any]:
+    """The detection rule on short utterances (workers/detection.py): the first 1 s and 2 s of
+    each recording's speech, detected alone (what a per-utterance top-1 gives), with the rule in
+    a session already in that language (stickiness keeps it), and with the rule in a session
+    that was English before (does a real switch get through?)."""
+    switch = settings.asr_language_switch_probability
+    rows = []
+    for rec in recs:
+        x = audio(rec.path)
+        onset = speech_regions(rec.path)[0].start if speech_regions(rec.path) else 0.0
+        for seconds in SHORT_S:
+            piece = x[int(onset * 16000) : int((onset + seconds) * 16000)]
+            probs = language_probabilities(model, encode_window(model, piece)[1])
+            rows.append({
+                "file": rec.name, "language": rec.language, "seconds": seconds,
+                "top": probs[0][0], "top_p": round(probs[0][1], 3),
+                "kept": choose_language(probs, rec.language, switch)[0] == rec.language,
+                "switched_from_en": choose_language(probs, "en", switch)[0] == rec.language,
+            })  # fmt: skip
+    result: dict[str, Any] = {"switch_probability": switch, "rows": rows}
+    for seconds in SHORT_S:
+        sel = [r for r in rows if r["seconds"] == seconds]
+        foreign = [r for r in sel if r["language"] != "en"]
+        result[f"{seconds:g}s"] = {
+            "utterances": len(sel),
+            "top1_correct": sum(r["top"] == r["language"] for r in sel),
+            "rule_same_language_correct": sum(r["kept"] for r in sel),
+            "rule_switch_from_en_correct": sum(r["switched_from_en"] for r in foreign),
+            "switch_cases": len(foreign),
+        }
+    return result
 
 
 # -- the pipeline at real-time pace -----------------------------------------------------------
@@ -162,6 +201,7 @@ def summarize(
     off_translate = sum(off[r.name]["translate_s"] for r in recs)
     audio_s = sum(seconds.values())
     return {
+        "short_utterances": {k: v for k, v in off["short_utterances"].items() if k != "rows"},
         "languages": languages,
         "mean_error": {
             "offline": round(sum(x["offline"] for x in languages) / len(languages), 1),
@@ -239,9 +279,29 @@ def render(out: dict[str, Any]) -> str:
         f"+{round((v['pipeline_translation_cost'] or 0) * 100)} %: a second decode of the same "
         f"encoder output); service CPU {v['pipeline_cores']} cores transcribing, "
         f"{v['pipeline_translating_cores']} translating, at real-time pace",
+        *short_lines(s["short_utterances"]),
         "",
         f"Targets (issue 15): {TARGETS}.",
     ])  # fmt: skip
+
+
+def short_lines(short: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        f"Detection on short utterances (the first 1 s / 2 s of each file's speech, offline; "
+        f"the sticky rule with `ASR_LANGUAGE_SWITCH_PROBABILITY` {short['switch_probability']}):",
+        "",
+    ]
+    for key in ("1s", "2s"):
+        v = short.get(key)
+        if v:
+            lines.append(
+                f"- {key}: detected alone {v['top1_correct']}/{v['utterances']}; in a session "
+                f"already in that language {v['rule_same_language_correct']}/{v['utterances']}; "
+                f"switching from an English session {v['rule_switch_from_en_correct']}/"
+                f"{v['switch_cases']}"
+            )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

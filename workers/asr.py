@@ -186,6 +186,21 @@ WINDOW_SAMPLES = 30 * SAMPLE_RATE
 """Whisper's window: an utterance up to this long is one encoder pass."""
 
 
+def encode_window(model: Any, audio: Any) -> tuple[Any, Any]:
+    """The features of ``audio`` and the encoder output of its first 30 s window (one pass)."""
+    from faster_whisper.audio import pad_or_trim
+
+    features = model.feature_extractor(audio)
+    frames = min(model.feature_extractor.nb_max_frames, features.shape[-1] - 1)
+    return features, model.encode(pad_or_trim(features[:, :frames]))
+
+
+def language_probabilities(model: Any, encoder_output: Any) -> list[tuple[str, float]]:
+    """Every language's probability for one encoder output, most probable first."""
+    ranked = model.model.detect_language(encoder_output)[0]
+    return [(token[2:-2], float(p)) for token, p in ranked]
+
+
 def is_multilingual(model: object) -> bool:
     return bool(getattr(getattr(model, "model", None), "is_multilingual", False))
 
@@ -285,15 +300,9 @@ class Transcriber:
     ) -> Transcript:
         """Detection, transcription and (for ``translate`` finals) translation from one encoder
         output of the utterance (at most one 30 s window)."""
-        from faster_whisper.audio import pad_or_trim
-
-        model: Any = self._model
-        features = model.feature_extractor(audio)
-        frames = min(model.feature_extractor.nb_max_frames, features.shape[-1] - 1)
-        encoder_output = model.encode(pad_or_trim(features[:, :frames]))
+        features, encoder_output = encode_window(self._model, audio)
         if job.language is None:
-            ranked = model.model.detect_language(encoder_output)[0]
-            probabilities = [(token[2:-2], float(p)) for token, p in ranked]
+            probabilities = language_probabilities(self._model, encoder_output)
             language, probability = choose_language(probabilities, session_language, self._switch)
         else:
             language, probability = job.language, 1.0

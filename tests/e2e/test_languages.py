@@ -11,11 +11,9 @@ German->English chrF 41.9), with a margin for the VAD's cut."""
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +24,7 @@ import websockets
 from shared.audio import decode_file, float32_to_pcm16
 from tests.conftest import Process, Service, librispeech, wait_http
 from tests.e2e.test_native import receive_all, stream
+from whisper_streaming.corpus import Recording, other_languages
 from whisper_streaming.evaluation import error_rate
 from whisper_streaming.replay import load_pcm
 from whisper_streaming.up import EmbeddedRedis, free_port
@@ -68,15 +67,9 @@ def multilingual(
             p.stop()
 
 
-def other(name: str) -> Path:
-    from whisper_streaming.corpus import corpus_dir
-
-    return corpus_dir() / "other-languages" / name
-
-
-def references(table: str, column: str) -> dict[str, str]:
-    with other(table).open() as fh:
-        return {row["file"]: row[column] for row in csv.DictReader(fh, delimiter="\t")}
+@pytest.fixture(scope="module")
+def recordings() -> dict[str, Recording]:
+    return {r.name: r for r in other_languages()}
 
 
 async def listen(base: str, query: str, pcm: bytes) -> tuple[list[dict[str, Any]], int | None]:
@@ -92,25 +85,25 @@ async def listen(base: str, query: str, pcm: bytes) -> tuple[list[dict[str, Any]
 
 @pytest.mark.parametrize("language", ["de", "zh"])
 async def test_speech_is_transcribed_in_its_detected_language(
-    multilingual: Service, language: str
+    multilingual: Service, recordings: dict[str, Recording], language: str
 ) -> None:
     """No language given: each final carries the language detected for its utterance."""
-    name = FILES[language]
-    messages, code = await listen(multilingual.ws, "interim_results=false", load_pcm(other(name)))
+    rec = recordings[FILES[language]]
+    messages, code = await listen(multilingual.ws, "interim_results=false", load_pcm(rec.path))
     finals = [m for m in messages if m["type"] == "final"]
     assert code == 1000 and finals, messages
     assert all(f["language"] == language and f["language_probability"] > 0.5 for f in finals)
     text = "".join(f["text"] for f in finals)
-    rate = error_rate(language, [(references("transcripts.tsv", "text")[name], text)])
+    rate = error_rate(language, [(rec.reference, text)])
     assert rate.wer <= ERROR_BOUND[language], text
 
 
 async def test_a_session_switching_from_german_to_english_gets_each_in_its_language(
-    multilingual: Service,
+    multilingual: Service, recordings: dict[str, Recording]
 ) -> None:
     """German, then two short English utterances (3.3 s and 2.1 s) in the same session."""
     gap = np.zeros(16000, dtype=np.float32)
-    german = decode_file(other(FILES["de"]))
+    german = decode_file(recordings[FILES["de"]].path)
     utts = {u.utt_id: u for u in librispeech()}
     english = [decode_file(utts[i].path) for i in ("1089-134686-0001", "1089-134691-0000")]
     switch_at = (len(german) + len(gap) / 2) / 16000
@@ -127,12 +120,12 @@ async def test_a_session_switching_from_german_to_english_gets_each_in_its_langu
 
 
 async def test_live_translation_of_german_on_the_predecessor_endpoint(
-    multilingual: Service,
+    multilingual: Service, recordings: dict[str, Recording]
 ) -> None:
     """``/?lang=de&dest_lang=en`` (the low-latency page's query): each final keeps its German
     text, in the predecessor's fields too, and carries its English translation."""
-    name = FILES["de"]
-    pcm = load_pcm(other(name))
+    rec = recordings[FILES["de"]]
+    pcm = load_pcm(rec.path)
     async with websockets.connect(f"{multilingual.ws}/?lang=de&dest_lang=en", max_size=None) as ws:
         await stream(ws, pcm)
         await ws.send(json.dumps({"type": "eof"}))
@@ -143,24 +136,24 @@ async def test_live_translation_of_german_on_the_predecessor_endpoint(
         assert f["translation"]["language"] == "en"
     german = "".join(f["text"] for f in finals)
     english = " ".join(f["translation"]["text"] for f in finals)
-    assert error_rate("de", [(references("transcripts.tsv", "text")[name], german)]).wer <= 0.55
-    reference = references("translations.tsv", "english")[name]
-    assert sacrebleu.corpus_chrf([english], [[reference]]).score >= CHRF_BOUND, english
+    assert error_rate("de", [(rec.reference, german)]).wer <= ERROR_BOUND["de"], german
+    assert sacrebleu.corpus_chrf([english], [[rec.english]]).score >= CHRF_BOUND, english
 
 
-def test_file_translation_with_the_openai_sdk(multilingual: Service) -> None:
+def test_file_translation_with_the_openai_sdk(
+    multilingual: Service, recordings: dict[str, Recording]
+) -> None:
     from openai import OpenAI
 
     client = OpenAI(base_url=multilingual.http + "/v1", api_key="unused", timeout=240)
-    name = FILES["de"]
+    rec = recordings[FILES["de"]]
     # the SDK marks the endpoint deprecated (OpenAI serves it with whisper-1 only); it works
-    with other(name).open("rb") as fh, pytest.warns(DeprecationWarning, match="deprecated"):
+    with rec.path.open("rb") as fh, pytest.warns(DeprecationWarning, match="deprecated"):
         result = client.audio.translations.create(
             model="whisper-1", file=fh, response_format="verbose_json", temperature=0
         )
-    reference = references("translations.tsv", "english")[name]
     assert result.language == "english" and result.segments
-    assert sacrebleu.corpus_chrf([result.text], [[reference]]).score >= CHRF_BOUND, result.text
+    assert sacrebleu.corpus_chrf([result.text], [[rec.english]]).score >= CHRF_BOUND, result.text
 
 
 @pytest.mark.parametrize("path", ["/v1/listen?translate=fr", "/?lang=de&dest_lang=fr"])
