@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,12 +21,12 @@ import sacrebleu
 import websockets
 
 from shared.audio import decode_file, float32_to_pcm16
-from tests.conftest import Process, Service, librispeech, wait_http
+from tests.conftest import Service, librispeech, running_service
 from tests.e2e.test_native import receive_all, stream
 from whisper_streaming.corpus import Recording, other_languages
 from whisper_streaming.evaluation import error_rate
 from whisper_streaming.replay import load_pcm
-from whisper_streaming.up import EmbeddedRedis, free_port
+from whisper_streaming.up import EmbeddedRedis
 
 pytestmark = pytest.mark.e2e
 
@@ -42,29 +41,9 @@ def multilingual(
 ) -> Iterator[Service]:
     """One gateway, one VAD worker and one ASR worker with the bundled multilingual ``base``."""
     log_dir = tmp_path_factory.mktemp("multilingual")
-    port = free_port()
-    prefix = f"ml{uuid.uuid4().hex[:6]}:"
-    env = {
-        "REDIS_URL": redis_server.url,
-        "KEY_PREFIX": prefix,
-        "PORT": str(port),
-        "HEARTBEAT_INTERVAL_S": "0.5",
-        "HEARTBEAT_TTL_S": "3",
-        "AUTH_ENABLED": "false",
-    }
-    procs = [
-        Process("asr-worker", env | {"CONSUMER_NAME": "asr-base", "ASR_MODEL": "base"}, log_dir),
-        Process("vad-worker", env | {"CONSUMER_NAME": "vad-0"}, log_dir),
-        Process("gateway", env | {"CONSUMER_NAME": "gw-0"}, log_dir),
-    ]
-    try:
-        wait_http(f"http://127.0.0.1:{port}/readyz", 180, procs)
-        yield Service(
-            f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", redis_server.url, prefix, procs
-        )
-    finally:
-        for p in reversed(procs):
-            p.stop()
+    asr = [{"ASR_MODEL": "base", "ASR_CPU_THREADS": "2"}]
+    with running_service(redis_server, log_dir, asr, prefix="ml") as svc:
+        yield svc
 
 
 @pytest.fixture(scope="module")
