@@ -183,15 +183,18 @@ def create_app(settings: Settings) -> FastAPI:
         r = connect(settings.effective_redis_url, name=f"gateway-{settings.consumer_name}")
         router = ResultRouter(r, keys)
         await router.subscribe()
+        await authenticator.load_secret(r, keys.token_secret)
         stop = asyncio.Event()
         router_task = asyncio.create_task(router.run(stop), name="result-router")
+        key_sessions = KeySessions(r, keys, settings)
+        lease_task = asyncio.create_task(key_sessions.run(stop), name="key-leases")
         app.state.ctx = GatewayContext(
             settings=settings,
             redis=r,
             keys=keys,
             router=router,
             auth=authenticator,
-            key_sessions=KeySessions(r, keys, settings),
+            key_sessions=key_sessions,
         )
         if not authenticator.enabled:
             log.warning("AUTHENTICATION IS OFF: anyone who can reach this port can use it")
@@ -201,10 +204,18 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             stop.set()
             await app.state.ctx.background.cancel_all()
-            await asyncio.wait([router_task], timeout=3)
+            await asyncio.wait([router_task, lease_task], timeout=3)
             await r.aclose()
 
-    app = FastAPI(title="Whisper Streaming", version="0.1.0", lifespan=lifespan)
+    # No Swagger or ReDoc pages (they load their assets from a CDN, and a public Ingress would
+    # route them): the API is documented in docs/protocol.md; /openapi.json needs credentials.
+    app = FastAPI(
+        title="Whisper Streaming",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
 
     app.add_api_websocket_route("/v1/listen", listen)
     app.add_api_websocket_route("/", legacy_root)
@@ -213,10 +224,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.middleware("http")
     async def require_auth(request: Request, call_next: Any) -> Response:
-        """HTTP API calls (/v1/…) need a key or token like the WebSockets; the page, health,
-        readiness and metrics do not (keep /metrics inside the cluster)."""
+        """HTTP API calls (/v1/…), /metrics and /openapi.json need a key or token like the
+        WebSockets; the page, health and readiness do not. Prometheus scrapes the unauthenticated
+        copy of /metrics on the internal ``METRICS_PORT``, which no Ingress routes."""
         path = request.url.path
-        if path.startswith("/v1/") and path != "/v1/auth/token":
+        if (path.startswith("/v1/") and path != "/v1/auth/token") or path in PRIVATE_PATHS:
             auth: Authenticator = authenticator
             try:
                 auth.check_origin(request.headers.get("origin"))
@@ -251,10 +263,15 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+PRIVATE_PATHS = frozenset({"/metrics", "/openapi.json"})
+
+
 def main(settings: Settings | None = None) -> None:
     import uvicorn
 
+    from gateway.server import protocol_class
     from shared.logs import configure
+    from shared.runtime import start_metrics_server
 
     settings = settings or Settings()
     configure(settings.log_level)
@@ -262,6 +279,7 @@ def main(settings: Settings | None = None) -> None:
         app = create_app(settings)
     except AuthConfigError as exc:
         raise SystemExit(f"gateway: {exc}") from exc
+    start_metrics_server(settings.metrics_port)  # internal, unauthenticated: for Prometheus
     uvicorn.run(
         app,
         host=settings.host,
@@ -269,6 +287,9 @@ def main(settings: Settings | None = None) -> None:
         log_level=settings.log_level.lower(),
         ws_max_size=max(2 * settings.max_frame_bytes, 1 << 20),
         timeout_graceful_shutdown=int(settings.eof_timeout_s),
+        http=protocol_class(settings.http_header_timeout_s),
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=5,
     )
 
 

@@ -64,11 +64,12 @@ class FileSession:
         prompt: str | None = None,
         timeout_s: float | None = None,
         task: str = TRANSCRIBE,
+        session_id: str | None = None,
     ) -> None:
         self.ctx = ctx
         if task == TRANSLATE:
             self.endpoint = "/v1/audio/translations"
-        self.session_id = uuid.uuid4().hex
+        self.session_id = session_id or uuid.uuid4().hex
         self.pcm = pcm
         self.prompt = prompt
         self.uplink = AudioUplink(ctx, self.session_id, self.endpoint)

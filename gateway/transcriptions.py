@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from typing import IO, Any
 
@@ -29,10 +30,17 @@ from gateway.auth import Principal
 from gateway.context import GatewayContext, admission_error, final_message
 from gateway.file_session import FileSession
 from gateway.protocol import ProtocolError
-from shared.audio import SAMPLE_RATE, AudioDecodeError, decode_file, float32_to_pcm16
+from shared.audio import (
+    SAMPLE_RATE,
+    AudioDecodeError,
+    AudioTooLong,
+    UnsupportedFormat,
+    decode_upload_pcm,
+)
 from shared.capabilities import TRANSCRIBE, TRANSLATE
 from shared.formats import cues, to_srt, to_vtt
 from shared.languages import LANGUAGES, UnknownLanguage, normalize_language
+from shared.logs import clip
 from shared.redis_util import live_workers
 from shared.schemas import Transcript
 
@@ -78,13 +86,18 @@ def _limited(request: Request, limit: int) -> Request:
     return Request(request.scope, counting)
 
 
-def decode_upload(file: IO[bytes]) -> bytes:
-    """Any audio (or video) file to 16 kHz mono PCM16; raises :class:`ApiError` 415 if FFmpeg
-    cannot read audio from it."""
+def decode_upload(file: IO[bytes], *, max_seconds: float, deadline_s: float) -> bytes:
+    """An uploaded audio file to 16 kHz mono PCM16, within bounds (``shared.audio``: only audio
+    containers and codecs, no FFmpeg protocol but the request body, the duration and decode-time
+    caps); a refused format is 415, too long 413, anything FFmpeg cannot read 415."""
     try:
-        return float32_to_pcm16(decode_file(file))
+        return decode_upload_pcm(file, max_seconds=max_seconds, deadline_s=deadline_s)  # type: ignore[arg-type]
+    except UnsupportedFormat as exc:
+        raise ApiError(415, "unsupported_format", clip(str(exc), 300), "file") from exc
+    except AudioTooLong as exc:
+        raise ApiError(413, "audio_too_long", f"{exc} (TRANSCRIPTION_MAX_SECONDS)", "file") from exc  # fmt: skip
     except AudioDecodeError as exc:
-        raise ApiError(415, "unsupported_file", f"the file is not audio FFmpeg can decode: {exc}", "file") from exc  # fmt: skip
+        raise ApiError(415, "unsupported_file", clip(f"the file is not audio that can be decoded: {exc}", 300), "file") from exc  # fmt: skip
 
 
 # -- rendering (pure) -------------------------------------------------------------------------
@@ -262,21 +275,35 @@ async def _transcribe(request: Request, task: str) -> Response:
             if refused is not None:
                 raise ApiError(503, refused.code, refused.message)
             started = time.monotonic()
-            pcm = await asyncio.to_thread(decode_upload, upload.file)
+            # the per-key limit before any decoding: a key at its limit spends no CPU or memory
+            session_id = uuid.uuid4().hex
+            principal = getattr(request.state, "principal", None) or Principal("dev", "open")
+            assert ctx.key_sessions is not None
+            try:
+                await ctx.key_sessions.acquire(principal, session_id)
+            except ProtocolError as exc:
+                raise ApiError(429, exc.code, exc.message) from exc
+            try:
+                max_s = min(ctx.settings.transcription_max_seconds, ctx.settings.max_session_s)
+                pcm = await asyncio.to_thread(
+                    decode_upload,
+                    upload.file,
+                    max_seconds=max_s,
+                    deadline_s=ctx.settings.transcription_timeout_s,
+                )
+            except BaseException:
+                await ctx.key_sessions.release(principal, session_id)
+                raise
     except _TooLarge:
         raise too_large from None
     except MultiPartException as exc:
         raise ApiError(400, "invalid_request", f"not a valid multipart/form-data body: {exc.message}") from exc  # fmt: skip
 
     duration = len(pcm) / 2 / SAMPLE_RATE
-    session = FileSession(ctx, pcm, language=language, prompt=prompt, task=task)
-    principal = getattr(request.state, "principal", None) or Principal("dev", "open")
+    session = FileSession(
+        ctx, pcm, language=language, prompt=prompt, task=task, session_id=session_id
+    )
     session.uplink.owner = principal.name  # counted against the key's session limit like a socket
-    assert ctx.key_sessions is not None
-    try:
-        await ctx.key_sessions.acquire(principal, session.session_id)
-    except ProtocolError as exc:
-        raise ApiError(429, exc.code, exc.message) from exc
     try:
         finals = await session.transcribe()
     finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import struct
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -139,13 +140,17 @@ async def test_a_frame_too_large_is_refused_with_1009(ctx: GatewayContext) -> No
     assert up.samples == 500
 
 
-async def test_more_frames_a_second_than_allowed_is_refused(ctx: GatewayContext) -> None:
+async def test_more_frames_a_second_than_allowed_are_held_back_not_refused(
+    ctx: GatewayContext,
+) -> None:
+    """A burst after a network stall: 35 frames at a limit of 10 a second are all taken, spread
+    over at least three more windows, none refused (the socket is just not read meanwhile)."""
     up = uplink(ctx, max_frames_per_second=10)
-    for _ in range(10):
+    started = time.monotonic()
+    for _ in range(35):
         await up.push(b"\0" * 64)
-    with pytest.raises(ProtocolError) as err:
-        await up.push(b"\0" * 64)
-    assert (err.value.code, err.value.close_code) == ("rate_limited", CLOSE_POLICY)
+    assert time.monotonic() - started >= 3.0  # a lower bound: the limit held
+    assert up.samples == 35 * 32
 
 
 async def test_a_session_longer_than_allowed_is_refused(ctx: GatewayContext) -> None:
