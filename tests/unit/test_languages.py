@@ -5,7 +5,10 @@ place in finals and in OpenAI-shaped responses (pure)."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
+from typing import Any
 
+import numpy as np
 import pytest
 
 from gateway.agreement import LocalAgreement
@@ -14,9 +17,10 @@ from gateway.native_protocol import NativeOptions, parse_options
 from gateway.protocol import ProtocolError, translation_task
 from gateway.transcriptions import render
 from shared.formats import caption_text, cues, to_srt, to_vtt
-from shared.schemas import Transcript, Translation, Word, decode, encode
+from shared.schemas import AsrJob, Transcript, Translation, Word, decode, encode
 from shared.text import is_unspaced, units
 from whisper_streaming.evaluation import error_rate
+from workers.asr import DecodeOptions, Transcriber
 from workers.detection import choose_language
 
 # -- detection: the session's language is sticky ---------------------------------------------
@@ -173,3 +177,88 @@ def test_translations_render_like_openais() -> None:
     assert b"Good morning." in srt and b"Guten" not in srt
     plain = json.loads(render("verbose_json", finals, duration=4.0, language=None).body)
     assert plain["task"] == "transcribe" and plain["language"] == "german"
+
+
+# -- the ASR core's one-encoder path (a fake multilingual model) ------------------------------
+
+
+class _Features:
+    nb_max_frames = 3000
+
+    def __call__(self, audio: Any) -> np.ndarray:
+        return np.zeros((80, len(audio) // 160 + 1), dtype=np.float32)
+
+
+class FakeMultilingual:
+    """What the shared-encoder path touches: features, one ``encode``, ``detect_language`` on its
+    output; decoding itself (``Transcriber._generate``) is replaced per test."""
+
+    def __init__(self, probabilities: list[tuple[str, float]]) -> None:
+        self.feature_extractor = _Features()
+        self.encodes = 0
+        self.model = SimpleNamespace(
+            is_multilingual=True,
+            detect_language=lambda enc: [[(f"<|{c}|>", p) for c, p in probabilities]],
+        )
+
+    def encode(self, features: np.ndarray) -> str:
+        self.encodes += 1
+        return "encoder-output"
+
+    def transcribe(self, audio: Any, **kwargs: Any) -> Any:
+        raise AssertionError("stock transcribe must not run for detection or translation")
+
+
+def _segment(text: str) -> SimpleNamespace:
+    return SimpleNamespace(text=text, words=[], start=0.0, end=1.0, compression_ratio=1.0,
+                           no_speech_prob=0.0, avg_logprob=-0.1)  # fmt: skip
+
+
+def _transcriber(
+    probabilities: list[tuple[str, float]], monkeypatch: pytest.MonkeyPatch
+) -> tuple[Transcriber, FakeMultilingual, list[tuple[str, str, Any]]]:
+    model = FakeMultilingual(probabilities)
+    decodes: list[tuple[str, str, Any]] = []
+
+    def generate(self: Any, features: Any, enc: Any, language: str, task: str, *rest: Any) -> Any:
+        decodes.append((language, task, enc))
+        return [_segment(f" {task} in {language}")]
+
+    monkeypatch.setattr(Transcriber, "_generate", generate)
+    return Transcriber(model, DecodeOptions(beam_size=1)), model, decodes
+
+
+def _job(task: str = "transcribe", final: bool = True, language: str | None = None) -> AsrJob:
+    return AsrJob(session_id="s", segment=0, start=0.0, end=1.0, pcm=b"\0\0" * 16000,
+                  task=task, final=final, language=language)  # fmt: skip
+
+
+def test_detection_and_translation_share_one_encoder_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    t, model, decodes = _transcriber([("de", 0.95), ("en", 0.03)], monkeypatch)
+    result = t.transcribe(_job("translate"))
+    assert model.encodes == 1 and [d[:2] for d in decodes] == [
+        ("de", "transcribe"),
+        ("de", "translate"),
+    ]
+    assert all(enc == "encoder-output" for *_x, enc in decodes)
+    assert (result.language, result.language_probability) == ("de", 0.95)
+    assert result.text == "transcribe in de" and result.task == "translate"
+    assert result.translation == Translation(language="en", text="translate in de")
+
+
+def test_a_doubtful_utterance_is_transcribed_in_the_sessions_language(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    t, _model, decodes = _transcriber([("en", 0.5), ("de", 0.45)], monkeypatch)
+    result = t.transcribe(_job(), session_language="de")
+    assert decodes == [("de", "transcribe", "encoder-output")]
+    assert (result.language, result.language_probability, result.translation) == ("de", 0.45, None)
+
+
+def test_english_and_partials_are_not_translated_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    t, _model, decodes = _transcriber([("en", 0.99)], monkeypatch)
+    english = t.transcribe(_job("translate"))
+    assert english.translation == Translation(language="en", text=english.text)
+    partial = t.transcribe(_job("translate", final=False, language="de"))
+    assert partial.translation is None and partial.language == "de"
+    assert [d[1] for d in decodes] == ["transcribe", "transcribe"]
