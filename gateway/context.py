@@ -102,7 +102,8 @@ def counted(ctx: GatewayContext, endpoint: str) -> Iterator[None]:
 
 def final_message(t: Transcript) -> dict[str, Any]:
     """The predecessor's result object, plus type, session, segment and session-audio times
-    (and ``speaker``, on finals and words, only where the session asked for ``diarize``)."""
+    (and ``speaker``, on finals and words, only where the session asked for ``diarize``;
+    ``translation``, ``{"language": "en", "text": …}``, only where it asked for translation)."""
     msg: dict[str, Any] = {
         "type": "final",
         "session_id": t.session_id,
@@ -117,6 +118,8 @@ def final_message(t: Transcript) -> dict[str, Any]:
     }
     if t.speaker is not None:
         msg["speaker"] = t.speaker
+    if t.translation is not None:
+        msg["translation"] = {"language": t.translation.language, "text": t.translation.text}
     return msg
 
 

@@ -234,6 +234,7 @@ class AudioUplink:
             interim_results=self.interim_results,
             vad_events=self.vad_events,
             diarize=self.diarize,
+            task=self.task,
         )
         fields: dict[Field, session_state.Value] = {
             Field.STATE: State.ATTACHED,
@@ -256,10 +257,11 @@ class AudioUplink:
         await self._ride(write_start)
         self.announced = True
         log.info(
-            "session=%s stage=gateway started (%s, language=%s)",
+            "session=%s stage=gateway started (%s, language=%s, task=%s)",
             self.session_id,
             self.endpoint,
             self.language,
+            self.task,
         )
 
     async def _xadd_audio(self, pcm: bytes) -> None:

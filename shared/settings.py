@@ -375,6 +375,14 @@ class Settings(BaseSettings):
         "does: on short segments the fallback cost up to five more decodes and mostly sampled "
         "invented text (docs/benchmarks.md).",
     )
+    asr_language_switch_probability: float = Field(
+        default=0.7,
+        ge=0.0,
+        le=1.0,
+        description="Language detection (a session without a language, multilingual model): an "
+        "utterance keeps the session's language unless another is detected with at least this "
+        "probability (short utterances flip otherwise; workers/detection.py).",
+    )
     asr_no_speech_threshold: float = Field(
         default=0.6, description="Whisper no-speech probability above which text is distrusted."
     )

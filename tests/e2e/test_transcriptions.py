@@ -143,6 +143,21 @@ def test_bad_requests_get_json_errors(
     assert error["code"] == code and error["message"] and error["type"] == "invalid_request_error"
 
 
+def test_translation_with_only_english_workers_is_refused(service: Service, corpus: Path) -> None:
+    """``/v1/audio/translations`` with the bundled tiny.en only: 400 ``unsupported_language``
+    naming what is served, never an English transcription passed off as a translation; a bad
+    ``temperature`` is ``invalid_value`` as in OpenAI's API."""
+    path = corpus / "other-languages" / "de_picovoice.wav"
+    files = {"file": (path.name, path.read_bytes())}
+    resp = httpx.post(service.http + "/v1/audio/translations", files=files, timeout=120)
+    assert resp.status_code == 400, resp.text
+    error = resp.json()["error"]
+    assert error["code"] == "unsupported_language" and error["message"].endswith("serve: en")
+    bad = httpx.post(service.http + "/v1/audio/translations", files=files,
+                     data={"temperature": "hot"}, timeout=120)  # fmt: skip
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "temperature"
+
+
 @pytest.fixture
 def small_gateway(spawn) -> Iterator[str]:
     """A gateway of its own with a 100 kB upload limit (no workers: refused before they matter)."""

@@ -262,13 +262,25 @@ async def test_a_language_no_live_worker_announces_is_refused_before_the_session
     await de.push(b"\x00" * MS100)
     assert de.announced
 
-    # translation is refused even so: the pipeline does not carry a task yet (issue 15)
+    # translation is served by the multilingual worker, and the task goes on session_start
     tr = uplink(ctx)
     tr.language, tr.task = "de", "translate"
-    with pytest.raises(ProtocolError) as err:
-        await tr.push(b"\x00" * MS100)
-    assert err.value.code == "unsupported_language" and "translation" in err.value.message
+    await tr.push(b"\x00" * MS100)
+    assert tr.announced
+    (_sid, fields), *_ = await ctx.redis.xrevrange(ctx.keys.sessions, count=1)
+    start = decode_as(entry_data(fields), SessionStart)
+    assert (start.session_id, start.language, start.task) == (tr.session_id, "de", "translate")
     await multi.remove()
+
+    # with only the English worker live again, translation is refused naming what is served
+    await beat.beat()
+    en_only = uplink(ctx)
+    en_only.task = "translate"
+    with pytest.raises(ProtocolError) as err:
+        await en_only.push(b"\x00" * MS100)
+    assert err.value.code == "unsupported_language" and "translation" in err.value.message
+    assert err.value.message.endswith("serve: en")
+    await beat.remove()
 
 
 async def test_nothing_is_refused_without_announcements(ctx: GatewayContext) -> None:
