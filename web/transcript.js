@@ -58,7 +58,16 @@ export function httpUrl(endpoint, path) {
   return url.toString();
 }
 
-export const transcriptionsUrl = (endpoint) => httpUrl(endpoint, "/v1/audio/transcriptions");
+/** The language select's options: "detect", then the served languages by name. codes: ISO
+ * codes (/readyz asr_languages); name(code): a display name. */
+export function languageOptions(codes, name) {
+  const named = [...new Set(codes)].map((code) => ({ value: code, label: name(code) || code }));
+  named.sort((a, b) => a.label.localeCompare(b.label));
+  return [{ value: "", label: "detect" }, ...named];
+}
+
+/** The transcription endpoint (or another HTTP `path`) beside the WebSocket endpoint. */
+export const transcriptionsUrl = (endpoint, path = "/v1/audio/transcriptions") => httpUrl(endpoint, path);
 export const tokenUrl = (endpoint) => httpUrl(endpoint, "/v1/auth/token");
 
 /** Session tokens start so; anything else in the key field is an API key to exchange. */
