@@ -8,8 +8,10 @@
   (HMAC-SHA256, ``AUTH_TOKEN_TTL_S``) that a web page can use, so a long-lived key never reaches
   it. The signing secret is ``AUTH_TOKEN_SECRET`` or, when unset, derived from the key set (so
   every gateway replica with the same keys accepts the same tokens).
-- Credentials travel as ``Authorization: Bearer <key or token>`` or, since browsers cannot set
-  headers on WebSockets, a ``token`` query parameter.
+- Credentials travel as ``Authorization: Bearer <key or token>`` (or Deepgram's ``Token <key>``)
+  or, since browsers cannot set headers on WebSockets, a ``token`` query parameter or the
+  ``Sec-WebSocket-Protocol`` pair ``token, <key>`` that Deepgram's browser SDK sends.
+  ``POST /v1/auth/grant`` is Deepgram's name for the token exchange (``access_token``).
 - **Origins**: with ``ALLOWED_ORIGINS`` set, a browser connection from any other Origin is refused.
 - **Limits**: at most ``API_KEY_MAX_SESSIONS`` concurrent sessions per key, across all gateways
   (a sorted set per key in Redis, each entry expiring with the longest possible session).
@@ -131,11 +133,13 @@ class Authenticator:
                 found = key.name
         return found
 
-    def mint(self, name: str, now: float | None = None) -> tuple[str, int]:
-        exp = int((now or time.time()) + self.token_ttl)
+    def mint(self, name: str, now: float | None = None, ttl: int | None = None) -> tuple[str, int]:
+        """A token for ``name`` and its lifetime: ``ttl`` seconds, at most ``AUTH_TOKEN_TTL_S``."""
+        ttl = self.token_ttl if ttl is None else max(1, min(ttl, self.token_ttl))
+        exp = int((now or time.time()) + ttl)
         payload = _b64(json.dumps({"sub": name, "exp": exp}, separators=(",", ":")).encode())
         sig = _b64(hmac.new(self._secret, payload.encode(), hashlib.sha256).digest())
-        return f"{TOKEN_PREFIX}{payload}.{sig}", self.token_ttl
+        return f"{TOKEN_PREFIX}{payload}.{sig}", ttl
 
     def check_token(self, token: str, now: float | None = None) -> str | None:
         if not token.startswith(TOKEN_PREFIX):
@@ -178,10 +182,18 @@ class Authenticator:
         )
 
 
-def credential_from(headers: dict[str, str], query: dict[str, str]) -> str | None:
-    auth = headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip() or None
+def credential_from(
+    headers: dict[str, str], query: dict[str, str], subprotocols: list[str] | None = None
+) -> str | None:
+    """``Authorization: Bearer <key or token>`` (or Deepgram's ``Token <key>``); else
+    ``Sec-WebSocket-Protocol: token, <key>`` (Deepgram's browser SDK; ``bearer, <token>``
+    likewise); else the ``token`` query parameter."""
+    scheme, _, value = headers.get("authorization", "").partition(" ")
+    if scheme.lower() in ("bearer", "token"):
+        return value.strip() or None
+    offered = subprotocols or []
+    if len(offered) >= 2 and offered[0].lower() in ("token", "bearer"):
+        return offered[1] or None
     return query.get("token") or None
 
 

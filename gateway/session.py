@@ -45,11 +45,11 @@ class ClientSocket:
             except (WebSocketDisconnect, RuntimeError, OSError):
                 self.gone = True
 
-    async def close(self, code: int) -> None:
+    async def close(self, code: int, reason: str = "") -> None:
         if self.gone or self.ws.client_state != WebSocketState.CONNECTED:
             return
         try:
-            await self.ws.close(code)
+            await self.ws.close(code, reason or None)
         except (RuntimeError, OSError):
             pass
 
@@ -75,34 +75,40 @@ class SocketProtocol(Protocol):
     async def closing(self) -> None:
         """All finals were sent; the socket is about to close normally."""
 
+    def error_frame(self, exc: ProtocolError) -> dict[str, Any]:
+        """The error message in this protocol's shape."""
+
+    def close_for(self, exc: ProtocolError) -> tuple[int, str]:
+        """The close code and reason after ``exc``."""
+
 
 async def run_socket(ctx: GatewayContext, proto: SocketProtocol) -> None:
     """Run one WebSocket session to its end and close the socket."""
     client, uplink, downlink = proto.client, proto.uplink, proto.downlink
     downlink.open()
-    close_code = CLOSE_NORMAL
+    close: tuple[int, str] = (CLOSE_NORMAL, "")
     try:
         with counted(ctx, proto.endpoint):
             try:
                 try:
                     await proto.open()
                 except ProtocolError as exc:  # e.g. resuming an unknown session
-                    await client.send(exc.frame())
-                    close_code = exc.close_code
+                    await client.send(proto.error_frame(exc))
+                    close = proto.close_for(exc)
                     return
                 downlink.start()
                 ticker = asyncio.create_task(uplink.tick(), name=f"tick-{proto.session_id}")
                 reason = "eof"
                 try:
                     if not uplink.ended:
-                        close_code, reason = await _receive(proto)
+                        close, reason = await _receive(proto)
                 finally:
                     await _stop(ticker, proto.session_id)
                     await _end(ctx, proto, reason)
             finally:
                 downlink.close()
     finally:
-        await client.close(close_code)
+        await client.close(*close)
 
 
 async def _stop(ticker: asyncio.Task[None], session_id: str) -> None:
@@ -113,14 +119,15 @@ async def _stop(ticker: asyncio.Task[None], session_id: str) -> None:
         log.error("session=%s coalescing ticker failed", session_id, exc_info=outcome)
 
 
-async def _receive(proto: SocketProtocol) -> tuple[int, str]:
+async def _receive(proto: SocketProtocol) -> tuple[tuple[int, str], str]:
+    """Frames until the session ends: the close (code, reason) and why it ended."""
     client = proto.client
     try:
         while True:
             msg = await client.ws.receive()
             if msg["type"] == "websocket.disconnect":
                 client.gone = True
-                return CLOSE_NORMAL, "disconnect"
+                return (CLOSE_NORMAL, ""), "disconnect"
             data = msg.get("bytes")
             if data is not None:
                 await proto.uplink.push(data)
@@ -130,15 +137,15 @@ async def _receive(proto: SocketProtocol) -> tuple[int, str]:
                 continue
             proto.uplink.check_text_rate()
             if await proto.handle_text(text):
-                return CLOSE_NORMAL, "eof"
+                return (CLOSE_NORMAL, ""), "eof"
     except ProtocolError as exc:
         metrics.FRAMES_REJECTED.labels(exc.code).inc()
         log.warning("session=%s protocol error %s: %s", proto.session_id, exc.code, exc.message)
-        await client.send(exc.frame())
-        return exc.close_code, exc.code
+        await client.send(proto.error_frame(exc))
+        return proto.close_for(exc), exc.code
     except WebSocketDisconnect:
         client.gone = True
-        return CLOSE_NORMAL, "disconnect"
+        return (CLOSE_NORMAL, ""), "disconnect"
 
 
 async def _end(ctx: GatewayContext, proto: SocketProtocol, reason: str) -> None:

@@ -210,32 +210,41 @@ async def create_transcription(request: Request) -> Response:
         return exc.response()
 
 
-async def _transcribe(request: Request) -> Response:
-    ctx: GatewayContext = request.app.state.ctx
-    limit = ctx.settings.transcription_max_bytes
-    too_large = ApiError(413, "file_too_large", f"the request exceeds the limit of {limit} bytes (TRANSCRIPTION_MAX_BYTES)", "file")  # fmt: skip
+def too_large(limit: int) -> ApiError:
+    return ApiError(413, "file_too_large", f"the request exceeds the limit of {limit} bytes (TRANSCRIPTION_MAX_BYTES)", "file")  # fmt: skip
+
+
+def check_length(request: Request, limit: int) -> None:
+    """A declared ``Content-Length`` over ``limit`` is refused before anything is read."""
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
-        raise too_large
-    try:
-        async with _limited(request, limit).form(max_files=1, max_fields=32) as form:
-            fmt, language, prompt, granularities = _options(form)
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                raise ApiError(400, "missing_file", "a multipart field 'file' with the audio is required", "file")  # fmt: skip
-            await _check_workers(ctx)
-            refused = await admission_error(ctx)  # the same admission control as the sockets
-            if refused is not None:
-                raise ApiError(503, refused.code, refused.message)
-            started = time.monotonic()
-            pcm = await asyncio.to_thread(decode_upload, upload.file)
-    except _TooLarge:
-        raise too_large from None
-    except MultiPartException as exc:
-        raise ApiError(400, "invalid_request", f"not a valid multipart/form-data body: {exc.message}") from exc  # fmt: skip
+        raise too_large(limit)
 
-    duration = len(pcm) / 2 / SAMPLE_RATE
-    session = FileSession(ctx, pcm, language=language, prompt=prompt)
+
+async def check_capacity(ctx: GatewayContext) -> None:
+    """Live workers, and the same admission control as the sockets (503 otherwise)."""
+    await _check_workers(ctx)
+    refused = await admission_error(ctx)
+    if refused is not None:
+        raise ApiError(503, refused.code, refused.message)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw request body, at most ``limit`` bytes (413 beyond, however it is sent)."""
+    check_length(request, limit)
+    chunks, seen = [], 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def run_file(request: Request, session: FileSession, started: float) -> list[Transcript]:
+    """Run a file session counted against the caller's key like a socket; its finals, or the
+    :class:`ApiError` for what went wrong (a broken limit, a timeout)."""
+    ctx: GatewayContext = request.app.state.ctx
     principal = getattr(request.state, "principal", None) or Principal("dev", "open")
     session.uplink.owner = principal.name  # counted against the key's session limit like a socket
     assert ctx.key_sessions is not None
@@ -254,8 +263,33 @@ async def _transcribe(request: Request) -> Response:
         raise ApiError(504, "timeout", f"the file was not transcribed within {ctx.settings.transcription_timeout_s:.0f} s (TRANSCRIPTION_TIMEOUT_S); segments {session.downlink.reorder.next} of {session.downlink.total} arrived")  # fmt: skip
     log.info(
         "session=%s stage=gateway file transcribed: %.1fs audio, %d segments in %.1fs",
-        session.session_id, duration, len(finals), time.monotonic() - started,
+        session.session_id, len(session.pcm) / 2 / SAMPLE_RATE, len(finals),
+        time.monotonic() - started,
     )  # fmt: skip
+    return finals
+
+
+async def _transcribe(request: Request) -> Response:
+    ctx: GatewayContext = request.app.state.ctx
+    limit = ctx.settings.transcription_max_bytes
+    check_length(request, limit)
+    try:
+        async with _limited(request, limit).form(max_files=1, max_fields=32) as form:
+            fmt, language, prompt, granularities = _options(form)
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise ApiError(400, "missing_file", "a multipart field 'file' with the audio is required", "file")  # fmt: skip
+            await check_capacity(ctx)
+            started = time.monotonic()
+            pcm = await asyncio.to_thread(decode_upload, upload.file)
+    except _TooLarge:
+        raise too_large(limit) from None
+    except MultiPartException as exc:
+        raise ApiError(400, "invalid_request", f"not a valid multipart/form-data body: {exc.message}") from exc  # fmt: skip
+
+    duration = len(pcm) / 2 / SAMPLE_RATE
+    session = FileSession(ctx, pcm, language=language, prompt=prompt)
+    finals = await run_file(request, session, started)
     response = render(
         fmt, finals, duration=duration, language=language, granularities=granularities
     )

@@ -14,6 +14,7 @@ feed it alike, and a limit broken is a :class:`~gateway.protocol.ProtocolError` 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 
@@ -72,6 +73,8 @@ class AudioUplink:
         """16 kHz samples received so far."""
         self.seq = 0
         """Sequence number of the last entry put on the audio stream."""
+        self.received = hashlib.sha256()
+        """Of the audio bytes this uplink took, as the client sent them (Deepgram's ``sha256``)."""
         self.clock = ArrivalClock()
         """When each stretch of audio arrived (the downlink measures latency from it)."""
         self._carry = PcmCarry()
@@ -114,6 +117,7 @@ class AudioUplink:
             )
         self._check_rate()
         metrics.AUDIO_BYTES.inc(len(data))
+        self.received.update(data)
         pcm = self._carry.push(data)
         if self._resampler is not None:
             pcm = self._resampler.push(pcm)
