@@ -5,6 +5,7 @@
 import {
   FORMATS,
   backoffMs,
+  fromListen,
   listenUrl,
   probabilityClass,
   transcriptionsUrl,
@@ -159,7 +160,7 @@ function flushPending() {
     state.pendingBytes -= pcm.byteLength;
     ws.send(pcm);
   }
-  if (state.stopping && ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "eof" }));
+  if (state.stopping && ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "CloseStream" }));
 }
 
 // -- the socket ---------------------------------------------------------------------------------
@@ -171,7 +172,7 @@ function connect() {
   state.closed = false;
   const params = {
     sample_rate: RATE, encoding: "linear16", interim_results: ui.interim.checked,
-    vad_events: true, language: ui.language.value, token: ui.token.value,
+    vad_events: true, language: ui.language.value, token: ui.token.value, session_started: true,
   };
   if (state.sessionId) Object.assign(params, { session_id: state.sessionId, last_segment: state.lastSegment });
   let ws;
@@ -184,7 +185,7 @@ function connect() {
   ws.binaryType = "arraybuffer";
   state.ws = ws;
   setState(state.sessionId ? "reconnecting" : "connecting");
-  ws.onmessage = (e) => onMessage(JSON.parse(e.data));
+  ws.onmessage = (e) => onMessage(fromListen(JSON.parse(e.data)));
   ws.onclose = (e) => onClose(ws, e);
 }
 
@@ -235,7 +236,7 @@ function onClose(ws, event) {
     finish();
     return;
   }
-  if ([1003, 1007, 1009].includes(event.code)) {
+  if ([1003, 1007, 1009].includes(event.code) || (event.reason || "").startsWith("DATA-0000")) {
     fail(`the server closed the session (${event.code}${event.reason ? ": " + event.reason : ""})`);
     return;
   }
@@ -497,6 +498,6 @@ for (const b of document.querySelectorAll("[data-download]")) {
   b.addEventListener("click", () => download(b.dataset.download));
 }
 window.addEventListener("beforeunload", () => {
-  if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify({ type: "eof" }));
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify({ type: "CloseStream" }));
 });
 document.body.dataset.loaded = "true";

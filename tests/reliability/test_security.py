@@ -52,6 +52,13 @@ async def first_message(ws: Any) -> dict[str, Any]:
     return flatten(json.loads(await asyncio.wait_for(ws.recv(), 30)))
 
 
+async def close_stream(ws: Any) -> None:
+    """CloseStream and read to the server's close: the key's session is released by then."""
+    await ws.send(CLOSE_STREAM)
+    async for _ in ws:
+        pass
+
+
 def post(url: str, headers: dict[str, str], data: bytes = b"") -> tuple[int, dict]:
     req = urllib.request.Request(url, data=data, headers=headers, method="POST")
     try:
@@ -89,21 +96,24 @@ async def test_keys_tokens_origins_and_per_key_limits(spawn) -> None:
         assert (await first_message(ws))["type"] == "session"
         # bob may hold one session at a time, across gateways
         await expect_refused(url + "/v1/listen?token=bobs-secret", 429, "TOO_MANY_REQUESTS")
-        await ws.send(CLOSE_STREAM)
+        await close_stream(ws)
     async with websockets.connect(
         url + "/v1/listen?token=bobs-secret&session_started=true"
     ) as again:
         assert (await first_message(again))["type"] == "session"  # released at the end
+        await close_stream(again)
     # Deepgram's ways: "Authorization: Token <key>", and the browser SDK's subprotocol pair
     async with websockets.connect(
         url + "/v1/listen?session_started=true",
         additional_headers={"Authorization": "Token alices-secret"},
     ) as ws:  # fmt: skip
         assert (await first_message(ws))["type"] == "session"
+        await close_stream(ws)
     async with websockets.connect(
         url + "/v1/listen?session_started=true", subprotocols=["token", "alices-secret"]
     ) as ws:
         assert ws.subprotocol == "token" and (await first_message(ws))["type"] == "session"
+        await close_stream(ws)
     await expect_refused(url + "/v1/listen", 401, "INVALID_AUTH", subprotocols=["token", "nope"])
 
     # a short-lived token for web pages, minted with a key
@@ -123,6 +133,7 @@ async def test_keys_tokens_origins_and_per_key_limits(spawn) -> None:
         url + "/v1/listen?session_started=true", additional_headers=bearer
     ) as ws:
         assert (await first_message(ws))["type"] == "session"
+        await close_stream(ws)
     status, refused = post(http + "/v1/auth/grant", {"Authorization": "Token nope"})
     assert status == 401 and refused["err_code"] == "INVALID_AUTH"
 
