@@ -245,3 +245,50 @@ async def test_bad_input_gets_deepgrams_error_and_close_and_costs_nobody_else(
     reference = (corpus / "long" / "jfk.txt").read_text()
     assert isinstance(msgs[-1], ListenV1Metadata)
     assert wer([(reference, finals_text(msgs))]).wer <= 0.2
+
+
+def test_prerecorded_url_from_an_allowed_host_is_fetched_within_bounds(
+    spawn, corpus: Path, tmp_path: Path
+) -> None:
+    """With ``LISTEN_URL_HOSTS`` naming a host, a ``{"url": …}`` body is fetched from it (and
+    transcribed); another host is refused (403), and a file over ``TRANSCRIPTION_MAX_BYTES`` is
+    refused (413) without being read whole."""
+    import functools
+    import http.server
+    import shutil
+    import threading
+
+    from tests.reliability.test_crash_recovery import start_stack
+
+    shutil.copy(corpus / "long" / "jfk.flac", tmp_path / "jfk.flac")
+    (tmp_path / "big.bin").write_bytes(b"\0" * 3_000_000)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        _, (url,) = start_stack(
+            spawn, LISTEN_URL_HOSTS="127.0.0.1", TRANSCRIPTION_MAX_BYTES="2000000"
+        )
+        base = url.replace("ws://", "http://")
+        files = f"http://127.0.0.1:{server.server_address[1]}"
+        with httpx.Client(timeout=180) as http:
+            client = DeepgramClient(
+                api_key="k", httpx_client=http,
+                environment=DeepgramClientEnvironment(
+                    base=base, production=url, agent=url, agent_rest=base
+                ),
+            )  # fmt: skip
+            response = client.listen.v1.media.transcribe_url(url=f"{files}/jfk.flac")
+            transcript = response.results.channels[0].alternatives[0].transcript
+            reference = (corpus / "long" / "jfk.txt").read_text()
+            assert wer([(reference, transcript)]).wer <= 0.2
+            for target, status in [
+                (f"http://localhost:{server.server_address[1]}/jfk.flac", 403),
+                (f"{files}/big.bin", 413),
+            ]:
+                with pytest.raises(ApiError) as refused:
+                    client.listen.v1.media.transcribe_url(url=target)
+                assert refused.value.status_code == status, refused.value.body
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -206,7 +206,8 @@ async def test_gateway_killed_client_resumes_on_another_gateway(spawn) -> None:
     finals = [m["segment"] for m in first if m["type"] == "final"]
     last = max(finals, default=-1)
     second: list[dict[str, Any]] = []
-    async with websockets.connect(f"{url_b}/v1/listen?session_id={sid}&last_segment={last}") as ws2:
+    resume = f"{url_b}/v1/listen?session_id={sid}&last_segment={last}&session_started=true"
+    async with websockets.connect(resume) as ws2:
         rx2 = asyncio.create_task(receive_all(ws2, second))
         await stream(ws2, pcm[cut:], speed=2.0)
         await ws2.send(CLOSE_STREAM)
