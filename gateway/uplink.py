@@ -14,6 +14,7 @@ feed it alike, and a limit broken is a :class:`~gateway.protocol.ProtocolError` 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -76,6 +77,8 @@ class AudioUplink:
         """16 kHz samples received so far."""
         self.seq = 0
         """Sequence number of the last entry put on the audio stream."""
+        self.received = hashlib.sha256()
+        """Of the audio bytes this uplink took, as the client sent them (Deepgram's ``sha256``)."""
         self.clock = ArrivalClock()
         """When each stretch of audio arrived (the downlink measures latency from it)."""
         self._carry = PcmCarry()
@@ -118,6 +121,7 @@ class AudioUplink:
             )
         await self._throttle()
         metrics.AUDIO_BYTES.inc(len(data))
+        self.received.update(data)
         pcm = self._carry.push(data)
         if self._resampler is not None:
             pcm = self._resampler.push(pcm)

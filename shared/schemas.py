@@ -138,6 +138,8 @@ class Transcript(_Msg, tag="transcript"):
     final: bool = True
     rev: int = 0
     speech_final: bool = True
+    from_finalize: bool = False
+    """The segment was closed by the client's ``Finalize`` (not by silence or length)."""
     error: str | None = None
     worker: str = ""
     speaker: str | None = None

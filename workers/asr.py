@@ -374,6 +374,7 @@ class Transcriber:
             final=job.final,
             rev=job.rev,
             speech_final=job.reason != "max_length",
+            from_finalize=job.reason == "finalize",
             worker=self._worker,
             task=job.task,
         )

@@ -175,5 +175,6 @@ class BatchTranscriber:
             final=job.final,
             rev=job.rev,
             speech_final=job.reason != "max_length",
+            from_finalize=job.reason == "finalize",
             worker=self._worker,
         )
