@@ -37,6 +37,9 @@ class SessionStart(_Msg, tag="session_start"):
     """Publish ``speech_started`` / ``utterance_end`` events."""
     diarize: bool = False
     """Label finals with speakers (copied onto each job)."""
+    keyterms: list[str] = []
+    """Names and jargon to decode with (faster-whisper ``hotwords``; shared/keyterms.py bounds
+    them), copied onto each job; a ``keyterms`` control entry replaces them mid-stream."""
 
 
 class AudioChunk(_Msg, tag="audio"):
@@ -57,10 +60,12 @@ class AudioEnd(_Msg, tag="audio_end"):
 
 class AudioControl(_Msg, tag="audio_control"):
     """A client control on ``audio:{session}``, in order with the audio: ``finalize`` (close the
-    open utterance now) or ``keepalive`` (the client is there, just quiet)."""
+    open utterance now), ``keepalive`` (the client is there, just quiet) or ``keyterms`` (the
+    session's key terms are ``keyterms`` from here on)."""
 
     seq: int
     kind: str
+    keyterms: list[str] | None = None
 
 
 class VadEvent(_Msg, tag="vad_event"):
@@ -96,6 +101,8 @@ class AsrJob(_Msg, tag="asr_job"):
     """A final transcribed before its endpoint is confirmed (``rev`` is then the tentative's
     revision): its result is stored, and published only once the VAD worker commits that
     revision (workers/speculation.py)."""
+    keyterms: list[str] = []
+    """The session's key terms (faster-whisper ``hotwords``)."""
 
 
 class Word(msgspec.Struct, kw_only=True):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from shared.audio import pcm16_to_float32
+from shared.keyterms import hotwords
 from shared.schemas import AsrJob, Transcript, Word
 from shared.settings import Settings
 from workers.models import resolve_model
@@ -160,25 +161,28 @@ class Transcriber:
     def transcribe(
         self, job: AsrJob, prompt: str | None = None, beam_size: int | None = None
     ) -> Transcript:
-        """Transcribe with the session's previous text as prompt; if the prompt made the model
-        stop early (tiny models do), transcribe again without it."""
+        """Transcribe with the session's previous text as prompt (and its key terms as
+        ``hotwords``); if they made the model stop early (tiny models do), transcribe again
+        without them."""
         return self.recover(job, prompt, self._transcribe(job, prompt, beam_size), beam_size)
 
     def recover(
         self, job: AsrJob, prompt: str | None, result: Transcript, beam_size: int | None = None
     ) -> Transcript:
-        """``result`` itself, or a transcription without the prompt if the prompt made the
-        model stop early (used for batched results too)."""
-        if prompt and job.final and stopped_early(result, job):
+        """``result`` itself, or a transcription without the prompt and key terms if they made
+        the model stop early (used for batched results too)."""
+        if (prompt or job.keyterms) and job.final and stopped_early(result, job):
             log.info("session=%s segment=%d: stopped early with a prompt; again without",
                      job.session_id, job.segment)  # fmt: skip
-            retry = self._transcribe(job, None, beam_size)
+            retry = self._transcribe(job, None, beam_size, with_keyterms=False)
             if len(retry.words) > len(result.words):
                 retry.processing_time = round(retry.processing_time + result.processing_time, 4)
                 return retry
         return result
 
-    def _transcribe(self, job: AsrJob, prompt: str | None, beam_size: int | None) -> Transcript:
+    def _transcribe(
+        self, job: AsrJob, prompt: str | None, beam_size: int | None, with_keyterms: bool = True
+    ) -> Transcript:
         started = time.monotonic()
         audio = pcm16_to_float32(job.pcm)
         segments, info = self._model.transcribe(
@@ -188,6 +192,7 @@ class Transcriber:
             # interim text needs no word times (their alignment pass is ~30 % of a 10 s decode)
             word_timestamps=job.final,
             initial_prompt=(prompt or "")[-PROMPT_MAX_CHARS:] or None,
+            hotwords=hotwords(job.keyterms) if with_keyterms else None,
             **self._opts.whisper_kwargs(),
         )
         texts: list[str] = []

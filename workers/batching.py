@@ -78,7 +78,10 @@ class BatchTranscriber:
         self._worker = worker
 
     def can_batch(self, job: AsrJob) -> bool:
-        """Jobs with a known language (or any job for an English-only model)."""
+        """Jobs with a known language (or any job for an English-only model) and without key
+        terms (their ``hotwords`` make each prompt different in length; they go one by one)."""
+        if job.keyterms:
+            return False
         return job.language is not None or not self._model.model.is_multilingual
 
     def transcribe(self, jobs: Sequence[AsrJob], prompts: Sequence[str | None]) -> list[Transcript]:
