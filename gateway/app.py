@@ -21,6 +21,7 @@ from gateway.legacy import LegacySession
 from gateway.native import NativeSession
 from gateway.native_protocol import parse_options
 from gateway.protocol import ProtocolError, parse_legacy_query
+from gateway.realtime import RealtimeSession, open_realtime
 from gateway.router import ResultRouter
 from gateway.web import mount_web
 from shared.capabilities import read_pool
@@ -46,7 +47,7 @@ async def authorize(ws: WebSocket, session_id: str | None = None) -> Principal |
 
 
 async def run_session(
-    ws: WebSocket, session: LegacySession | NativeSession, principal: Principal
+    ws: WebSocket, session: LegacySession | NativeSession | RealtimeSession, principal: Principal
 ) -> None:
     ctx: GatewayContext = ws.app.state.ctx
     assert ctx.key_sessions is not None
@@ -54,7 +55,7 @@ async def run_session(
     try:
         await ctx.key_sessions.acquire(principal, session.session_id)
     except ProtocolError as exc:
-        await ws.send_json(exc.frame())
+        await ws.send_json(session.client.error_frame(exc))
         await ws.close(exc.close_code)
         return
     try:
@@ -139,6 +140,13 @@ async def listen(ws: WebSocket) -> None:
     await run_session(ws, NativeSession(ws, ctx, options), principal)
 
 
+async def realtime(ws: WebSocket) -> None:
+    """OpenAI's Realtime transcription (``?intent=transcription``); see gateway/realtime.py."""
+    opened = await open_realtime(ws)
+    if opened is not None:
+        await run_session(ws, *opened)
+
+
 async def mint_token(request: Request) -> JSONResponse:
     """Exchange an API key for a short-lived session token (for web pages)."""
     auth: Authenticator = request.app.state.ctx.auth
@@ -205,6 +213,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Whisper Streaming", version="0.1.0", lifespan=lifespan)
 
     app.add_api_websocket_route("/v1/listen", listen)
+    app.add_api_websocket_route("/v1/realtime", realtime)
     app.add_api_websocket_route("/", legacy_root)
     app.add_api_websocket_route("/ws", legacy_ws)
     app.add_api_route("/v1/auth/token", mint_token, methods=["POST"])

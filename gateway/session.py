@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -31,6 +32,8 @@ class ClientSocket:
     def __init__(self, ws: WebSocket) -> None:
         self.ws = ws
         self.gone = False
+        self.error_frame: Callable[[ProtocolError], dict[str, Any]] = ProtocolError.frame
+        """The protocol's shape of an error that ends the session (ours by default)."""
         self._send_lock = asyncio.Lock()
 
     def connected(self) -> bool:
@@ -87,7 +90,7 @@ async def run_socket(ctx: GatewayContext, proto: SocketProtocol) -> None:
                 try:
                     await proto.open()
                 except ProtocolError as exc:  # e.g. resuming an unknown session
-                    await client.send(exc.frame())
+                    await client.send(client.error_frame(exc))
                     close_code = exc.close_code
                     return
                 downlink.start()
@@ -134,7 +137,7 @@ async def _receive(proto: SocketProtocol) -> tuple[int, str]:
     except ProtocolError as exc:
         metrics.FRAMES_REJECTED.labels(exc.code).inc()
         log.warning("session=%s protocol error %s: %s", proto.session_id, exc.code, exc.message)
-        await client.send(exc.frame())
+        await client.send(client.error_frame(exc))
         return exc.close_code, exc.code
     except WebSocketDisconnect:
         client.gone = True
