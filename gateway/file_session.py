@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from gateway.context import GatewayContext, counted
@@ -62,6 +62,7 @@ class FileSession:
         language: str | None = None,
         prompt: str | None = None,
         timeout_s: float | None = None,
+        on_final: Callable[[Transcript], Awaitable[None]] | None = None,
     ) -> None:
         self.ctx = ctx
         self.session_id = uuid.uuid4().hex
@@ -73,6 +74,8 @@ class FileSession:
             ctx, self.session_id, on_final=self._final, clock=self.uplink.clock
         )
         self.finals: list[Transcript] = []
+        self.on_final = on_final
+        """Called with each final, in order, as it arrives (a streamed response)."""
         self.complete = False
         self.errors: list[dict[str, Any]] = []
         """Error frames the session raised (e.g. ``overloaded``, ``session_too_long``)."""
@@ -148,3 +151,5 @@ class FileSession:
 
     async def _final(self, t: Transcript) -> None:
         self.finals.append(t)
+        if self.on_final is not None:
+            await self.on_final(t)
