@@ -1,0 +1,80 @@
+"""The uplink's encodings through the real pipeline: a μ-law 8 kHz stream and Ogg and WebM Opus
+streams (as MediaRecorder makes them) of the same corpus recording, made by FFmpeg's encoders
+and fed to a session's uplink in pieces as a live client sends them (the workers of the test
+service transcribe them), within the WER bound of our own clients."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.context import GatewayContext
+from gateway.encodings import InputFormat
+from gateway.file_session import FileSession
+from shared.audio import decode_file
+from tests.conftest import Service
+from tests.integration.gateway_parts import gateway_context
+from whisper_streaming.evaluation import wer
+
+pytestmark = pytest.mark.e2e
+
+WER_BOUND = 0.2
+"""As for the same recording on the native endpoint (tests/e2e/test_native.py)."""
+
+
+@pytest.fixture
+async def ctx(service: Service) -> AsyncIterator[GatewayContext]:
+    r = aioredis.Redis.from_url(service.redis_url)
+    try:
+        async with gateway_context(r, service.key_prefix) as c:
+            yield c
+    finally:
+        await r.aclose()
+
+
+def encode(path: Path, fmt: str, codec: str, rate: int) -> bytes:
+    audio = decode_file(path, rate)
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.layout = "mono"
+        pcm = (audio * 32767).astype("<i2").reshape(1, -1)
+        step = rate // 50  # 20 ms frames, as a browser or a phone sends them
+        for i in range(0, pcm.shape[1], step):
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(pcm[:, i : i + step]), format="s16", layout="mono"
+            )
+            frame.sample_rate, frame.pts = rate, i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "fmt", "codec", "rate"),
+    [
+        ("mulaw", "mulaw", "pcm_mulaw", 8000),
+        ("alaw", "alaw", "pcm_alaw", 8000),
+        ("opus", "ogg", "libopus", 48000),
+        ("opus", "webm", "libopus", 48000),
+    ],
+)
+async def test_encoded_streams_transcribe_like_pcm(
+    ctx: GatewayContext, corpus: Path, encoding: str, fmt: str, codec: str, rate: int
+) -> None:
+    data = encode(corpus / "long" / "jfk.flac", fmt, codec, rate)
+    session = FileSession(ctx, data, language="en")
+    session._frame_bytes = 4000  # pieces of the byte stream, not whole pages or samples
+    session.uplink.set_input_format(InputFormat(encoding, rate))
+    finals = await session.transcribe()
+    assert session.complete and session.errors == []
+    reference = (corpus / "long" / "jfk.txt").read_text()
+    assert wer([(reference, " ".join(t.text for t in finals))]).wer <= WER_BOUND
