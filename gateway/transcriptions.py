@@ -325,4 +325,5 @@ async def _events(
     finally:
         if not task.done():
             task.cancel()
-        await ctx.key_sessions.release(principal, session.session_id)  # type: ignore[union-attr]
+        assert ctx.key_sessions is not None
+        await ctx.key_sessions.release(principal, session.session_id)

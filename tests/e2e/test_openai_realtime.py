@@ -173,8 +173,8 @@ async def test_sdk_beta_shape_with_client_commits_and_mulaw(service: Service, co
 
 
 async def test_bad_events_get_error_events_and_lose_nothing(service: Service, corpus: Path) -> None:
-    """Unknown type, bad JSON, bad base64, an oversized append, a wrong format and a commit of
-    nothing: each an ``error`` event in OpenAI's shape; the session then transcribes as usual."""
+    """Unknown type, bad JSON, bad base64, an oversized append, a wrong format, a commit of
+    nothing and a prompt over the key-term bounds: each an ``error`` event in OpenAI's shape; the session then transcribes as usual."""
     path = corpus / "long" / "jfk.flac"
     pcm = pcm_at(path, 24000)
     url = f"{service.ws}/v1/realtime?intent=transcription"
@@ -186,6 +186,8 @@ async def test_bad_events_get_error_events_and_lose_nothing(service: Service, co
         json.dumps({"type": "session.update", "session": {"type": "transcription",
                     "audio": {"input": {"format": {"type": "audio/flac"}}}}}),
         json.dumps({"type": "input_audio_buffer.commit"}),
+        json.dumps({"type": "session.update", "session": {"type": "transcription",
+                    "audio": {"input": {"transcription": {"prompt": "Kennedy " * 100}}}}}),
     ]  # fmt: skip
     msgs: list[dict[str, Any]] = []
     async with websockets.connect(url, max_size=None) as ws:
@@ -206,11 +208,12 @@ async def test_bad_events_get_error_events_and_lose_nothing(service: Service, co
     assert [m["type"] for m in msgs] == ["error"] * len(bad)
     codes = [m["error"]["code"] for m in msgs]
     assert codes == ["invalid_value", "invalid_json", "invalid_value", "audio_too_large",
-                     "invalid_value", "input_audio_buffer_commit_empty"]  # fmt: skip
+                     "invalid_value", "input_audio_buffer_commit_empty", "invalid_keyterms"]  # fmt: skip
     assert all(m["error"]["type"] == "invalid_request_error" for m in msgs)
     assert msgs[0]["error"]["event_id"] == "e1" and msgs[0]["error"]["param"] == "type"
     assert msgs[2]["error"]["param"] == "audio"
     assert msgs[4]["error"]["param"] == "session.audio.input.format.type"
+    assert "500" in msgs[6]["error"]["message"] and msgs[6]["error"]["param"] == "prompt"
 
 
 async def test_browser_subprotocol_credential_and_wrong_intent(service: Service) -> None:
