@@ -5,12 +5,9 @@ service transcribe them), within the WER bound of our own clients."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import av
-import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
@@ -18,6 +15,7 @@ from gateway.context import GatewayContext
 from gateway.encodings import InputFormat
 from gateway.file_session import FileSession
 from shared.audio import decode_file
+from tests.codecs import encode_stream
 from tests.conftest import Service
 from tests.integration.gateway_parts import gateway_context
 from whisper_streaming.evaluation import wer
@@ -38,26 +36,6 @@ async def ctx(service: Service) -> AsyncIterator[GatewayContext]:
         await r.aclose()
 
 
-def encode(path: Path, fmt: str, codec: str, rate: int) -> bytes:
-    audio = decode_file(path, rate)
-    buf = io.BytesIO()
-    with av.open(buf, "w", format=fmt) as out:
-        stream = out.add_stream(codec, rate=rate)
-        stream.layout = "mono"
-        pcm = (audio * 32767).astype("<i2").reshape(1, -1)
-        step = rate // 50  # 20 ms frames, as a browser or a phone sends them
-        for i in range(0, pcm.shape[1], step):
-            frame = av.AudioFrame.from_ndarray(
-                np.ascontiguousarray(pcm[:, i : i + step]), format="s16", layout="mono"
-            )
-            frame.sample_rate, frame.pts = rate, i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return buf.getvalue()
-
-
 @pytest.mark.parametrize(
     ("encoding", "fmt", "codec", "rate"),
     [
@@ -70,7 +48,7 @@ def encode(path: Path, fmt: str, codec: str, rate: int) -> bytes:
 async def test_encoded_streams_transcribe_like_pcm(
     ctx: GatewayContext, corpus: Path, encoding: str, fmt: str, codec: str, rate: int
 ) -> None:
-    data = encode(corpus / "long" / "jfk.flac", fmt, codec, rate)
+    data = encode_stream(decode_file(corpus / "long" / "jfk.flac", rate), fmt, codec, rate)
     session = FileSession(ctx, data, language="en")
     session._frame_bytes = 4000  # pieces of the byte stream, not whole pages or samples
     session.uplink.set_input_format(InputFormat(encoding, rate))

@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import pytest
 import websockets
 from openai import AsyncOpenAI
 
 from shared.audio import decode_file, float32_to_pcm16
+from tests.codecs import encode_stream
 from tests.conftest import Service
 from whisper_streaming.evaluation import wer
 
@@ -40,21 +39,6 @@ def pcm_at(path: Path, rate: int, tail_s: float = 1.5) -> bytes:
     """The recording as PCM16 at ``rate`` with ``tail_s`` of silence (so the last turn ends)."""
     audio = np.concatenate([decode_file(path, rate), np.zeros(int(rate * tail_s), np.float32)])
     return float32_to_pcm16(audio)
-
-
-def g711(pcm16: bytes, codec: str) -> bytes:
-    """8 kHz PCM16 to G.711 bytes, by FFmpeg's encoder (``pcm_mulaw`` / ``pcm_alaw``)."""
-    buf = io.BytesIO()
-    with av.open(buf, "w", format=codec[4:]) as out:
-        stream = out.add_stream(codec, rate=8000)
-        stream.layout = "mono"
-        frame = av.AudioFrame.from_ndarray(
-            np.frombuffer(pcm16, "<i2").reshape(1, -1), format="s16", layout="mono"
-        )
-        frame.sample_rate = 8000
-        for packet in [*stream.encode(frame), *stream.encode(None)]:
-            out.mux(packet)
-    return buf.getvalue()
 
 
 async def send_audio(conn: Any, data: bytes, bytes_per_s: int, speed: float = 2.0) -> None:
@@ -146,7 +130,7 @@ async def test_sdk_beta_shape_with_client_commits_and_mulaw(service: Service, co
     """The beta event names, ``g711_ulaw`` 8 kHz audio from FFmpeg's encoder, no turn
     detection: no VAD events, the commit closes the item."""
     path = corpus / "long" / "jfk.flac"
-    ulaw = g711(pcm_at(path, 8000, tail_s=0.3), "pcm_mulaw")
+    ulaw = encode_stream(decode_file(path, 8000), "mulaw", "pcm_mulaw", 8000)
     events: list[Any] = []
     async with client(service).realtime.connect(extra_query={"intent": "transcription"}) as conn:
         assert (await conn.recv()).type == "session.created"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-from pathlib import Path
 
 import av
 import numpy as np
@@ -33,8 +32,10 @@ from gateway.realtime_protocol import (
 from shared.audio import decode_file
 from shared.keyterms import MAX_KEYTERMS, MAX_KEYTERMS_CHARS, KeytermError, check_keyterms, hotwords
 from shared.schemas import AudioControl, SessionStart, decode, encode
+from tests.codecs import encode_stream
+from whisper_streaming.corpus import corpus_dir
 
-CORPUS = Path("/work/shared/corpus")
+CORPUS = corpus_dir()
 
 
 def test_keyterms_are_bounded_in_count_and_length() -> None:
@@ -70,29 +71,10 @@ def test_g711_tables_are_ffmpegs_and_the_itu_values() -> None:
     assert g711_decode(b"\xff\x80", "mulaw") == np.array([0, 32124], "<i2").tobytes()
 
 
-def _encode(audio: np.ndarray, fmt: str, codec: str, rate: int) -> bytes:
-    buf = io.BytesIO()
-    with av.open(buf, "w", format=fmt) as out:
-        stream = out.add_stream(codec, rate=rate)
-        stream.layout = "mono"
-        pcm = (audio * 32767).astype("<i2").reshape(1, -1)
-        step = 960 * 5
-        for i in range(0, pcm.shape[1], step):
-            frame = av.AudioFrame.from_ndarray(
-                np.ascontiguousarray(pcm[:, i : i + step]), format="s16", layout="mono"
-            )
-            frame.sample_rate, frame.pts = rate, i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return buf.getvalue()
-
-
 @pytest.mark.parametrize("container", ["ogg", "webm"])
 def test_opus_streams_decode_incrementally_as_ffmpeg_decodes_the_file(container: str) -> None:
     audio = decode_file(CORPUS / "long" / "jfk.flac", 48000)
-    data = _encode(audio, container, "libopus", 48000)
+    data = encode_stream(audio, container, "libopus", 48000)
     decoder = InputFormat("opus").decoder()
     pieces = [decoder.push(data[i : i + 500]) for i in range(0, len(data), 500)]
     assert sum(1 for p in pieces if p) > 10  # audio comes out as the stream grows
