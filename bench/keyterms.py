@@ -23,10 +23,11 @@ import time
 from typing import Any
 
 from bench import report
-from bench.corpus import audio, librispeech, to_pcm16
+from bench.corpus import audio, to_pcm16
 from shared.keyterms import check_keyterms
 from shared.schemas import AsrJob
 from shared.settings import Settings
+from whisper_streaming.corpus import librispeech
 from whisper_streaming.evaluation import normalize, wer
 from workers.asr import DecodeOptions, Transcriber, load_model, resolve_auto
 
