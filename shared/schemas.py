@@ -37,6 +37,9 @@ class SessionStart(_Msg, tag="session_start"):
     """Publish ``speech_started`` / ``utterance_end`` events."""
     diarize: bool = False
     """Label finals with speakers (copied onto each job)."""
+    task: str = "transcribe"
+    """``transcribe``, or ``translate``: each final also carries its English translation (copied
+    onto each job; shared/capabilities.py)."""
     keyterms: list[str] = []
     """Names and jargon to decode with (faster-whisper ``hotwords``; shared/keyterms.py bounds
     them), copied onto each job; a ``keyterms`` control entry replaces them mid-stream."""
@@ -101,6 +104,9 @@ class AsrJob(_Msg, tag="asr_job"):
     """A final transcribed before its endpoint is confirmed (``rev`` is then the tentative's
     revision): its result is stored, and published only once the VAD worker commits that
     revision (workers/speculation.py)."""
+    task: str = "transcribe"
+    """``transcribe``, or ``translate``: the worker also decodes the utterance into English,
+    from the same encoder output (``Transcript.translation``)."""
     keyterms: list[str] = []
     """The session's key terms (faster-whisper ``hotwords``)."""
 
@@ -111,6 +117,13 @@ class Word(msgspec.Struct, kw_only=True):
     end: float
     probability: float
     speaker: str | None = None
+
+
+class Translation(msgspec.Struct, kw_only=True):
+    """A final's translation: Whisper translates only into English."""
+
+    language: str = "en"
+    text: str = ""
 
 
 class Transcript(_Msg, tag="transcript"):
@@ -134,6 +147,10 @@ class Transcript(_Msg, tag="transcript"):
     worker: str = ""
     speaker: str | None = None
     """``S0``, ``S1``, … within the session (``diarize=true`` finals only)."""
+    task: str = "transcribe"
+    """The job's task; a ``translate`` final carries :attr:`translation`."""
+    translation: Translation | None = None
+    """The English translation of ``text`` (``task`` translate finals only)."""
 
 
 class SessionDone(_Msg, tag="session_done"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from shared.settings import Settings
 
@@ -19,6 +20,13 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--vad-workers", type=int, default=1)
     up.add_argument("--asr-workers", type=int, default=1)
     up.add_argument("--ready-timeout", type=float, default=120.0)
+    up.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="the embedded Redis's AOF directory (default ~/.local/share/whisper-streaming/"
+        "redis-PORT): streams survive a restart of Redis or of `up`",
+    )
     sub.add_parser("gateway", help="run one gateway (FastAPI on uvicorn)")
     sub.add_parser("vad-worker", help="run one VAD worker")
     sub.add_parser("asr-worker", help="run one ASR worker")
@@ -50,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         from whisper_streaming.up import run_up
 
-        return run_up(settings, args.vad_workers, args.asr_workers, args.ready_timeout)
+        return run_up(
+            settings, args.vad_workers, args.asr_workers, args.ready_timeout, args.data_dir
+        )
     if args.command == "gateway":
         from gateway.app import main as gateway_main
 
