@@ -6,6 +6,11 @@ the final latency after end of speech (the server's own endpointing).
 Each stream is ~35 s of held-out LibriSpeech utterances joined with 1.5 s of silence; latency is
 measured from when the client sent the ground-truth onset / end of speech (bench/corpus.py) to
 when the first partial / the final of that speech arrived.
+
+``--endpoint realtime`` measures the same streams through OpenAI's Realtime transcription
+endpoint (``/v1/realtime?intent=transcription``, 24 kHz PCM appends, server VAD): how long after
+``input_audio_buffer.speech_stopped`` each item's ``...transcription.completed`` arrives
+(bench/realtime_client.py); its results go to ``latency-realtime.json`` and their own section.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from bench.cli import (
     wait_quiet,
 )
 from bench.corpus import librispeech, rotating_streams, to_pcm16
-from bench.runs import full_speed, realtime
+from bench.realtime_client import REALTIME_HEADER, realtime_endpoint, realtime_rows
+from bench.runs import full_speed, realtime, wait_idle
 from bench.stack import BenchStack
 
 PLOT = report.DOC.parent / "benchmarks-latency-native.png"
@@ -55,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--seconds", type=float, default=35.0, help="audio per stream")
     p.add_argument("--chunk-ms", type=int, default=20, help="audio per WebSocket frame")
+    p.add_argument(
+        "--endpoint",
+        choices=("native", "realtime"),
+        default="native",
+        help="native: /v1/listen; realtime: OpenAI's /v1/realtime (completed after speech_stopped)",
+    )
     p.add_argument("--name", default="latency", help="JSON name; 'latency' also updates the docs")
     p.add_argument("--no-docs", action="store_true")
     p.add_argument(
@@ -62,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_stack_args(p)  # what `make run` starts: one ASR worker
     args = p.parse_args(argv)
+    if args.endpoint == "realtime":
+        return main_realtime(args)
     if args.from_json:
         publish(json.loads((report.RESULTS / f"{args.name}.json").read_text()))
         return 0
@@ -105,6 +119,64 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_docs and args.name == "latency":
         publish(out)
     return 0
+
+
+def main_realtime(args: argparse.Namespace) -> int:
+    name = "latency-realtime" if args.name == "latency" else args.name
+    if args.from_json:
+        publish_realtime(json.loads((report.RESULTS / f"{name}.json").read_text()))
+        return 0
+    sigterm_as_interrupt()
+    cfg = stack_config(args)
+    m = meta(cfg) | {"quiet": wait_quiet(args)}
+    utts = librispeech(held_out_only=True)
+    out: dict[str, Any] = {"meta": m, "levels": []}
+    try:
+        with BenchStack(cfg) as stack:
+            warm_up(stack, utts)
+            for n in [int(x) for x in args.levels.split(",") if x]:
+                streams = rotating_streams(utts, n, args.seconds)
+                idle = wait_idle(stack)
+                pcms = [to_pcm16(s.pcm) for s in streams]
+                res = realtime_endpoint(stack, streams, pcms, chunk_ms=args.chunk_ms)
+                res["waited_for_idle_s"] = idle
+                out["levels"].append(res)
+                lat = res["completed_after_stopped_s"]
+                print(
+                    f"{n:>2} streams (realtime): completed after speech_stopped p50 {lat['p50']} "
+                    f"p95 {lat['p95']} (n={lat['n']}); {res['items_without_completed']} of "
+                    f"{res['items']} items not completed; WER {res['wer']}%; "
+                    f"lag {res['client_max_send_lag_s']}s; errors {len(res['errors'])}",
+                    flush=True,
+                )
+    except KeyboardInterrupt:
+        finish(m)
+        m["interrupted"] = True
+        print(f"interrupted; service stopped; {report.save_json(name, out)}", file=sys.stderr)
+        return 130
+    finish(m)
+    print(f"wrote {report.save_json(name, out)}")
+    if not args.no_docs and name == "latency-realtime":
+        publish_realtime(out)
+    return 0
+
+
+def publish_realtime(out: dict[str, Any]) -> None:
+    m = out["meta"]
+    lines = [
+        "### `completed` after `speech_stopped` through the OpenAI Realtime endpoint "
+        "(`python -m bench.latency --endpoint realtime --levels 1,4`)",
+        "",
+        report.provenance(m),
+        "",
+        report.table(REALTIME_HEADER, realtime_rows(out["levels"])),
+        "",
+        "24 kHz PCM appends of 20 ms at real-time pace, `server_vad` with "
+        "`silence_duration_ms` 500; the clock runs on the client from the arrival of "
+        "`input_audio_buffer.speech_stopped` to that of the item's `completed`.",
+    ]
+    report.replace_section("latency-realtime", "\n".join(lines))
+    print(f"updated {report.DOC}")
 
 
 def publish(out: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from gateway.listen_rest import deepgram_error
 from gateway.native import NativeSession
 from gateway.native_protocol import parse_options
 from gateway.protocol import ProtocolError, parse_legacy_query
+from gateway.realtime import RealtimeSession, open_realtime
 from gateway.router import ResultRouter
 from gateway.web import mount_web
 from shared import tracing
@@ -50,7 +51,7 @@ async def authorize(ws: WebSocket, session_id: str | None = None) -> Principal |
 
 
 async def run_session(
-    ws: WebSocket, session: LegacySession | NativeSession, principal: Principal
+    ws: WebSocket, session: LegacySession | NativeSession | RealtimeSession, principal: Principal
 ) -> None:
     ctx: GatewayContext = ws.app.state.ctx
     assert ctx.key_sessions is not None
@@ -58,8 +59,8 @@ async def run_session(
     try:
         await ctx.key_sessions.acquire(principal, session.session_id)
     except ProtocolError as exc:
-        await ws.send_json(exc.frame())
-        await ws.close(exc.close_code)
+        await ws.send_json(session.error_frame(exc))
+        await ws.close(*session.close_for(exc))
         return
     try:
         await session.run()
@@ -186,6 +187,13 @@ async def listen(ws: WebSocket) -> None:
         await session.run()
     finally:
         await ctx.key_sessions.release(principal, session.session_id)
+
+
+async def realtime(ws: WebSocket) -> None:
+    """OpenAI's Realtime transcription (``?intent=transcription``); see gateway/realtime.py."""
+    opened = await open_realtime(ws)
+    if opened is not None:
+        await run_session(ws, *opened)
 
 
 class GrantRefused(Exception):
@@ -315,6 +323,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
 
     app.add_api_websocket_route("/v1/listen", listen)
+    app.add_api_websocket_route("/v1/realtime", realtime)
     app.add_api_websocket_route("/", legacy_root)
     app.add_api_websocket_route("/ws", legacy_ws)
     app.add_api_route("/v1/auth/token", mint_token, methods=["POST"])

@@ -19,6 +19,7 @@ from gateway import native_protocol as dg
 from gateway.agreement import LocalAgreement
 from gateway.context import GatewayContext
 from gateway.downlink import ResultsDownlink
+from gateway.encodings import parse_input_format
 from gateway.native_protocol import (
     PROTOCOL_VERSION,
     CloseStream,
@@ -105,7 +106,8 @@ class NativeSession:
         up.vad_events = options.vad_events or options.utterance_end_ms is not None
         up.diarize = options.diarize
         up.min_silence_ms = options.endpointing
-        up.set_input_rate(options.sample_rate)
+        up.set_input_format(parse_input_format(options.encoding, options.sample_rate))
+        up.keyterms = list(options.keyterms)  # within the bounds already (parse_options)
 
     async def run(self) -> None:
         await run_socket(self.ctx, self)
@@ -199,6 +201,7 @@ class NativeSession:
         elif isinstance(msg, Configure):
             if msg.keyterms is not None:
                 self.options = dataclasses.replace(self.options, keyterms=msg.keyterms)
+                await self.uplink.set_keyterms(list(msg.keyterms))  # for what is cut from here
             await self.client.send(
                 {
                     "type": "ConfigureSuccess",

@@ -25,6 +25,7 @@ from gateway.protocol import (
     load_object,
     translation_task,
 )
+from shared.keyterms import KeytermError, check_keyterms
 from shared.languages import UnknownLanguage, normalize_language
 from shared.logs import clip
 from shared.schemas import Transcript, Word
@@ -34,7 +35,9 @@ PROTOCOL_VERSION = 2
 
 _SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
 
-SUPPORTED_ENCODINGS = ("linear16",)
+SUPPORTED_ENCODINGS = ("linear16", "mulaw", "alaw", "opus", "ogg-opus")
+"""Decoded by the uplink (gateway/encodings.py); ``ogg-opus`` is ``opus`` in an Ogg container
+(the container of an Opus stream, Ogg or WebM, is recognised from its bytes)."""
 KNOWN_ENCODINGS = (
     "linear16", "linear32", "flac", "alaw", "mulaw", "amr-nb", "amr-wb", "opus", "ogg-opus",
     "speex", "g729",
@@ -42,8 +45,6 @@ KNOWN_ENCODINGS = (
 """Deepgram's encoding names: a known one this server does not decode yet is refused as
 unsupported (not as unknown)."""
 
-MAX_KEYTERMS = 100
-MAX_KEYTERM_CHARS = 100
 CHANNELS = [0, 1]
 """Deepgram's ``channel_index`` / ``channel``: [this channel, of how many]."""
 
@@ -186,7 +187,7 @@ def _translate(name: str, value: Any) -> str | None:
 def _encoding(name: str, value: Any) -> str:
     text = str(value).lower()
     if text in SUPPORTED_ENCODINGS:
-        return text
+        return "opus" if text == "ogg-opus" else text
     if text in KNOWN_ENCODINGS:
         raise ProtocolError(
             "unsupported_encoding",
@@ -204,17 +205,15 @@ def _session_id(name: str, value: Any) -> str:
 
 
 def keyterms(name: str, value: Any) -> tuple[str, ...]:
-    """One term or a list of them, bounded in count and length."""
+    """One term or a list of them, within the bounds every endpoint shares (shared/keyterms.py:
+    they become the decoder's ``hotwords``)."""
     values = [value] if isinstance(value, str) else value
     if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
         raise _bad(name, "must be a string or a list of strings")
-    terms = tuple(v.strip() for v in values if v.strip())
-    if len(terms) > MAX_KEYTERMS:
-        raise _bad(name, f"allows at most {MAX_KEYTERMS} terms, not {len(terms)}")
-    long = next((t for t in terms if len(t) > MAX_KEYTERM_CHARS), None)
-    if long is not None:
-        raise _bad(name, f"terms are at most {MAX_KEYTERM_CHARS} characters ({clip(long)})")
-    return terms
+    try:
+        return tuple(check_keyterms(values))
+    except KeytermError as exc:
+        raise _bad(name, str(exc)) from exc
 
 
 IGNORED = (

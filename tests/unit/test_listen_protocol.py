@@ -52,12 +52,12 @@ def test_query_parameters_map_onto_the_session() -> None:
 @pytest.mark.parametrize(
     ("params", "code", "text"),
     [
-        ({"encoding": "mulaw"}, "unsupported_encoding", "not supported by this server yet"),
-        ({"encoding": "opus"}, "unsupported_encoding", "linear16"),
+        ({"encoding": "speex"}, "unsupported_encoding", "not supported by this server yet"),
+        ({"encoding": "flac"}, "unsupported_encoding", "mulaw"),
         ({"encoding": "wav49"}, "invalid_parameter", "not an encoding"),
         ({"channels": "2"}, "unsupported_encoding", "mono"),
-        ({"keyterm": ["x"] * 101}, "invalid_parameter", "at most 100"),
-        ({"keyterm": ["y" * 101]}, "invalid_parameter", "at most 100 characters"),
+        ({"keyterm": ["x"] * 101}, "invalid_parameter", "limit of 100"),
+        ({"keyterm": ["y" * 501]}, "invalid_parameter", "limit of 500"),
         ({"language": "klingon"}, "invalid_parameter", "language"),
         ({"utterance_end_ms": "soon"}, "invalid_parameter", "integer"),
     ],
