@@ -37,6 +37,11 @@ class SessionStart(_Msg, tag="session_start"):
     """Publish ``speech_started`` / ``utterance_end`` events."""
     diarize: bool = False
     """Label finals with speakers (copied onto each job)."""
+    smart_endpointing: bool | None = None
+    """End turns by the end-of-turn rule (workers/turns.py) as well as by ``min_silence_ms`` of
+    silence; ``None`` uses the worker's ``VAD_ENDPOINTING``."""
+    eager_eot: bool = False
+    """Publish ``end_of_turn_eager`` / ``turn_resumed`` :class:`TurnEvent` s."""
 
 
 class AudioChunk(_Msg, tag="audio"):
@@ -96,6 +101,9 @@ class AsrJob(_Msg, tag="asr_job"):
     """A final transcribed before its endpoint is confirmed (``rev`` is then the tentative's
     revision): its result is stored, and published only once the VAD worker commits that
     revision (workers/speculation.py)."""
+    eager: bool = False
+    """Speculative: publish an ``end_of_turn_eager`` :class:`TurnEvent` with the text once it is
+    stored (the session opted in)."""
 
 
 class Word(msgspec.Struct, kw_only=True):
@@ -127,6 +135,21 @@ class Transcript(_Msg, tag="transcript"):
     worker: str = ""
     speaker: str | None = None
     """``S0``, ``S1``, … within the session (``diarize=true`` finals only)."""
+
+
+class TurnEvent(_Msg, tag="turn_event"):
+    """On ``results:{session}`` for sessions with ``eager_eot``: ``end_of_turn_eager`` (the
+    speculative final of ``segment`` exists: ``text``, ``start``..``end``; the turn is probably
+    over) or ``turn_resumed`` (the speaker went on: that text will not be the final; the segment
+    continues and its one final comes later). Published in the same Lua step as the speculative
+    store or void (workers/speculation.py), so it is in order with the finals."""
+
+    kind: str
+    segment: int
+    rev: int = 0
+    start: float = 0.0
+    end: float = 0.0
+    text: str = ""
 
 
 class SessionDone(_Msg, tag="session_done"):
@@ -187,6 +210,7 @@ StreamMessage = (
     | AsrJob
     | Transcript
     | SessionDone
+    | TurnEvent
 )
 
 _encoder = msgspec.msgpack.Encoder()

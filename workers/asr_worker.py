@@ -34,10 +34,13 @@ from shared.schemas import (
     encode,
     encode_capabilities,
 )
-from shared.session_state import Field, read_ints, read_text
+from shared.session_state import Field, SpecField, read_ints, read_text, spec_field
 from shared.settings import Settings
 from workers.asr import DecodeOptions, Transcriber, load_model, resolve_auto
 from workers.asr_policy import (
+    ORDINARY,
+    SPECULATIVE,
+    URGENT,
     Action,
     DecodeBatch,
     DecodeFinal,
@@ -191,11 +194,27 @@ class AsrWorker:
             name = stream.decode() if isinstance(stream, bytes) else stream
             for entry_id, fields in entries:
                 if name == self.keys.asr_jobs:
-                    finals.append(Final(entry_id, fields))
+                    finals.append(Final(entry_id, fields, await self._rank(fields)))
                 elif (partial := await self._parse_partial(entry_id, fields)) is not None:
                     partials.append(partial)
         held = self.state.sessions() | {p.job.session_id for p in partials}
         self.state.read(finals, partials, await self._marks(held))
+
+    async def _rank(self, fields: dict[bytes, bytes]) -> int:
+        """How urgent a final job is (workers/asr_policy.py, rule 1); undecodable: ordinary (it
+        is dead-lettered when handled)."""
+        try:
+            job = decode_as(entry_data(fields), AsrJob)
+        except SchemaError:
+            return ORDINARY
+        if job.reason == "finalize":
+            return URGENT
+        if not job.speculative:
+            return ORDINARY
+        committed = await self.r.hget(
+            self.keys.speculative(job.session_id), spec_field(job.segment, SpecField.COMMITTED)
+        )
+        return URGENT if committed is not None and int(committed) == job.rev else SPECULATIVE
 
     async def _xread(self, counts: dict[str, int]) -> list[tuple[bytes | str, Entries]]:
         """Non-blocking XREADGROUP of each stream with its own COUNT, in one round trip."""
@@ -372,7 +391,9 @@ class AsrWorker:
         """A final is done: label its speaker, publish, store and ack it (never half-done)."""
         result.queue_time = round(waited, 4)
         await self.speakers.label(job, result)
-        await asyncio.shield(self.out.publish_and_ack(entry_id, result, spec_rev(job)))
+        await asyncio.shield(
+            self.out.publish_and_ack(entry_id, result, spec_rev(job), eager=job.eager)
+        )
         metrics.ASR_JOBS.labels("ok").inc()
         metrics.ASR_QUEUE_WAIT.observe(waited)
 

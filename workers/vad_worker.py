@@ -47,6 +47,7 @@ from workers.segmenter import (
     SegmenterConfig,
     SegmenterState,
 )
+from workers.turns import TurnConfig
 from workers.vad_backends import VadModel, detection_params, make_vad
 from workers.vad_jobs import JobWriter
 from workers.vad_session import OwnedSession
@@ -92,6 +93,16 @@ class VadWorker:
             else self.s.vad_speech_pad_end_ms,
             # speaker labels are stateful: a speculative final that is voided would skew them
             tentative=self.s.speculative_finals and not start.diarize,
+        )
+
+    def turn_config(self, start: SessionStart) -> TurnConfig:
+        smart = start.smart_endpointing
+        return TurnConfig(
+            smart=self.s.vad_endpointing == "smart" if smart is None else smart,
+            endpoint_ms=start.min_silence_ms or detection_params(self.s).min_silence_ms,
+            complete_ms=self.s.turn_complete_ms,
+            short_ms=self.s.turn_short_ms,
+            short_s=self.s.turn_short_s,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -179,7 +190,11 @@ class VadWorker:
             return
         stream = self.vad.stream()
         owned = OwnedSession(
-            start, entry_id, Segmenter(stream, self.segmenter_config(start)), stream
+            start,
+            entry_id,
+            Segmenter(stream, self.segmenter_config(start)),
+            stream,
+            turns=self.turn_config(start),
         )
         if takeover:
             await self._restore(owned)
@@ -321,6 +336,7 @@ class VadWorker:
             metrics.VAD_AUDIO_SECONDS.inc(len(audio) / SAMPLE_RATE)
             events = await asyncio.to_thread(owned.segmenter.feed, audio)
             await self.jobs.write(owned, events)
+            await self.jobs.end_turn(owned)
             return False
         if isinstance(msg, AudioControl):
             if msg.kind == "finalize":
