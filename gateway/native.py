@@ -21,15 +21,17 @@ from gateway.native_protocol import (
     NativeConfig,
     NativeEof,
     NativeOptions,
+    default_endpointing,
     parse_native_frame,
     parse_options,
+    turn_message,
 )
 from gateway.protocol import CLOSE_INVALID_PAYLOAD, CLOSE_POLICY, ProtocolError
 from gateway.session import ClientSocket, run_socket
 from gateway.uplink import AudioUplink
 from shared import metrics, session_state
 from shared.audio import SAMPLE_RATE
-from shared.schemas import Transcript, VadEvent
+from shared.schemas import Transcript, TurnEvent, VadEvent
 from shared.session_state import Field, State
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ class NativeSession:
             on_final=self._final,
             on_partial=self._partial,
             on_vad_event=self._vad_event,
+            on_turn_event=self._turn_event,
             after_finals=self._after_finals,
             listening=self.client.connected,
             clock=self.uplink.clock,
@@ -75,7 +78,9 @@ class NativeSession:
         up.interim_results = options.interim_results
         up.vad_events = options.vad_events
         up.diarize = options.diarize
-        up.min_silence_ms = options.endpointing
+        up.min_silence_ms = options.endpoint_ms
+        up.smart_endpointing = options.smart_endpointing
+        up.eager_eot = options.eager_eot
         up.set_input_rate(options.sample_rate)
 
     async def run(self) -> None:
@@ -92,7 +97,7 @@ class NativeSession:
                 "session_id": self.session_id,
                 "protocol_version": PROTOCOL_VERSION,
                 "resumed": self.resuming,
-                "settings": self.options.public(self.ctx.settings.vad_min_silence_ms),
+                "settings": self.options.public(default_endpointing(self.ctx.settings)),
             }
         )
         if self.resuming:
@@ -232,6 +237,10 @@ class NativeSession:
                     "timestamp": event.time,
                 }
             )
+
+    async def _turn_event(self, event: TurnEvent) -> None:
+        if self.options.eager_eot:
+            await self.client.send(turn_message(event))
 
     async def closing(self) -> None:
         await self.client.send(

@@ -11,6 +11,8 @@ from typing import Any
 from gateway.protocol import CLOSE_INVALID_PAYLOAD, CLOSE_UNSUPPORTED, ProtocolError, load_object
 from shared.languages import UnknownLanguage, normalize_language
 from shared.logs import clip
+from shared.schemas import TurnEvent
+from shared.settings import Settings
 
 PROTOCOL_VERSION = 1
 _SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -22,17 +24,32 @@ class NativeOptions:
     sample_rate: int = 16000
     encoding: str = "linear16"
     interim_results: bool = True
-    endpointing: int | None = None
-    """Milliseconds of silence that end an utterance; ``None`` = the server default."""
+    endpointing: int | str | None = None
+    """Milliseconds of silence that end an utterance (fixed endpointing), ``"smart"`` (the
+    end-of-turn rule, workers/turns.py), or ``None`` = the server default (``VAD_ENDPOINTING``)."""
     vad_events: bool = False
     diarize: bool = False
     """Label finals (and their words) with ``speaker``."""
+    eager_eot: bool = False
+    """Send ``end_of_turn_eager`` / ``turn_resumed``."""
     token: str | None = None
     session_id: str | None = None
     """Resume this session (with ``last_segment``: the last final the client has)."""
     last_segment: int = -1
 
-    def public(self, default_endpointing: int) -> dict[str, Any]:
+    @property
+    def smart_endpointing(self) -> bool | None:
+        """For ``SessionStart``: ``None`` = the server's mode."""
+        if self.endpointing is None:
+            return None
+        return self.endpointing == "smart"
+
+    @property
+    def endpoint_ms(self) -> int | None:
+        """A fixed endpointing's silence, for ``SessionStart.min_silence_ms``."""
+        return self.endpointing if isinstance(self.endpointing, int) else None
+
+    def public(self, default_endpointing: int | str) -> dict[str, Any]:
         """The effective settings, as the ``session`` message reports them."""
         return {
             "language": self.language,
@@ -42,6 +59,7 @@ class NativeOptions:
             "endpointing": self.endpointing or default_endpointing,
             "vad_events": self.vad_events,
             "diarize": self.diarize,
+            "eager_eot": self.eager_eot,
         }
 
 
@@ -124,9 +142,11 @@ def parse_options(
 ) -> NativeOptions:
     """Query parameters or config-frame fields over ``base``; unknown names are ignored."""
 
-    def endpointing(name: str, value: Any) -> int | None:
+    def endpointing(name: str, value: Any) -> int | str | None:
         if value in (None, "default"):
             return None
+        if value == "smart":
+            return "smart"
         return _int(name, value, min_endpointing, 10_000)
 
     parsers: dict[str, Any] = {
@@ -136,6 +156,7 @@ def parse_options(
         "interim_results": _bool,
         "vad_events": _bool,
         "diarize": _bool,
+        "eager_eot": _bool,
         "endpointing": endpointing,
         "token": lambda n, v: None if v is None else str(v),
         "session_id": _session_id,
@@ -164,3 +185,21 @@ def parse_native_frame(text: str) -> NativeMessage:
         f"unknown message type {clip(kind)} (expected config, finalize, keepalive or eof)",
         CLOSE_UNSUPPORTED,
     )
+
+
+def default_endpointing(settings: Settings) -> int | str:
+    """What ``endpointing`` is when a client does not say: ``"smart"`` or the fixed silence."""
+    return "smart" if settings.vad_endpointing == "smart" else settings.vad_min_silence_ms
+
+
+def turn_message(event: TurnEvent) -> dict[str, Any]:
+    """``end_of_turn_eager`` (with the speculative text) or ``turn_resumed``, as sent to the
+    client (docs/protocol.md)."""
+    msg: dict[str, Any] = {
+        "type": event.kind,
+        "session_id": event.session_id,
+        "segment": event.segment,
+    }
+    if event.kind == "end_of_turn_eager":
+        msg |= {"text": event.text, "start": event.start, "end": event.end}
+    return msg

@@ -64,6 +64,9 @@ class AudioUplink:
         self.vad_events = False
         self.diarize = False
         self.min_silence_ms: int | None = None
+        self.smart_endpointing: bool | None = None
+        """``None``: the server's ``VAD_ENDPOINTING``."""
+        self.eager_eot = False
         self.announced = False
         """``session_start`` is on ``sessions`` (the session exists for the workers)."""
         self.ended = False
@@ -208,6 +211,8 @@ class AudioUplink:
             language=self.language,
             created_at=time.time(),
             min_silence_ms=self.min_silence_ms,
+            smart_endpointing=self.smart_endpointing,
+            eager_eot=self.eager_eot,
             interim_results=self.interim_results,
             vad_events=self.vad_events,
             diarize=self.diarize,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.test_segmenter import W, ScriptedVad, ramp_audio
+from tests.unit.test_segmenter import ScriptedVad, W, ramp_audio
 from workers.segmenter import Segment, Segmenter, SegmenterConfig
 from workers.turns import TurnConfig, end_of_turn, looks_finished, turn_pause_ms
 
