@@ -29,6 +29,12 @@ class StreamRun:
     finished: float = 0.0
     max_send_lag_s: float = 0.0
     """How far the client fell behind its own real-time schedule (a loaded client skews latency)."""
+    finalized: list[tuple[float, float]] = field(default_factory=list)
+    """(audio seconds it was due at, monotonic clock it left) per ``finalize`` sent."""
+    eager: list[Message] = field(default_factory=list)
+    """``end_of_turn_eager`` messages (``type``, segment, start, end, text, arrival)."""
+    resumed: int = 0
+    """``turn_resumed`` messages."""
 
     @property
     def finals(self) -> list[Message]:
@@ -54,16 +60,24 @@ async def stream(
     language: str = "en",
     delay: float = 0.0,
     timeout: float = 300.0,
+    options: dict[str, str] | None = None,
+    finalize_at: list[float] | None = None,
 ) -> StreamRun:
     """Stream ``pcm`` (16 kHz PCM16 mono). At ``speed`` > 0 a frame leaves when its last sample
     would have been captured (real time × speed); at 0, as fast as the socket takes it. Then
-    ``eof``, and everything until ``closed`` and the server's close."""
+    ``eof``, and everything until ``closed`` and the server's close. ``options``: more query
+    parameters (``endpointing``, ``eager_eot``); ``finalize_at``: audio positions (seconds)
+    after which the client sends ``finalize``, as a voice agent with its own VAD does."""
     if delay:
         await asyncio.sleep(delay)
     run = StreamRun(name, len(pcm) / 2 / SAMPLE_RATE)
-    query = urlencode(
-        {"language": language, "interim_results": str(interim).lower(), "sample_rate": SAMPLE_RATE}
-    )
+    params: dict[str, str | int] = {
+        "language": language,
+        "interim_results": str(interim).lower(),
+        "sample_rate": SAMPLE_RATE,
+    }
+    query = urlencode(params | (options or {}))
+    due_finalize = sorted(finalize_at or [])
     chunk = SAMPLE_RATE * 2 * chunk_ms // 1000
     async with websockets.connect(f"{url}?{query}", max_size=None, open_timeout=60) as ws:
 
@@ -87,6 +101,9 @@ async def stream(
                 break
             await ws.send(part)
             run.sent.append((audio_s, time.monotonic()))
+            while due_finalize and due_finalize[0] <= audio_s:
+                await ws.send(json.dumps({"type": "finalize"}))
+                run.finalized.append((due_finalize.pop(0), time.monotonic()))
         if not receiver.done():
             await ws.send(json.dumps({"type": "eof"}))
         try:
@@ -115,6 +132,13 @@ def _record(run: StreamRun, raw: str | bytes, now: float) -> None:
                 float(msg.get("processing_time") or 0.0),
             )
         )
+    elif kind == "end_of_turn_eager":
+        run.eager.append(
+            Message(kind, int(msg["segment"]), float(msg["start"]), float(msg["end"]),
+                    msg.get("text", ""), now)
+        )  # fmt: skip
+    elif kind == "turn_resumed":
+        run.resumed += 1
     elif kind == "error":
         run.errors.append(msg)
     elif kind == "closed":
