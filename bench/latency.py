@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--from-json", action="store_true", help="only re-render the docs from the saved JSON"
     )
-    add_stack_args(p)  # what `make run` starts: one ASR worker
+    add_stack_args(p)  # what `make run` starts
     args = p.parse_args(argv)
     if args.from_json:
         publish(json.loads((report.RESULTS / f"{args.name}.json").read_text()))

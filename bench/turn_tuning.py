@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import math
 import sys
 from dataclasses import asdict, dataclass
@@ -86,6 +87,26 @@ def pauses_of(utt: Any, vad: Any, settings: Settings, transcribe: Any) -> list[P
     return out
 
 
+def transcribed_pauses(utts: list[Any]) -> list[Pause]:
+    from workers.asr import DecodeOptions, Transcriber, load_model
+    from workers.vad_backends import make_vad
+
+    settings = Settings()
+    vad = make_vad(settings)
+    transcriber = Transcriber(load_model(settings), DecodeOptions.from_settings(settings))
+
+    def transcribe(t: Tentative) -> str:
+        job = AsrJob(session_id="tune", segment=t.index, start=0.0, end=0.0,
+                     pcm=float32_to_pcm16(t.audio), language="en")  # fmt: skip
+        return transcriber.transcribe(job, None).text
+
+    pauses: list[Pause] = []
+    for k, u in enumerate(utts):
+        pauses += pauses_of(u, vad, settings, transcribe)
+        print(f"{k + 1}/{len(utts)} {u.utt_id}: {len(pauses)} pauses", file=sys.stderr, flush=True)
+    return pauses
+
+
 def evaluate(pauses: list[Pause], cfg: TurnConfig, turns: int) -> dict[str, Any]:
     mid = [p for p in pauses if not p.end]
     ends = [p for p in pauses if p.end]
@@ -103,36 +124,43 @@ def evaluate(pauses: list[Pause], cfg: TurnConfig, turns: int) -> dict[str, Any]
     }
 
 
+def pareto(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows no other row beats on both the end-of-turn pause and the splits."""
+    out: list[dict[str, Any]] = []
+    best = math.inf
+    for r in sorted(rows, key=lambda r: (r["end_pause_ms"], r["all_splits_per_100_turns"])):
+        if r["all_splits_per_100_turns"] < best:
+            out.append(r)
+            best = r["all_splits_per_100_turns"]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.turn_tuning", description=__doc__)
     p.add_argument("--subset", default="train-clean-5", help="LibriSpeech subset to tune on")
     p.add_argument("--limit", type=int, default=0, help="at most this many utterances (0: all)")
     p.add_argument("--name", default="turn_tuning")
+    p.add_argument(
+        "--from-json", action="store_true", help="re-evaluate the pauses of the saved JSON"
+    )
     args = p.parse_args(argv)
-    from workers.asr import DecodeOptions, Transcriber, load_model
-    from workers.vad_backends import make_vad
-
-    settings = Settings()
     utts = [u for u in librispeech() if u.subset == args.subset]
     utts = utts[: args.limit] if args.limit else utts
-    vad = make_vad(settings)
-    transcriber = Transcriber(load_model(settings), DecodeOptions.from_settings(settings))
-
-    def transcribe(t: Tentative) -> str:
-        job = AsrJob(session_id="tune", segment=t.index, start=0.0, end=0.0,
-                     pcm=float32_to_pcm16(t.audio), language="en")  # fmt: skip
-        return transcriber.transcribe(job, None).text
-
-    pauses: list[Pause] = []
-    for k, u in enumerate(utts):
-        pauses += pauses_of(u, vad, settings, transcribe)
-        print(f"{k + 1}/{len(utts)} {u.utt_id}: {len(pauses)} pauses", file=sys.stderr, flush=True)
+    if args.from_json:
+        saved = json.loads((report.RESULTS / f"{args.name}.json").read_text())
+        pauses = [Pause(**p) for p in saved["pauses_detail"]]
+        utts = utts[: saved["turns"]]
+    else:
+        pauses = transcribed_pauses(utts)
     grid = [
-        TurnConfig(smart=True, endpoint_ms=500, complete_ms=c, short_ms=s, short_s=1.5)
-        for c, s in itertools.product((150, 200, 250, 300, 400), (150, 200, 250))
-        if s <= c
-    ] + [TurnConfig(smart=False, endpoint_ms=e) for e in (300, 500)]
-    rows = [evaluate(pauses, cfg, len(utts)) for cfg in grid]
+        TurnConfig(smart=True, endpoint_ms=500, complete_ms=c, short_ms=s, short_s=t)
+        for c, s, t in itertools.product(
+            range(150, 501, 50), range(150, 501, 50), (0.0, 1.0, 1.5, 2.0, 3.0)
+        )
+    ] + [TurnConfig(smart=False, endpoint_ms=e) for e in range(200, 501, 50)]
+    every = [evaluate(pauses, cfg, len(utts)) for cfg in grid]
+    rows = [r for r in pareto(every) if r["smart"]] + [r for r in every if not r["smart"]]
+    rows += [evaluate(pauses, TurnConfig(), len(utts))]  # the defaults
     finished = [p for p in pauses if looks_finished(p.text)]
     out = {
         "subset": args.subset,
@@ -148,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         "pauses_detail": [asdict(p) for p in pauses],
     }
     print(f"wrote {report.save_json(args.name, out)}")
-    cols = ["smart", "endpoint_ms", "complete_ms", "short_ms", "all_splits_per_100_turns",
+    cols = ["smart", "endpoint_ms", "complete_ms", "short_ms", "short_s", "all_splits_per_100_turns",
             "splits_per_100_turns",
             "splits_past_endpoint_per_100_turns", "end_pause_ms", "ends_early", "ends"]  # fmt: skip
     print(report.table(cols, [[r[c] for c in cols] for r in rows]))

@@ -8,9 +8,9 @@ text that ends without one, or on a word that needs a continuation ("and", "the"
 breath in the middle of a sentence. So:
 
 - **fixed** endpointing: the turn ends at ``endpoint_ms`` of silence, whatever was said;
-- **smart**: a text that looks finished ends the turn after ``complete_ms`` of pause (``short_ms``
-  if the utterance was shorter than ``short_s``: "Yes." needs less deliberation than a long
-  sentence, where Whisper puts a period at many a comma); anything else waits for
+- **smart**: a text that looks finished ends the turn after ``complete_ms`` of pause
+  (``short_ms`` if the utterance was shorter than ``short_s``: a short utterance and a long
+  sentence call for different pauses); anything else waits for
   ``endpoint_ms``, as fixed endpointing does.
 
 :func:`turn_pause_ms` is the rule; :func:`end_of_turn` applies it to a pause so far. Both are
@@ -24,8 +24,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-TERMINAL = frozenset(".?!…")
-"""Sentence-final punctuation, as Whisper writes it."""
+TERMINAL = frozenset(".?!")
+"""Sentence-final punctuation, as Whisper writes it (an ellipsis is Whisper hearing a sentence
+trail off: unfinished)."""
 _TRAILING = "\"'”’)]»"
 """Closing quotes and brackets after the punctuation (``He said "no."``)."""
 
@@ -51,11 +52,13 @@ class TurnConfig:
     """``endpointing=smart``; False: a fixed endpoint of ``endpoint_ms``."""
     endpoint_ms: int = 500
     """Any pause this long ends the turn (the only rule of fixed endpointing)."""
-    complete_ms: int = 250
+    complete_ms: int = 200
     """A finished-looking text ends the turn after this much pause…"""
-    short_ms: int = 200
-    """…or this much, for an utterance shorter than ``short_s``."""
-    short_s: float = 1.5
+    short_ms: int = 450
+    """…or this much, for an utterance shorter than ``short_s`` (on the tuning audio, a short
+    utterance followed by a pause was more often a heading or a list item the speaker went on
+    from than a whole turn: docs/vad.md)."""
+    short_s: float = 2.0
 
     @property
     def earliest_ms(self) -> int:
@@ -68,7 +71,7 @@ class TurnConfig:
 def looks_finished(text: str) -> bool:
     """Whisper's sentence-final punctuation on a last word that can end a sentence."""
     stripped = text.strip().rstrip(_TRAILING)
-    if not stripped or stripped[-1] not in TERMINAL:
+    if not stripped or stripped[-1] not in TERMINAL or stripped.endswith(("..", "…")):
         return False
     words = _WORD.findall(stripped.lower())
     return bool(words) and words[-1] not in UNFINISHED

@@ -15,7 +15,7 @@ FIXED = TurnConfig(smart=False, endpoint_ms=500)
 
 @pytest.mark.parametrize(
     "text",
-    ["Yes.", " No!", "Is that right?", 'He said "go."', "I do.", "Thank you.", "Not yet…"],
+    ["Yes.", " No!", "Is that right?", 'He said "go."', "I do.", "Thank you.", "Not yet."],
 )
 def test_finished_texts(text: str) -> None:
     assert looks_finished(text)
@@ -24,17 +24,21 @@ def test_finished_texts(text: str) -> None:
 @pytest.mark.parametrize(
     "text",
     ["", "   ", "and the", "I went to the", "and the.", "Because of.", "He said, and", "So I",
-     "we went to", "..."],
+     "we went to", "...", "owing to our...", "and then…"],
 )  # fmt: skip
 def test_unfinished_texts(text: str) -> None:
     assert not looks_finished(text)
 
 
-def test_short_answer_ends_sooner_than_a_long_sentence() -> None:
+def test_short_and_long_utterances_have_their_own_pauses() -> None:
     assert turn_pause_ms("Yes.", 0.6, SMART) == 200
     assert turn_pause_ms("It was a long way home.", 4.0, SMART) == 250
     assert turn_pause_ms("and the", 0.6, SMART) == 500
     assert turn_pause_ms("It was a long way", 4.0, SMART) == 500
+    tuned = TurnConfig()  # the defaults (docs/vad.md): short utterances wait longer
+    assert turn_pause_ms("Yes.", 0.6, tuned) == 450 < tuned.endpoint_ms
+    assert turn_pause_ms("It was a long way home.", 4.0, tuned) == 200
+    assert turn_pause_ms("owing to the mechanism of our...", 4.0, tuned) == 500
 
 
 def test_never_later_than_the_endpoint() -> None:
@@ -79,6 +83,8 @@ def test_commits_yes_early_on_synthetic_speech() -> None:
     pause, seg = drive(20, "Yes.", SMART)  # 0.64 s of speech
     assert seg.reason == "turn" and seg.tentative_rev == 1
     assert 200 <= pause < 250
+    pause, seg = drive(20, "Yes.", TurnConfig())  # the defaults: still before the endpoint
+    assert seg.reason == "turn" and 450 <= pause < 500
 
 
 def test_long_finished_sentence_waits_a_little_longer() -> None:
