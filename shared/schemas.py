@@ -60,9 +60,15 @@ class AudioEnd(_Msg, tag="audio_end"):
     reason: str = "eof"
 
 
+SPECULATED: Final = "speculated"
+"""The :class:`AudioControl` kind an ASR worker writes (see there)."""
+
+
 class AudioControl(_Msg, tag="audio_control"):
     """A client control on ``audio:{session}``, in order with the audio: ``finalize`` (close the
-    open utterance now) or ``keepalive`` (the client is there, just quiet)."""
+    open utterance now) or ``keepalive`` (the client is there, just quiet); or ``speculated``
+    (``seq`` 0), put there by an ASR worker: a speculative final is stored, decide the end of
+    turn now (workers/speculation.py)."""
 
     seq: int
     kind: str
@@ -104,6 +110,10 @@ class AsrJob(_Msg, tag="asr_job"):
     eager: bool = False
     """Speculative: publish an ``end_of_turn_eager`` :class:`TurnEvent` with the text once it is
     stored (the session opted in)."""
+    turn: bool = False
+    """Speculative, smart endpointing: once stored, put an :class:`AudioControl` ``speculated``
+    on the session's audio stream, so that its VAD worker applies the end-of-turn rule at once
+    rather than at the next audio."""
 
 
 class Word(msgspec.Struct, kw_only=True):

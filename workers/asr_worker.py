@@ -392,7 +392,9 @@ class AsrWorker:
         result.queue_time = round(waited, 4)
         await self.speakers.label(job, result)
         await asyncio.shield(
-            self.out.publish_and_ack(entry_id, result, spec_rev(job), eager=job.eager)
+            self.out.publish_and_ack(
+                entry_id, result, spec_rev(job), eager=job.eager, turn=job.turn
+            )
         )
         metrics.ASR_JOBS.labels("ok").inc()
         metrics.ASR_QUEUE_WAIT.observe(waited)

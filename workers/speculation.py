@@ -60,9 +60,11 @@ if redis.call('HEXISTS', KEYS[1], seg .. ':{SpecField.DONE}') == 1 then return 0
 """
 )
 
-# KEYS: spec hash, transcript stream, session hash.
+# KEYS: spec hash, transcript stream, session hash, audio stream.
 # ARGV: segment, revision, payload, channel, maxlen, ttl, prompt, eager event ('' for none: it is
-# published, in the same step, when this revision is stored and not yet committed).
+# published, in the same step, when this revision is stored and not yet committed), nudge (''
+# for none: an ``AudioControl`` ``speculated`` put on the session's audio stream, if it still
+# exists, when the result waits for its commit: the VAD worker decides the end of turn at once).
 # Returns 1 published, 2 stored (waiting for the commit), 0 done already, -1 void.
 _STORE = (
     _PRELUDE
@@ -77,6 +79,9 @@ if rev > field(seg, '{SpecField.REV}', '0') then
   if ARGV[8] ~= '' then
     redis.call('PUBLISH', ARGV[4], ARGV[8])
     redis.call('HSET', KEYS[1], seg .. ':{SpecField.EAGER}', rev)
+  end
+  if ARGV[9] ~= '' and redis.call('EXISTS', KEYS[4]) == 1 then
+    redis.call('XADD', KEYS[4], '*', '{STREAM_DATA_FIELD.decode()}', ARGV[9])
   end
   redis.call('EXPIRE', KEYS[1], ARGV[6])
 end
@@ -149,13 +154,17 @@ class Speculation:
         payload: bytes,
         prompt: str,
         eager: bytes = b"",
+        nudge: bytes = b"",
     ) -> int:
         """The ASR worker's half: ``payload`` is the encoded final :class:`Transcript`; ``prompt``
         the text to condition the next segment on ('' for none); ``eager`` an encoded
         :class:`~shared.schemas.TurnEvent` to publish if the result waits for its commit (the
-        session asked for ``end_of_turn_eager``)."""
+        session asked for ``end_of_turn_eager``); ``nudge`` an encoded ``AudioControl``
+        ``speculated`` for the session's audio stream (its VAD worker decides the end of turn on
+        this result: workers/vad_jobs.py)."""
         args = [segment, rev, payload, self.keys.results(session_id), self._maxlen, self._ttl]
-        return int(await self._store(keys=self._keys(session_id), args=[*args, prompt, eager]))
+        keys = [*self._keys(session_id), self.keys.audio(session_id)]
+        return int(await self._store(keys=keys, args=[*args, prompt, eager, nudge]))
 
     async def commit(self, session_id: str, segment: int, rev: int) -> int:
         """The VAD worker's half: the endpoint confirmed revision ``rev``."""

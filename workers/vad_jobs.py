@@ -109,6 +109,7 @@ class JobWriter:
             return
         job = self._job(owned, t.index, t.start, t.end, float32_to_pcm16(t.audio))
         job.rev, job.speculative, job.eager = t.rev, True, owned.start.eager_eot
+        job.turn = owned.turns.smart
         await self.r.xadd(
             self.keys.asr_jobs,
             entry(encode(job)),

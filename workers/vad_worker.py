@@ -26,6 +26,7 @@ from shared.keys import ASR_GROUP, VAD_GROUP, Keys
 from shared.redis_util import Heartbeat, connect, ensure_group, entry_data
 from shared.runtime import TaskSet, install_signal_handlers, run_with_grace, start_metrics_server
 from shared.schemas import (
+    SPECULATED,
     AudioChunk,
     AudioControl,
     AudioEnd,
@@ -324,6 +325,9 @@ class VadWorker:
         except SchemaError as exc:
             log.error("session=%s bad audio entry %s skipped: %s", sid, entry_id, exc)
             await self._dead_letter(self.keys.audio(sid), entry_id, fields, exc)
+            return False
+        if isinstance(msg, AudioControl) and msg.kind == SPECULATED:  # an ASR worker's nudge
+            await self.jobs.end_turn(owned)
             return False
         owned.last_audio_at = time.monotonic()
         if isinstance(msg, AudioChunk | AudioControl):
