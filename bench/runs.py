@@ -59,7 +59,7 @@ def realtime(
             *(
                 stream(
                     stack.ws_url, s.name, pcm, speed=1.0, chunk_ms=chunk_ms, interim=interim,
-                    delay=i * stagger_s, timeout=DRAIN_TIMEOUT_S, options=options,
+                    delay=i * stagger_s, timeout=DRAIN_TIMEOUT_S, extra=options,
                     finalize_at=finalize_at(s),
                 )
                 for i, (s, pcm) in enumerate(zip(streams, pcms, strict=True))

@@ -23,6 +23,7 @@ from gateway.native_protocol import parse_options
 from gateway.protocol import ProtocolError, parse_legacy_query
 from gateway.router import ResultRouter
 from gateway.web import mount_web
+from shared import tracing
 from shared.capabilities import read_pool
 from shared.keys import Keys
 from shared.redis_util import connect, live_workers
@@ -75,14 +76,16 @@ async def refuse(ws: WebSocket) -> bool:
 
 async def readiness(ctx: GatewayContext) -> tuple[dict[str, object], bool]:
     """Redis reachable, results subscription live, a VAD and an ASR worker alive (and, for
-    operators, the languages the live ASR workers announce)."""
+    operators and the web page, the languages and tasks the live ASR workers announce)."""
     detail: dict[str, object] = {"redis": False, "vad_workers": 0, "asr_workers": 0}
     try:
         detail["redis"] = bool(await ctx.redis.ping())
         ttl = ctx.settings.heartbeat_ttl_s
         detail["vad_workers"] = await live_workers(ctx.redis, ctx.keys, "vad", ttl)
         detail["asr_workers"] = await live_workers(ctx.redis, ctx.keys, "asr", ttl)
-        detail["asr_languages"] = (await read_pool(ctx.redis, ctx.keys, ttl)).languages
+        pool = await read_pool(ctx.redis, ctx.keys, ttl)
+        detail["asr_languages"] = pool.languages
+        detail["asr_tasks"] = sorted({task for c in pool.announced for task in c.tasks})
     except (RedisError, OSError) as exc:
         detail["error"] = str(exc)
     detail["results_subscribed"] = ctx.router.connected.is_set()
@@ -181,15 +184,18 @@ def create_app(settings: Settings) -> FastAPI:
         r = connect(settings.effective_redis_url, name=f"gateway-{settings.consumer_name}")
         router = ResultRouter(r, keys)
         await router.subscribe()
+        await authenticator.load_secret(r, keys.token_secret)
         stop = asyncio.Event()
         router_task = asyncio.create_task(router.run(stop), name="result-router")
+        key_sessions = KeySessions(r, keys, settings)
+        lease_task = asyncio.create_task(key_sessions.run(stop), name="key-leases")
         app.state.ctx = GatewayContext(
             settings=settings,
             redis=r,
             keys=keys,
             router=router,
             auth=authenticator,
-            key_sessions=KeySessions(r, keys, settings),
+            key_sessions=key_sessions,
         )
         if not authenticator.enabled:
             log.warning("AUTHENTICATION IS OFF: anyone who can reach this port can use it")
@@ -199,10 +205,18 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             stop.set()
             await app.state.ctx.background.cancel_all()
-            await asyncio.wait([router_task], timeout=3)
+            await asyncio.wait([router_task, lease_task], timeout=3)
             await r.aclose()
 
-    app = FastAPI(title="Whisper Streaming", version="0.1.0", lifespan=lifespan)
+    # No Swagger or ReDoc pages (they load their assets from a CDN, and a public Ingress would
+    # route them): the API is documented in docs/protocol.md; /openapi.json needs credentials.
+    app = FastAPI(
+        title="Whisper Streaming",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
 
     app.add_api_websocket_route("/v1/listen", listen)
     app.add_api_websocket_route("/", legacy_root)
@@ -211,10 +225,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.middleware("http")
     async def require_auth(request: Request, call_next: Any) -> Response:
-        """HTTP API calls (/v1/…) need a key or token like the WebSockets; the page, health,
-        readiness and metrics do not (keep /metrics inside the cluster)."""
+        """HTTP API calls (/v1/…), /metrics and /openapi.json need a key or token like the
+        WebSockets; the page, health and readiness do not. Prometheus scrapes the unauthenticated
+        copy of /metrics on the internal ``METRICS_PORT``, which no Ingress routes."""
         path = request.url.path
-        if path.startswith("/v1/") and path != "/v1/auth/token":
+        if (path.startswith("/v1/") and path != "/v1/auth/token") or path in PRIVATE_PATHS:
             auth: Authenticator = authenticator
             try:
                 auth.check_origin(request.headers.get("origin"))
@@ -249,25 +264,44 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+PRIVATE_PATHS = frozenset({"/metrics", "/openapi.json"})
+
+
 def main(settings: Settings | None = None) -> None:
     import uvicorn
 
+    from gateway.server import DrainingServer, protocol_class
     from shared.logs import configure
+    from shared.runtime import start_metrics_server
 
     settings = settings or Settings()
-    configure(settings.log_level)
+    configure(settings.log_level, settings.log_format, "gateway", settings.consumer_name)
+    tracing.configure(settings.otlp_traces_endpoint, "gateway", settings.consumer_name)
     try:
         app = create_app(settings)
     except AuthConfigError as exc:
         raise SystemExit(f"gateway: {exc}") from exc
-    uvicorn.run(
+    start_metrics_server(settings.metrics_port)  # internal, unauthenticated: for Prometheus
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's loggers go through ours (role, worker, LOG_FORMAT)
         ws_max_size=max(2 * settings.max_frame_bytes, 1 << 20),
-        timeout_graceful_shutdown=int(settings.eof_timeout_s),
+        timeout_graceful_shutdown=5,  # what is left after the drain
+        http=protocol_class(settings.http_header_timeout_s),
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=5,
     )
+    tracing.shutdown()
+
+    async def drain() -> None:
+        ctx = getattr(app.state, "ctx", None)
+        if ctx is not None:
+            await ctx.drain(settings.shutdown_grace_s)
+
+    DrainingServer(config, drain).run()
 
 
 if __name__ == "__main__":

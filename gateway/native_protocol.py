@@ -8,7 +8,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.protocol import CLOSE_INVALID_PAYLOAD, CLOSE_UNSUPPORTED, ProtocolError, load_object
+from gateway.protocol import (
+    CLOSE_INVALID_PAYLOAD,
+    CLOSE_UNSUPPORTED,
+    ProtocolError,
+    load_object,
+    translation_task,
+)
 from shared.languages import UnknownLanguage, normalize_language
 from shared.logs import clip
 from shared.schemas import TurnEvent
@@ -32,6 +38,8 @@ class NativeOptions:
     """Label finals (and their words) with ``speaker``."""
     eager_eot: bool = False
     """Send ``end_of_turn_eager`` / ``turn_resumed``."""
+    translate: str | None = None
+    """``en``: each final also carries its English translation (the only target Whisper has)."""
     token: str | None = None
     session_id: str | None = None
     """Resume this session (with ``last_segment``: the last final the client has)."""
@@ -60,6 +68,7 @@ class NativeOptions:
             "vad_events": self.vad_events,
             "diarize": self.diarize,
             "eager_eot": self.eager_eot,
+            "translate": self.translate,
         }
 
 
@@ -121,6 +130,17 @@ def _language(name: str, value: Any) -> str | None:
         raise _bad(name, str(exc)) from exc
 
 
+def _translate(name: str, value: Any) -> str | None:
+    """A translation target: ``en`` (or ``english``); ``false``, empty or null for none."""
+    if value is None or (isinstance(value, str) and value.lower() in ("", "false", "none", "0")):
+        return None
+    if value is False:
+        return None
+    target = _language(name, value)
+    translation_task(target, None, name)  # only English: unsupported_translation_target
+    return target
+
+
 def _encoding(name: str, value: Any) -> str:
     if value != "linear16":
         raise ProtocolError(
@@ -157,6 +177,7 @@ def parse_options(
         "vad_events": _bool,
         "diarize": _bool,
         "eager_eot": _bool,
+        "translate": _translate,
         "endpointing": endpointing,
         "token": lambda n, v: None if v is None else str(v),
         "session_id": _session_id,

@@ -7,9 +7,8 @@ gateway reads the announcements of the live workers (:func:`read_pool`) and refu
 live worker can serve (:func:`refusal`, pure), instead of letting an English-only model invent
 English text for Chinese speech.
 
-Issue 15 (model pools routed by language) builds on this: a pool's workers announce the same
-capabilities, and the gateway routes a session to a pool that serves its language instead of
-only refusing it.
+Translation (``task`` translate) is served where a live worker announces it (a multilingual
+model) and refused, naming the languages served, where only English-only workers are live.
 """
 
 from __future__ import annotations
@@ -26,9 +25,9 @@ from shared.schemas import SchemaError, WorkerCapabilities, decode_capabilities
 TRANSCRIBE = "transcribe"
 TRANSLATE = "translate"
 
-PIPELINE_TASKS = frozenset({TRANSCRIBE})
-"""Tasks the pipeline carries from a session to the ASR workers today. A job has no task yet, so
-translation is refused even where a multilingual worker could do it (issue 15 adds it)."""
+PIPELINE_TASKS = frozenset({TRANSCRIBE, TRANSLATE})
+"""Tasks the pipeline carries from a session to the ASR workers (``SessionStart.task`` ->
+``AsrJob.task``): translation (into English) is served where a live worker announces it."""
 
 
 def capabilities_of(model: object, worker: str, model_name: str = "") -> WorkerCapabilities:
@@ -73,14 +72,16 @@ def refusal(language: str | None, task: str, pool: Pool) -> str | None:
     clients send ``language: null`` (its "multilingual" option) and no language at all (its
     Locust test), and an English-only model transcribes everything as English.
     """
+    served = ", ".join(pool.languages) or "none announced"
     if task not in PIPELINE_TASKS:
-        served = ", ".join(pool.languages) or "none announced"
-        return (
-            "translation is not available yet: the pipeline transcribes only "
-            f"(languages served: {served})"
-        )
+        return f"task {task!r} is not available (languages served: {served})"
     if pool.live == 0 or len(pool.announced) < pool.live:
         return None
+    if task == TRANSLATE and not any(TRANSLATE in c.tasks for c in pool.announced):
+        return (
+            "translation into English needs a multilingual model; the running ASR workers "
+            f"only transcribe, and serve: {served}"
+        )
     if language is None:
         return None
     if any(language in c.languages and task in c.tasks for c in pool.announced):
@@ -88,7 +89,7 @@ def refusal(language: str | None, task: str, pool: Pool) -> str | None:
     name = LANGUAGES.get(language, language)
     return (
         f"language {language!r} ({name}) is not served by the running ASR workers; "
-        f"they serve: {', '.join(pool.languages)}"
+        f"they serve: {served}"
     )
 
 

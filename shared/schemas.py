@@ -37,6 +37,9 @@ class SessionStart(_Msg, tag="session_start"):
     """Publish ``speech_started`` / ``utterance_end`` events."""
     diarize: bool = False
     """Label finals with speakers (copied onto each job)."""
+    task: str = "transcribe"
+    """``transcribe``, or ``translate``: each final also carries its English translation (copied
+    onto each job; shared/capabilities.py)."""
     smart_endpointing: bool | None = None
     """End turns by the end-of-turn rule (workers/turns.py) as well as by ``min_silence_ms`` of
     silence; ``None`` uses the worker's ``VAD_ENDPOINTING``."""
@@ -107,6 +110,11 @@ class AsrJob(_Msg, tag="asr_job"):
     """A final transcribed before its endpoint is confirmed (``rev`` is then the tentative's
     revision): its result is stored, and published only once the VAD worker commits that
     revision (workers/speculation.py)."""
+    task: str = "transcribe"
+    """``transcribe``, or ``translate``: the worker also decodes the utterance into English,
+    from the same encoder output (``Transcript.translation``)."""
+    traceparent: str = ""
+    """W3C trace context of the utterance (shared/tracing.py); empty when tracing is off."""
     eager: bool = False
     """Speculative: publish an ``end_of_turn_eager`` :class:`TurnEvent` with the text once it is
     stored (the session opted in)."""
@@ -122,6 +130,13 @@ class Word(msgspec.Struct, kw_only=True):
     end: float
     probability: float
     speaker: str | None = None
+
+
+class Translation(msgspec.Struct, kw_only=True):
+    """A final's translation: Whisper translates only into English."""
+
+    language: str = "en"
+    text: str = ""
 
 
 class Transcript(_Msg, tag="transcript"):
@@ -145,6 +160,12 @@ class Transcript(_Msg, tag="transcript"):
     worker: str = ""
     speaker: str | None = None
     """``S0``, ``S1``, … within the session (``diarize=true`` finals only)."""
+    task: str = "transcribe"
+    """The job's task; a ``translate`` final carries :attr:`translation`."""
+    translation: Translation | None = None
+    """The English translation of ``text`` (``task`` translate finals only)."""
+    traceparent: str = ""
+    """The ASR span's trace context, for the gateway's span; empty when tracing is off."""
 
 
 class TurnEvent(_Msg, tag="turn_event"):

@@ -7,11 +7,14 @@ fails at once with a readable message rather than at the first session.
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import socket
+from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -39,12 +42,28 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="DEBUG, INFO, WARNING or ERROR."
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`text` (one readable line) or `json` (one JSON object a line: time, level, "
+        "logger, message, role, worker, and session_id, segment, stage, latency_ms where known).",
+    )
     consumer_name: str = Field(
         default_factory=_default_consumer,
         description="Stable consumer name in the Redis groups (the pod name in Kubernetes).",
     )
     metrics_port: int = Field(
-        default=0, ge=0, le=65535, description="Workers: Prometheus port (0 = no endpoint)."
+        default=0,
+        ge=0,
+        le=65535,
+        description="Prometheus port, unauthenticated, for inside the cluster (0 = none). The "
+        "gateway also answers /metrics on its public port, but only with credentials when "
+        "AUTH_ENABLED.",
+    )
+    otlp_traces_endpoint: str = Field(
+        default="",
+        description="OTLP/HTTP endpoint for traces (`http://otel-collector:4318/v1/traces`): one "
+        "trace per utterance, VAD → ASR → gateway, a `traceparent` in the stream messages. "
+        "Empty = off (nothing recorded or carried). Needs the `tracing` extra.",
     )
 
     # --- gateway -------------------------------------------------------------------------------
@@ -76,7 +95,9 @@ class Settings(BaseSettings):
     max_frames_per_second: int = Field(
         default=1000,
         ge=10,
-        description="Per session; the predecessor's AudioWorklet client sends ~375 a second.",
+        description="Binary frames a session may send per second; more are held back (the "
+        "socket is not read meanwhile: back-pressure), never refused. The predecessor's "
+        "AudioWorklet client sends ~375 a second.",
     )
     max_text_frames_per_second: int = Field(
         default=20,
@@ -99,6 +120,19 @@ class Settings(BaseSettings):
     max_session_s: float = Field(
         default=4 * 3600.0, gt=0, description="Longest session (seconds of audio)."
     )
+    redis_outage_tolerance_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long a live session rides through a Redis outage (on top of the "
+        "client's own ~9 s of reconnection attempts): it stops reading the socket and resumes "
+        "when Redis is back; longer, `service_unavailable` and close 1013.",
+    )
+    first_audio_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A live session that sends no audio this long after opening is closed "
+        "(`no_audio`, 1008): idle sockets cannot hold session slots. Resumed sessions are exempt.",
+    )
     resume_grace_s: float = Field(
         default=30.0, ge=0, description="Native sessions outlive a dropped socket this long."
     )
@@ -106,11 +140,39 @@ class Settings(BaseSettings):
         default=100, ge=10, description="Smallest per-session `endpointing` a client may ask for."
     )
 
+    http_header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A connection whose request headers are not complete this long after it "
+        "opened (or after its previous response) is closed: slow-header clients cannot hold "
+        "sockets.",
+    )
+    max_connections: int = Field(
+        default=2000,
+        ge=1,
+        description="Connections and requests one gateway serves at once (uvicorn's "
+        "limit_concurrency); requests beyond get 503. Live sessions are bounded by MAX_SESSIONS.",
+    )
+
     transcription_max_bytes: int = Field(
         default=25 * 1024 * 1024,
         ge=1024,
         description="Largest upload `POST /v1/audio/transcriptions` accepts (bytes, the whole "
         "request); larger gets 413. 25 MiB, as OpenAI's API.",
+    )
+    transcription_max_uploads: int = Field(
+        default=4,
+        ge=1,
+        description="Uploads one gateway receives and decodes at once; more get 503 "
+        "`too_many_uploads`. Each is spooled to /tmp while it is read: size the gateway's /tmp "
+        "to TRANSCRIPTION_MAX_UPLOADS × TRANSCRIPTION_MAX_BYTES (deploy/keda does).",
+    )
+    transcription_max_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Longest audio an upload may hold (seconds; at most MAX_SESSION_S). A file "
+        "declaring more is refused with 413 before decoding, and decoding stops once it passes "
+        "this, so an upload's memory is bounded (16 kHz PCM16: 115 MB an hour).",
     )
     transcription_timeout_s: float = Field(
         default=600.0,
@@ -134,7 +196,8 @@ class Settings(BaseSettings):
     )
     auth_token_secret: str = Field(
         default="",
-        description="HMAC secret of session tokens; empty = derived from the key set.",
+        description="HMAC secret of session tokens; empty = 32 random bytes created once in Redis "
+        "and shared by every gateway.",
     )
     auth_token_ttl_s: int = Field(default=300, ge=10, description="Session token lifetime.")
     allowed_origins: str = Field(
@@ -143,6 +206,12 @@ class Settings(BaseSettings):
     )
     api_key_max_sessions: int = Field(
         default=50, ge=1, description="Concurrent sessions per API key, across all gateways."
+    )
+    api_key_lease_s: float = Field(
+        default=60.0,
+        ge=3,
+        description="A per-key session slot is a lease this long, renewed by its gateway while "
+        "the session is open: a gateway that dies frees its slots within it.",
     )
 
     # --- streams and retention -----------------------------------------------------------------
@@ -274,7 +343,8 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(
         default=20.0,
         gt=0,
-        description="On SIGTERM, workers finish or hand back their work within this time "
+        description="On SIGTERM, workers finish or hand back their work, and gateways deliver "
+        "their sessions' last finals, within this time "
         "(keep it below Kubernetes' terminationGracePeriodSeconds).",
     )
     partial_first_ms: int = Field(
@@ -346,6 +416,14 @@ class Settings(BaseSettings):
         "does: on short segments the fallback cost up to five more decodes and mostly sampled "
         "invented text (docs/benchmarks.md).",
     )
+    asr_language_switch_probability: float = Field(
+        default=0.7,
+        ge=0.0,
+        le=1.0,
+        description="Language detection (a session without a language, multilingual model): an "
+        "utterance keeps the session's language unless another is detected with at least this "
+        "probability (short utterances flip otherwise; workers/detection.py).",
+    )
     asr_no_speech_threshold: float = Field(
         default=0.6, description="Whisper no-speech probability above which text is distrusted."
     )
@@ -386,6 +464,13 @@ class Settings(BaseSettings):
         description="Shorter segments join the closest known speaker without changing it.",
     )
 
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _case(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.upper() if info.field_name == "log_level" else value.lower()
+
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: str | None) -> str | None:
@@ -404,3 +489,80 @@ class Settings(BaseSettings):
     @property
     def effective_redis_url(self) -> str:
         return self.redis_url or DEFAULT_REDIS_URL
+
+
+# --- readable configuration errors ------------------------------------------------------------
+
+SECRET_SETTINGS = frozenset({"api_keys", "auth_token_secret", "pyannote_auth_token"})
+_URL_PASSWORD = re.compile(r"(://[^:@/]*:)[^@/]*@")
+
+
+class SettingsError(Exception):
+    """A bad configuration: one ``NAME=value: why`` line per problem (``str(exc)``)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def _shown(name: str, value: object) -> str:
+    """A value as the error line quotes it: secrets masked, URL passwords hidden, cut short."""
+    if name.lower() in SECRET_SETTINGS:
+        return "***"
+    text = _URL_PASSWORD.sub(r"\1***@", str(value))
+    return text if len(text) <= 80 else text[:80] + "…"
+
+
+def describe_errors(exc: ValidationError, environ: Mapping[str, str]) -> list[str]:
+    """``NAME=value: why`` for each error pydantic found (pure)."""
+    env = {k.upper(): v for k, v in environ.items()}
+    lines = []
+    for err in exc.errors():
+        why = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if err.get("loc"):
+            name = str(err["loc"][0]).upper()
+            why = why.removeprefix(f"{name} ")
+            value = env.get(name, err.get("input"))
+            lines.append(f"{name}={_shown(name, value)}: {why}")
+        else:  # a check across settings: name those that are set
+            names = [n for n in re.findall(r"\b[A-Z][A-Z0-9_]{2,}\b", why) if n in env]
+            shown = ", ".join(f"{n}={_shown(n, env[n])}" for n in names)
+            lines.append(f"{shown}: {why}" if shown else why)
+    return lines
+
+
+def setting_prefixes() -> frozenset[str]:
+    """The project's variable prefixes: a first word that two settings or more share
+    (``ASR_``, ``VAD_``, ``AUTH_``, ``LOG_`` …), and ``REDIS_``."""
+    words = [name.split("_")[0] for name in Settings.model_fields if "_" in name]
+    return frozenset(f"{w.upper()}_" for w in set(words) if words.count(w) > 1) | {"REDIS_"}
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each variable with one of the project's prefixes that is no setting,
+    with the closest setting's name when one is close (a misspelling is otherwise ignored)."""
+    known = [n.upper() for n in Settings.model_fields]
+    prefixes = setting_prefixes()
+    warnings = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if upper in known or not upper.startswith(tuple(prefixes)):
+            continue
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        warnings.append(f"{name} is not a setting and is ignored{hint}")
+    return warnings
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """:class:`Settings` from the environment; a bad value raises :class:`SettingsError`."""
+    env = os.environ if environ is None else environ
+    try:
+        return Settings() if environ is None else _from_mapping(env)
+    except ValidationError as exc:
+        raise SettingsError(describe_errors(exc, env)) from None
+
+
+def _from_mapping(environ: Mapping[str, str]) -> Settings:
+    fields = {k.lower(): v for k, v in environ.items() if k.lower() in Settings.model_fields}
+    return Settings.model_validate(fields)

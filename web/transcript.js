@@ -49,16 +49,34 @@ export function listenUrl(endpoint, params) {
   return url.toString();
 }
 
-/** The HTTP transcription endpoint on the same host as the WebSocket endpoint. */
-export function transcriptionsUrl(endpoint) {
+/** An HTTP endpoint (`path`) on the same host as the WebSocket endpoint. */
+export function httpUrl(endpoint, path) {
   const url = new URL(endpoint);
   url.protocol = url.protocol === "wss:" ? "https:" : "http:";
-  url.pathname = "/v1/audio/transcriptions";
+  url.pathname = path;
   url.search = "";
   return url.toString();
 }
 
-/** Backoff for reconnect attempt n (0, 1, 2 …): 0.5 s doubling to 8 s. */
-export function backoffMs(n) {
-  return Math.min(8000, 500 * 2 ** n);
+/** The language select's options: "detect", then the served languages by name. codes: ISO
+ * codes (/readyz asr_languages); name(code): a display name. */
+export function languageOptions(codes, name) {
+  const named = [...new Set(codes)].map((code) => ({ value: code, label: name(code) || code }));
+  named.sort((a, b) => a.label.localeCompare(b.label));
+  return [{ value: "", label: "detect" }, ...named];
+}
+
+/** The transcription endpoint (or another HTTP `path`) beside the WebSocket endpoint. */
+export const transcriptionsUrl = (endpoint, path = "/v1/audio/transcriptions") => httpUrl(endpoint, path);
+export const tokenUrl = (endpoint) => httpUrl(endpoint, "/v1/auth/token");
+
+/** Session tokens start so; anything else in the key field is an API key to exchange. */
+export const isSessionToken = (value) => value.startsWith("wst1.");
+
+/** Backoff for reconnect attempt n (0, 1, 2 …): 0.5 s doubling to 8 s, each delay drawn between
+ * half and all of that (jitter), so pages cut off by one gateway restart do not all return in
+ * the same instant. */
+export function backoffMs(n, random = Math.random) {
+  const ceiling = Math.min(8000, 500 * 2 ** n);
+  return ceiling / 2 + random() * (ceiling / 2);
 }

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared import metrics
+from shared import metrics, tracing
 from shared.audio import SAMPLE_RATE, pcm16_to_float32
 from shared.keys import ASR_GROUP, VAD_GROUP, Keys
 from shared.redis_util import Heartbeat, connect, ensure_group, entry_data
@@ -331,6 +331,10 @@ class VadWorker:
             return False
         owned.last_audio_at = time.monotonic()
         if isinstance(msg, AudioChunk | AudioControl):
+            if owned.seq and msg.seq <= owned.seq:
+                # a write the gateway repeated through a Redis outage (it may have landed once)
+                log.info("session=%s stage=vad repeated entry seq %d skipped", sid, msg.seq)
+                return False
             owned.seq = msg.seq
         if isinstance(msg, AudioChunk):
             owned.last_received_at = msg.received_at
@@ -404,8 +408,12 @@ def main(settings: Settings | None = None) -> None:
     from shared.logs import configure
 
     settings = settings or Settings()
-    configure(settings.log_level)
-    asyncio.run(amain(settings))
+    configure(settings.log_level, settings.log_format, "vad-worker", settings.consumer_name)
+    tracing.configure(settings.otlp_traces_endpoint, "vad-worker", settings.consumer_name)
+    try:
+        asyncio.run(amain(settings))
+    finally:
+        tracing.shutdown()
 
 
 if __name__ == "__main__":

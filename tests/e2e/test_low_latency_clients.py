@@ -204,8 +204,9 @@ async def refused(url: str, pcm: bytes) -> tuple[dict[str, Any], list[Any], int 
 async def test_languages_the_workers_cannot_serve_are_refused(
     service: Service, corpus: Path, query: str, file: str, says: str
 ) -> None:
-    """Until issue 15 brings a multilingual pool: an ``unsupported_language`` error frame in the
-    legacy shape naming the languages served, close 1003, and no English inventions."""
+    """With only English-only workers (the bundled tiny.en): an ``unsupported_language`` error
+    frame in the legacy shape naming the languages served, close 1003, and no English
+    inventions (tests/e2e/test_languages.py has the same sessions served by base)."""
     pcm = load_pcm(corpus / "other-languages" / file)
     error, others, code = await refused(f"{service.ws}/?{query}", pcm)
     assert error == {"type": "error", "code": "unsupported_language", "message": error["message"]}
