@@ -31,9 +31,14 @@ def wait_quiet(args: argparse.Namespace) -> dict[str, float]:
     return {"waited_s": round(time.monotonic() - started), "load_when_started": load1()}
 
 
-def add_stack_args(p: argparse.ArgumentParser, asr_workers: int = 1) -> None:
+def add_stack_args(p: argparse.ArgumentParser) -> None:
     add_quiet_args(p)
-    p.add_argument("--asr-workers", type=int, default=asr_workers)
+    p.add_argument(
+        "--asr-workers",
+        type=lambda v: 0 if v == "auto" else int(v),
+        default=0,
+        help="auto (default): what `make run` starts on this machine (whisper_streaming/up.py)",
+    )
     p.add_argument("--vad-workers", type=int, default=1)
     p.add_argument(
         "--env",
@@ -46,8 +51,19 @@ def add_stack_args(p: argparse.ArgumentParser, asr_workers: int = 1) -> None:
 
 def stack_config(args: argparse.Namespace) -> StackConfig:
     env = dict(kv.split("=", 1) for kv in args.env)
+    workers = args.asr_workers
+    if not workers:  # as `up` would: ASR_CPU_THREADS as given, or shared out
+        import os
+
+        from whisper_streaming.up import auto_asr_workers
+
+        device = env.get("ASR_DEVICE", "cpu")  # the benchmarks' stack is tiny.en on the CPU
+        given = int(env.get("ASR_CPU_THREADS", "0"))
+        workers, threads = auto_asr_workers(device, os.cpu_count() or 1, given)
+        if threads:
+            env["ASR_CPU_THREADS"] = str(threads)
     return StackConfig(
-        asr_workers=args.asr_workers,
+        asr_workers=workers,
         vad_workers=args.vad_workers,
         env=env,
     )

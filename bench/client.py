@@ -35,7 +35,11 @@ class StreamRun:
     max_send_lag_s: float = 0.0
     """How far the client fell behind its own real-time schedule (a loaded client skews latency)."""
     finalized: list[tuple[float, float]] = field(default_factory=list)
-    """(audio seconds, monotonic clock) of each ``Finalize`` sent."""
+    """(audio seconds it was due at, monotonic clock it left) per ``finalize`` sent."""
+    eager: list[Message] = field(default_factory=list)
+    """``end_of_turn_eager`` messages (``type``, segment, start, end, text, arrival)."""
+    resumed: int = 0
+    """``turn_resumed`` messages."""
 
     @property
     def finals(self) -> list[Message]:
@@ -65,10 +69,11 @@ async def stream(
     finalize_at: list[float] | None = None,
 ) -> StreamRun:
     """Stream ``pcm`` (16 kHz PCM16 mono). At ``speed`` > 0 a frame leaves when its last sample
-    would have been captured (real time × speed); at 0, as fast as the socket takes it. After
-    the frame that reaches each second of ``finalize_at``, ``Finalize``. Then ``CloseStream``,
-    and everything until ``Metadata`` and the server's close. ``language`` None: detection;
-    ``extra``: more query parameters (``translate``)."""
+    would have been captured (real time × speed); at 0, as fast as the socket takes it. Then
+    ``CloseStream``, and everything until ``Metadata`` and the server's close. ``language``
+    None: detection; ``extra``: more query parameters (``translate``, ``endpointing``,
+    ``eager_eot``); ``finalize_at``: audio positions (seconds) after which the client sends
+    ``Finalize``, as a voice agent with its own VAD does."""
     if delay:
         await asyncio.sleep(delay)
     run = StreamRun(name, len(pcm) / 2 / SAMPLE_RATE)
@@ -76,8 +81,8 @@ async def stream(
     if language is not None:
         params["language"] = language
     query = urlencode(params | (extra or {}))
+    due_finalize = sorted(finalize_at or [])
     chunk = SAMPLE_RATE * 2 * chunk_ms // 1000
-    pending = sorted(finalize_at or [])
     async with websockets.connect(f"{url}?{query}", max_size=None, open_timeout=60) as ws:
 
         async def receive() -> None:
@@ -100,10 +105,9 @@ async def stream(
                 break
             await ws.send(part)
             run.sent.append((audio_s, time.monotonic()))
-            while pending and pending[0] <= audio_s:
-                pending.pop(0)
+            while due_finalize and due_finalize[0] <= audio_s:
                 await ws.send(FINALIZE)
-                run.finalized.append((audio_s, time.monotonic()))
+                run.finalized.append((due_finalize.pop(0), time.monotonic()))
         if not receiver.done():
             await ws.send(CLOSE_STREAM)
         try:
@@ -135,6 +139,13 @@ def _record(run: StreamRun, raw: str | bytes, now: float) -> None:
                 bool(msg.get("from_finalize")),
             )
         )
+    elif kind == "end_of_turn_eager":
+        run.eager.append(
+            Message(kind, int(msg["segment"]), float(msg["start"]), float(msg["end"]),
+                    msg.get("text", ""), now)
+        )  # fmt: skip
+    elif kind == "turn_resumed":
+        run.resumed += 1
     elif kind == "error":
         run.errors.append(msg)
     elif kind == "closed":

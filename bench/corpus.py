@@ -52,6 +52,8 @@ class Stream:
     pcm: np.ndarray
     utterances: list[Utterance] = field(default_factory=list)
     regions: list[Region] = field(default_factory=list)
+    turns: list[Region] = field(default_factory=list)
+    """Per utterance, from its first to its last ground-truth speech: one speaker's turn."""
 
     @property
     def seconds(self) -> float:
@@ -67,17 +69,21 @@ def build_stream(
 ) -> Stream:
     parts: list[np.ndarray] = [np.zeros(int(lead_s * SAMPLE_RATE), np.float32)]
     regions: list[Region] = []
+    turns: list[Region] = []
     pos = lead_s
     for i, u in enumerate(utts):
         if i:
             parts.append(np.zeros(int(gap_s * SAMPLE_RATE), np.float32))
             pos += int(gap_s * SAMPLE_RATE) / SAMPLE_RATE
         a = audio(u.path)
-        regions.extend(Region(pos + r.start, pos + r.end) for r in speech_regions(u.path))
+        own = [Region(pos + r.start, pos + r.end) for r in speech_regions(u.path)]
+        regions.extend(own)
+        if own:
+            turns.append(Region(own[0].start, own[-1].end))
         parts.append(a)
         pos += len(a) / SAMPLE_RATE
     parts.append(np.zeros(int(tail_s * SAMPLE_RATE), np.float32))
-    return Stream(name, np.concatenate(parts), list(utts), regions)
+    return Stream(name, np.concatenate(parts), list(utts), regions, turns)
 
 
 def rotating_streams(

@@ -30,9 +30,11 @@ from bench.cli import (
     wait_quiet,
 )
 from bench.corpus import librispeech, rotating_streams, to_pcm16
+from bench.offline import offline
 from bench.realtime_client import REALTIME_HEADER, realtime_endpoint, realtime_rows
 from bench.runs import full_speed, realtime, wait_idle
 from bench.stack import BenchStack
+from whisper_streaming.evaluation import wer
 
 PLOT = report.DOC.parent / "benchmarks-latency-native.png"
 TARGETS = "one stream: first partial p50 ≤ 1.0 s, final p50 ≤ 0.6 s, final p95 ≤ 1.0 s; four streams: final p95 ≤ 1.5 s"
@@ -55,9 +57,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--levels", default="1,2,4,8", help="concurrent streams, comma-separated")
     p.add_argument("--off-levels", default="1,4", help="levels repeated with interim results off")
     p.add_argument(
-        "--finalize-levels",
-        default="1,4",
-        help="levels repeated with a Finalize at each ground-truth end of speech",
+        "--turn-modes",
+        default="smart,300,500",
+        help="turn-taking rows: the sessions' endpointing (smart or ms), comma-separated",
+    )
+    p.add_argument("--turn-levels", default="1,4", help="turn-taking rows: concurrent streams")
+    p.add_argument(
+        "--finalize-after-ms",
+        type=int,
+        default=200,
+        help="turn-taking rows: the client sends finalize this long after each end of speech",
     )
     p.add_argument("--seconds", type=float, default=35.0, help="audio per stream")
     p.add_argument("--chunk-ms", type=int, default=20, help="audio per WebSocket frame")
@@ -72,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--from-json", action="store_true", help="only re-render the docs from the saved JSON"
     )
-    add_stack_args(p)  # what `make run` starts: one ASR worker
+    add_stack_args(p)  # what `make run` starts
     args = p.parse_args(argv)
     if args.endpoint == "realtime":
         return main_realtime(args)
@@ -86,9 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     utts = librispeech(held_out_only=True)
     levels = [int(x) for x in args.levels.split(",") if x]
     off_levels = [int(x) for x in args.off_levels.split(",") if x]
-    finalize_levels = [int(x) for x in args.finalize_levels.split(",") if x]
+    turn_modes = [x for x in args.turn_modes.split(",") if x]
+    turn_levels = [int(x) for x in args.turn_levels.split(",") if x]
     out: dict[str, Any] = {
-        "meta": m, "targets": TARGETS, "levels": [], "interim_off": [], "finalize": []
+        "meta": m, "targets": TARGETS, "levels": [], "interim_off": [], "turns": [],
     }  # fmt: skip
     try:
         with BenchStack(cfg) as stack:
@@ -103,11 +113,23 @@ def main(argv: list[str] | None = None) -> int:
                 res = realtime(stack, streams, interim=False, chunk_ms=args.chunk_ms)
                 out["interim_off"].append(res)
                 _progress(res)
-            for n in finalize_levels:
-                streams = rotating_streams(utts, n, args.seconds)
-                res = realtime(stack, streams, chunk_ms=args.chunk_ms, finalize=True)
-                out["finalize"].append(res)
-                _progress(res)
+            for mode in turn_modes:
+                for n in turn_levels:
+                    streams = rotating_streams(utts, n, args.seconds)
+                    opts = {"endpointing": mode, "eager_eot": "true"}
+                    waited = realtime(stack, streams, chunk_ms=args.chunk_ms, options=opts)
+                    asked = realtime(
+                        stack, streams, chunk_ms=args.chunk_ms, options=opts,
+                        finalize_after_s=args.finalize_after_ms / 1000,
+                    )  # fmt: skip
+                    row = turn_row(mode, waited, asked)
+                    out["turns"].append(row)
+                    print(f"turns {row}", flush=True)
+        if out["turns"]:  # the same utterances, offline: the accuracy to compare with
+            used = {u.utt_id: u for n in turn_levels for s in rotating_streams(utts, n, args.seconds) for u in s.utterances}  # fmt: skip
+            _info, texts = offline(list(used.values()), cfg.env)
+            for row in out["turns"]:
+                row["offline_wer"] = offline_wer(utts, row["streams"], args.seconds, texts)
     except KeyboardInterrupt:
         finish(m)
         m["interrupted"] = True
@@ -179,6 +201,49 @@ def publish_realtime(out: dict[str, Any]) -> None:
     print(f"updated {report.DOC}")
 
 
+def turn_row(mode: str, waited: dict[str, Any], asked: dict[str, Any]) -> dict[str, Any]:
+    """One turn-taking row: the same streams waited on, and finalized by the client."""
+    keep = ("final_s", "eager_s", "splits_per_100_turns", "turns", "mid_turn_splits", "wer")
+    return {
+        "endpointing": mode,
+        "streams": waited["streams"],
+        **{k: waited[k] for k in keep},
+        "turns_resumed": waited["turns_resumed"],
+        "after_finalize_s": asked["after_finalize_s"],
+        "finalize_final_s": asked["final_s"],
+        "finalize_wer": asked["wer"],
+        "errors": waited["errors"] + asked["errors"],
+        "resources": {"waited": waited["resources"], "finalized": asked["resources"]},
+    }
+
+
+def offline_wer(utts: list[Any], n: int, seconds: float, texts: dict[str, str]) -> float:
+    streams = rotating_streams(utts, n, seconds)
+    pairs = [(s.reference, " ".join(texts[u.utt_id] for u in s.utterances)) for s in streams]
+    return round(wer(pairs).wer * 100, 2)
+
+
+TURN_HEADER = [
+    "endpointing", "streams", "final after end of speech p50 / p95 (s)",
+    "final after finalize p50 / p95 (s)", "eager end of turn p50 / p95 (s)",
+    "mid-turn splits / 100 turns", "WER % (offline)",
+]  # fmt: skip
+
+
+def turn_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    def pair(x: dict[str, Any]) -> str:
+        return f"{x['p50']} / {x['p95']}"
+
+    return [
+        [
+            r["endpointing"], r["streams"], pair(r["final_s"]), pair(r["after_finalize_s"]),
+            pair(r["eager_s"]) if r["eager_s"]["n"] else "—", r["splits_per_100_turns"],
+            f"{r['wer']} ({r.get('offline_wer', '—')})",
+        ]
+        for r in rows
+    ]  # fmt: skip
+
+
 def publish(out: dict[str, Any]) -> None:
     m = out["meta"]
     title = f"{m['command']} · {m['date']} · {report.describe_short(m)}"
@@ -217,6 +282,7 @@ def render(out: dict[str, Any]) -> str:
         f"- one stream, final p95 ≤ 1.0 s: {report.met(one and one['final_s']['p95'], 1.0)}",
         f"- four streams, final p95 ≤ 1.5 s: {report.met(four and four['final_s']['p95'], 1.5)}",
         "",
+        *turn_section(out.get("turns", [])),
         "![latency percentiles against concurrent streams, interim results on]"
         "(benchmarks-latency-native.png)",
         "",
@@ -231,42 +297,32 @@ def render(out: dict[str, Any]) -> str:
                 f"{off['wer']} % off — {'equal' if on[n]['wer'] == off['wer'] else '**different**'}"
                 f" ({'identical' if same else 'not identical'} transcripts)"
             )
-    lines += finalize_section(out)
     return "\n".join(lines)
 
 
-def finalize_section(out: dict[str, Any]) -> list[str]:
-    """Final latency through ``/v1/listen`` after end of speech (the server's endpointing) and
-    after the client's ``Finalize`` (sent with the last frame of each utterance)."""
-    finalize = out.get("finalize") or []
-    if not finalize:
+def turn_section(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
         return []
-    n_levels = {lv["streams"] for lv in finalize}
-    rows = []
-    for lv in [x for x in out["levels"] if x["streams"] in n_levels] + finalize:
-        rows.append(
-            [
-                lv["streams"],
-                "Finalize" if lv.get("finalize") else "end of speech (endpointing)",
-                lv["final_s"]["p50"],
-                lv["final_s"]["p95"],
-                f"{lv['regions'] - lv['regions_without_final']}/{lv['regions']}",
-                lv.get("finals_from_finalize", 0),
-                lv["wer"],
-            ]
-        )
-    header = [
-        "streams", "final after", "final p50 (s)", "final p95 (s)", "utterances finalised",
-        "finals from_finalize", "WER %",
-    ]  # fmt: skip
+    by = {(r["endpointing"], r["streams"]): r for r in rows}
+    one, four = by.get(("smart", 1)), by.get(("smart", 4))
     return [
+        "#### Turn-taking (issue 18): smart and fixed endpointing, waited on and finalized",
         "",
-        "#### Final latency after end of speech and after `Finalize` (issue 17)",
+        "Each row streams the same audio twice at real-time pace: once waiting for the finals, "
+        "once with the client sending `finalize` "
+        "200 ms after every true end of speech (a voice agent's own VAD). `eager_eot=true` in "
+        "both. A mid-turn split is a final that ends inside an utterance (docs/vad.md, *End of "
+        "turn*).",
         "",
-        "Deepgram's live protocol on `/v1/listen`; latency from the frame carrying the "
-        "ground-truth end of speech (with `Finalize` right after it in the second kind of run).",
+        report.table(TURN_HEADER, turn_rows(rows)),
         "",
-        report.table(header, rows),
+        "Targets (issue 18, smart):",
+        "",
+        f"- one stream, final p50 ≤ 0.35 s: {report.met(one and one['final_s']['p50'], 0.35)}",
+        f"- one stream, final p95 ≤ 0.6 s: {report.met(one and one['final_s']['p95'], 0.6)}",
+        f"- four streams, final p95 ≤ 1.0 s: {report.met(four and four['final_s']['p95'], 1.0)}",
+        f"- after finalize p95 ≤ 0.15 s: {report.met(one and one['after_finalize_s']['p95'], 0.15)}",
+        "",
     ]
 
 

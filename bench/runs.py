@@ -10,7 +10,14 @@ from typing import Any
 from bench.client import StreamRun, stream
 from bench.corpus import Stream, to_pcm16
 from bench.stack import BenchStack, Sampler
-from bench.stats import SendLog, region_latencies, summary
+from bench.stats import (
+    SendLog,
+    after,
+    first_after_end,
+    mid_turn_splits,
+    region_latencies,
+    summary,
+)
 from whisper_streaming.evaluation import wer
 
 DRAIN_TIMEOUT_S = 240.0
@@ -32,21 +39,28 @@ def realtime(
     interim: bool = True,
     chunk_ms: int = 20,
     stagger_s: float = 0.25,
-    finalize: bool = False,
+    options: dict[str, str] | None = None,
+    finalize_after_s: float | None = None,
 ) -> dict[str, Any]:
-    """All ``streams`` at once at real-time pace (stream i starts ``i × stagger_s`` late); with
-    ``finalize``, each stream sends ``Finalize`` right after the ground-truth end of each
-    utterance (a client that knows when its speaker stopped)."""
+    """All ``streams`` at once at real-time pace (stream i starts ``i × stagger_s`` late).
+    ``options``: more query parameters of every session (``endpointing``, ``eager_eot``);
+    ``finalize_after_s``: each client sends ``finalize`` this long after every true end of
+    speech (a voice agent's own VAD)."""
     idle_wait = wait_idle(stack)
     pcms = [to_pcm16(s.pcm) for s in streams]
+
+    def finalize_at(s: Stream) -> list[float] | None:
+        if finalize_after_s is None:
+            return None
+        return [r.end + finalize_after_s for r in s.regions]
 
     async def go() -> list[StreamRun]:
         return await asyncio.gather(
             *(
                 stream(
                     stack.ws_url, s.name, pcm, speed=1.0, chunk_ms=chunk_ms, interim=interim,
-                    delay=i * stagger_s, timeout=DRAIN_TIMEOUT_S,
-                    finalize_at=[r.end for r in s.regions] if finalize else None,
+                    delay=i * stagger_s, timeout=DRAIN_TIMEOUT_S, extra=options,
+                    finalize_at=finalize_at(s),
                 )
                 for i, (s, pcm) in enumerate(zip(streams, pcms, strict=True))
             )
@@ -55,8 +69,9 @@ def realtime(
     with Sampler(stack) as sampler:
         runs = asyncio.run(go())
     return summarize_realtime(streams, runs) | {
+        "options": options or {},
+        "finalize_after_s": finalize_after_s,
         "interim": interim,
-        "finalize": finalize,
         "resources": sampler.result(),
         "waited_for_idle_s": idle_wait,
     }
@@ -84,7 +99,18 @@ def summarize_realtime(streams: list[Stream], runs: list[StreamRun]) -> dict[str
             else:
                 missed += 1
     w = wer((s.reference, r.text) for s, r in zip(streams, runs, strict=True))
+    pairs = list(zip(streams, runs, strict=True))
+    after_finalize = [x for s, r in pairs for x in after(r.finalized, r.messages, s.regions)]
+    eager = [x for s, r in pairs for x in first_after_end(s.regions, r.eager, SendLog(r.sent))]
+    turns = sum(len(s.turns) for s in streams)
+    splits = sum(mid_turn_splits(s.turns, r.finals) for s, r in pairs)
     return {
+        "after_finalize_s": summary(after_finalize),
+        "eager_s": summary(eager),
+        "turns": turns,
+        "mid_turn_splits": splits,
+        "splits_per_100_turns": round(100 * splits / turns, 1) if turns else None,
+        "turns_resumed": sum(r.resumed for r in runs),
         "streams": len(streams),
         "audio_s": round(sum(s.seconds for s in streams), 1),
         "regions": regions,

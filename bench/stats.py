@@ -120,6 +120,54 @@ def region_latencies(
     return out
 
 
+def mid_turn_splits(turns: Sequence[Region], finals: Sequence[Message]) -> int:
+    """Finals that end inside a turn (an utterance, first to last ground-truth speech) more than
+    :data:`END_TOLERANCE_S` before its last speech ends: the service ended the utterance and the
+    speaker went on (an early end of turn, or a pause longer than the endpoint)."""
+    return sum(
+        1
+        for turn in turns
+        for m in finals
+        if m.type == "final" and turn.start < m.end < turn.end - END_TOLERANCE_S
+    )
+
+
+def after(
+    events: Sequence[tuple[float, float]], messages: Sequence[Message], regions: Sequence[Region]
+) -> list[float]:
+    """Per client event ``(audio position, clock)`` (a ``finalize`` sent after a region's end):
+    seconds from the event to the final of the region it follows (the last final overlapping
+    it, as in :func:`region_latencies`), 0 if that final came first; events without one are
+    left out."""
+    out = []
+    for pos, clock in events:
+        reg = max((r for r in regions if r.end <= pos), key=lambda r: r.end, default=None)
+        if reg is None:
+            continue
+        ends = [
+            m for m in messages
+            if m.type == "final" and m.start < reg.end and m.end + END_TOLERANCE_S > reg.start
+        ]  # fmt: skip
+        final = max(ends, key=lambda m: (m.start, -m.received), default=None)
+        if final is not None:  # 0: the final was there before the finalize
+            out.append(max(0.0, final.received - clock))
+    return out
+
+
+def first_after_end(
+    regions: Sequence[Region], messages: Sequence[Message], sent: SendLog
+) -> list[float]:
+    """Per region, seconds from sending its end of speech to the first of ``messages`` (e.g.
+    ``end_of_turn_eager``) whose span reaches that end; regions without one are left out."""
+    out = []
+    for reg in regions:
+        end = sent.sent_at(reg.end)
+        hits = [m for m in messages if m.start < reg.end and m.end + END_TOLERANCE_S > reg.end]
+        if end is not None and hits:
+            out.append(min(m.received for m in hits) - end)
+    return out
+
+
 def merge_regions(regions: Sequence[Region], min_gap: float) -> list[Region]:
     """Join regions separated by less than ``min_gap`` seconds (sorted by start)."""
     merged: list[Region] = []

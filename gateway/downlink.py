@@ -22,12 +22,21 @@ from gateway.router import Resync
 from shared import metrics, session_state, tracing
 from shared.audio import SAMPLE_RATE
 from shared.redis_util import entry_data
-from shared.schemas import SchemaError, SessionDone, StreamMessage, Transcript, VadEvent, decode_as
+from shared.schemas import (
+    SchemaError,
+    SessionDone,
+    StreamMessage,
+    Transcript,
+    TurnEvent,
+    VadEvent,
+    decode_as,
+)
 
 log = logging.getLogger(__name__)
 
 OnTranscript = Callable[[Transcript], Awaitable[None]]
 OnVadEvent = Callable[[VadEvent], Awaitable[None]]
+OnTurnEvent = Callable[[TurnEvent], Awaitable[None]]
 OnReleased = Callable[[], Awaitable[None]]
 
 
@@ -46,7 +55,8 @@ def _always() -> bool:
 class ResultsDownlink:
     """One session's results, delivered in order to ``on_final`` (a final with text, while
     ``listening()``), ``on_partial`` (a partial of a segment not yet released),
-    ``on_vad_event``, and ``after_finals`` (after each release of finals, in or out of the
+    ``on_vad_event``, ``on_turn_event`` (``end_of_turn_eager`` / ``turn_resumed`` of a segment
+    not yet released), and ``after_finals`` (after each release of finals, in or out of the
     live path).
 
     Use: :meth:`open` (register on the router, before anything can be published), optionally
@@ -61,6 +71,7 @@ class ResultsDownlink:
         on_final: OnTranscript,
         on_partial: OnTranscript = _ignore,
         on_vad_event: OnVadEvent = _ignore,
+        on_turn_event: OnTurnEvent = _ignore,
         after_finals: OnReleased = _nothing,
         listening: Callable[[], bool] = _always,
         clock: ArrivalClock | None = None,
@@ -74,6 +85,7 @@ class ResultsDownlink:
         self._on_final = on_final
         self._on_partial = on_partial
         self._on_vad_event = on_vad_event
+        self._on_turn_event = on_turn_event
         self._after_finals = after_finals
         self._listening = listening
         self._clock = clock or ArrivalClock()
@@ -140,6 +152,9 @@ class ResultsDownlink:
                 await self._on_partial(msg)
         elif isinstance(msg, VadEvent):
             await self._on_vad_event(msg)
+        elif isinstance(msg, TurnEvent):
+            if msg.segment >= self.reorder.next:
+                await self._on_turn_event(msg)
         elif isinstance(msg, SessionDone):
             self.ended(msg.segments, msg.audio_seconds)
         elif isinstance(msg, Resync):

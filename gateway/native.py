@@ -27,14 +27,16 @@ from gateway.native_protocol import (
     Finalize,
     KeepAlive,
     ListenOptions,
+    default_endpointing,
     parse_frame,
+    turn_message,
 )
 from gateway.protocol import CLOSE_POLICY, ProtocolError, translation_task
 from gateway.session import ClientSocket, run_socket
 from gateway.uplink import AudioUplink
 from shared import metrics, session_state
 from shared.audio import SAMPLE_RATE
-from shared.schemas import Transcript, VadEvent
+from shared.schemas import Transcript, TurnEvent, VadEvent
 from shared.session_state import Field, State
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,7 @@ class NativeSession:
             on_final=self._final,
             on_partial=self._partial,
             on_vad_event=self._vad_event,
+            on_turn_event=self._turn_event,
             after_finals=self._after_finals,
             listening=self.client.connected,
             clock=self.uplink.clock,
@@ -105,7 +108,9 @@ class NativeSession:
         up.interim_results = options.interim_results
         up.vad_events = options.vad_events or options.utterance_end_ms is not None
         up.diarize = options.diarize
-        up.min_silence_ms = options.endpointing
+        up.min_silence_ms = options.endpoint_ms
+        up.smart_endpointing = options.smart_endpointing
+        up.eager_eot = options.eager_eot
         up.set_input_format(parse_input_format(options.encoding, options.sample_rate))
         up.keyterms = list(options.keyterms)  # within the bounds already (parse_options)
 
@@ -125,7 +130,7 @@ class NativeSession:
                     "request_id": dg.request_id(self.session_id),
                     "protocol_version": PROTOCOL_VERSION,
                     "resumed": self.resuming,
-                    "settings": self.options.public(self.ctx.settings.vad_min_silence_ms),
+                    "settings": self.options.public(default_endpointing(self.ctx.settings)),
                 }
             )
         if self.resuming:
@@ -266,6 +271,10 @@ class NativeSession:
         handler = VAD_MESSAGES.get(event.kind)
         if handler is not None:
             await handler(self, event)
+
+    async def _turn_event(self, event: TurnEvent) -> None:
+        if self.options.eager_eot:
+            await self.client.send(turn_message(event))
 
     async def closing(self) -> None:
         await self.client.send(

@@ -28,7 +28,8 @@ from gateway.protocol import (
 from shared.keyterms import KeytermError, check_keyterms
 from shared.languages import UnknownLanguage, normalize_language
 from shared.logs import clip
-from shared.schemas import Transcript, Word
+from shared.schemas import Transcript, TurnEvent, Word
+from shared.settings import Settings
 
 PROTOCOL_VERSION = 2
 """1 was our own message set (``session``/``partial``/``final``/``closed``); 2 is Deepgram's."""
@@ -69,8 +70,11 @@ class ListenOptions:
     encoding: str = "linear16"
     channels: int = 1
     interim_results: bool = False
-    endpointing: int | None = None
-    """Milliseconds of silence that end an utterance; ``None`` = the server default."""
+    endpointing: int | str | None = None
+    """Milliseconds of silence that end an utterance (fixed endpointing), ``"smart"`` (ours: the
+    end-of-turn rule, workers/turns.py), or ``None`` = the server default (``VAD_ENDPOINTING``)."""
+    eager_eot: bool = False
+    """Ours: send ``EagerEndOfTurn`` / ``TurnResumed`` (Flux's names)."""
     utterance_end_ms: int | None = None
     """Set: send ``UtteranceEnd`` when the VAD ends an utterance."""
     vad_events: bool = False
@@ -79,6 +83,8 @@ class ListenOptions:
     smart_format: bool = False
     diarize: bool = False
     """Label finals (and their words) with ``speaker``."""
+    eager_eot: bool = False
+    """Send ``end_of_turn_eager`` / ``turn_resumed``."""
     translate: str | None = None
     """Ours: ``en``: each final also carries its English translation (the only target Whisper
     has)."""
@@ -90,7 +96,19 @@ class ListenOptions:
     session_started: bool = False
     """Ours: send a ``SessionStarted`` message first (the session id, for resuming)."""
 
-    def public(self, default_endpointing: int) -> dict[str, Any]:
+    @property
+    def smart_endpointing(self) -> bool | None:
+        """For ``SessionStart``: ``None`` = the server's mode."""
+        if self.endpointing is None:
+            return None
+        return self.endpointing == "smart"
+
+    @property
+    def endpoint_ms(self) -> int | None:
+        """A fixed endpointing's silence, for ``SessionStart.min_silence_ms``."""
+        return self.endpointing if isinstance(self.endpointing, int) else None
+
+    def public(self, default_endpointing: int | str) -> dict[str, Any]:
         """The effective settings, as ``SessionStarted`` reports them."""
         return {
             "language": self.language,
@@ -102,6 +120,7 @@ class ListenOptions:
             "utterance_end_ms": self.utterance_end_ms,
             "vad_events": self.vad_events,
             "diarize": self.diarize,
+            "eager_eot": self.eager_eot,
             "translate": self.translate,
             "keyterms": list(self.keyterms),
         }
@@ -230,12 +249,14 @@ def parse_options(
     """Query parameters over ``base`` (``keyterm`` may be a list: it repeats). Deepgram's other
     parameters (:data:`IGNORED`) and unknown names are ignored."""
 
-    def endpointing(name: str, value: Any) -> int | None:
+    def endpointing(name: str, value: Any) -> int | str | None:
         # Deepgram's default is 10 ms and ``false`` turns it off; here silence shorter than
         # ``min_endpointing`` would cut words apart, so a smaller value is raised to it, and
-        # ``false`` is the server's default (segments still end at silence).
+        # ``false`` is the server's default (segments still end at silence). ``smart`` is ours.
         if value in (None, "default") or (isinstance(value, str) and value.lower() == "false"):
             return None
+        if isinstance(value, str) and value.lower() == "smart":
+            return "smart"
         if value is False:
             return None
         return max(min_endpointing, _int(name, value, 0, 10_000))
@@ -261,6 +282,7 @@ def parse_options(
         "punctuate": parse_bool,
         "smart_format": parse_bool,
         "diarize": parse_bool,
+        "eager_eot": parse_bool,
         "translate": _translate,
         "endpointing": endpointing,
         "utterance_end_ms": lambda n, v: _int(n, v, 0, 60_000),
@@ -573,3 +595,22 @@ def _utterance(t: Transcript, text: str, options: ListenOptions) -> dict[str, An
     if speaker is not None:
         out["speaker"] = speaker
     return out
+
+
+def default_endpointing(settings: Settings) -> int | str:
+    """What ``endpointing`` is when a client does not say: ``"smart"`` or the fixed silence."""
+    return "smart" if settings.vad_endpointing == "smart" else settings.vad_min_silence_ms
+
+
+def turn_message(event: TurnEvent) -> dict[str, Any]:
+    """``EagerEndOfTurn`` (the speculative transcript, as soon as it exists) or ``TurnResumed``
+    (the speaker went on: drop what was started on it), Flux's names; ours: ``segment``."""
+    msg: dict[str, Any] = {
+        "type": "EagerEndOfTurn" if event.kind == "end_of_turn_eager" else "TurnResumed",
+        "session_id": event.session_id,
+        "segment": event.segment,
+        "request_id": request_id(event.session_id),
+    }
+    if event.kind == "end_of_turn_eager":
+        msg |= {"transcript": event.text, "start": event.start, "end": event.end}
+    return msg

@@ -79,6 +79,9 @@ class AudioUplink:
         self.text_audio = False
         """The protocol sends its audio in text frames (OpenAI's base64 appends): text frames
         are then held to the audio frame-rate limit, not the control-frame one."""
+        self.smart_endpointing: bool | None = None
+        """``None``: the server's ``VAD_ENDPOINTING``."""
+        self.eager_eot = False
         self.announced = False
         """``session_start`` is on ``sessions`` (the session exists for the workers)."""
         self.ended = False
@@ -271,6 +274,8 @@ class AudioUplink:
             language=self.language,
             created_at=time.time(),
             min_silence_ms=self.min_silence_ms,
+            smart_endpointing=self.smart_endpointing,
+            eager_eot=self.eager_eot,
             interim_results=self.interim_results,
             vad_events=self.vad_events,
             diarize=self.diarize,

@@ -32,7 +32,8 @@ VAD_SEGMENTS = Counter("whisper_vad_segments_total", "Segments cut", ["reason"])
 VAD_PARTIALS = Counter("whisper_vad_partials_total", "Partial (interim) jobs cut")
 VAD_SPECULATIVE = Counter(
     "whisper_vad_speculative_total",
-    "Speculative finals: sent, skipped (a final was waiting), committed, void",
+    "Speculative finals: sent, skipped (a final was waiting), committed, void, early (the "
+    "end-of-turn rule ended the utterance before the endpoint)",
     ["outcome"],
 )
 VAD_AUDIO_SECONDS = Counter("whisper_vad_audio_seconds_total", "Audio seconds run through VAD")

@@ -43,6 +43,11 @@ class SessionStart(_Msg, tag="session_start"):
     keyterms: list[str] = []
     """Names and jargon to decode with (faster-whisper ``hotwords``; shared/keyterms.py bounds
     them), copied onto each job; a ``keyterms`` control entry replaces them mid-stream."""
+    smart_endpointing: bool | None = None
+    """End turns by the end-of-turn rule (workers/turns.py) as well as by ``min_silence_ms`` of
+    silence; ``None`` uses the worker's ``VAD_ENDPOINTING``."""
+    eager_eot: bool = False
+    """Publish ``end_of_turn_eager`` / ``turn_resumed`` :class:`TurnEvent` s."""
 
 
 class AudioChunk(_Msg, tag="audio"):
@@ -61,10 +66,16 @@ class AudioEnd(_Msg, tag="audio_end"):
     reason: str = "eof"
 
 
+SPECULATED: Final = "speculated"
+"""The :class:`AudioControl` kind an ASR worker writes (see there)."""
+
+
 class AudioControl(_Msg, tag="audio_control"):
     """A client control on ``audio:{session}``, in order with the audio: ``finalize`` (close the
     open utterance now), ``keepalive`` (the client is there, just quiet) or ``keyterms`` (the
-    session's key terms are ``keyterms`` from here on)."""
+    session's key terms are ``keyterms`` from here on); or ``speculated`` (``seq`` 0), put there
+    by an ASR worker: a speculative final is stored, decide the end of turn now
+    (workers/speculation.py)."""
 
     seq: int
     kind: str
@@ -111,6 +122,13 @@ class AsrJob(_Msg, tag="asr_job"):
     """W3C trace context of the utterance (shared/tracing.py); empty when tracing is off."""
     keyterms: list[str] = []
     """The session's key terms (faster-whisper ``hotwords``)."""
+    eager: bool = False
+    """Speculative: publish an ``end_of_turn_eager`` :class:`TurnEvent` with the text once it is
+    stored (the session opted in)."""
+    turn: bool = False
+    """Speculative, smart endpointing: once stored, put an :class:`AudioControl` ``speculated``
+    on the session's audio stream, so that its VAD worker applies the end-of-turn rule at once
+    rather than at the next audio."""
 
 
 class Word(msgspec.Struct, kw_only=True):
@@ -157,6 +175,21 @@ class Transcript(_Msg, tag="transcript"):
     """The English translation of ``text`` (``task`` translate finals only)."""
     traceparent: str = ""
     """The ASR span's trace context, for the gateway's span; empty when tracing is off."""
+
+
+class TurnEvent(_Msg, tag="turn_event"):
+    """On ``results:{session}`` for sessions with ``eager_eot``: ``end_of_turn_eager`` (the
+    speculative final of ``segment`` exists: ``text``, ``start``..``end``; the turn is probably
+    over) or ``turn_resumed`` (the speaker went on: that text will not be the final; the segment
+    continues and its one final comes later). Published in the same Lua step as the speculative
+    store or void (workers/speculation.py), so it is in order with the finals."""
+
+    kind: str
+    segment: int
+    rev: int = 0
+    start: float = 0.0
+    end: float = 0.0
+    text: str = ""
 
 
 class SessionDone(_Msg, tag="session_done"):
@@ -217,6 +250,7 @@ StreamMessage = (
     | AsrJob
     | Transcript
     | SessionDone
+    | TurnEvent
 )
 
 _encoder = msgspec.msgpack.Encoder()

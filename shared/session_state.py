@@ -221,6 +221,8 @@ class SpecField(StrEnum):
     """the highest void revision"""
     DONE = "d"
     """the segment's final was published"""
+    EAGER = "x"
+    """the revision an ``end_of_turn_eager`` event went out for (``turn_resumed`` if void)"""
 
 
 def spec_field(segment: int, field: SpecField) -> str:

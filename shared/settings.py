@@ -291,6 +291,26 @@ class Settings(BaseSettings):
     vad_min_silence_ms: int = Field(
         default=500, ge=50, description="Silence that ends an utterance (endpointing)."
     )
+    vad_endpointing: Literal["smart", "fixed"] = Field(
+        default="smart",
+        description="How a pause ends an utterance: smart = also early, when the speculative "
+        "final looks finished (workers/turns.py); fixed = only VAD_MIN_SILENCE_MS of silence. A "
+        "session's own `endpointing` (smart or ms) overrides it.",
+    )
+    turn_complete_ms: int = Field(
+        default=200,
+        ge=0,
+        description="Smart endpointing: a pause this long ends a turn whose speculative text "
+        "ends a sentence (never later than VAD_MIN_SILENCE_MS).",
+    )
+    turn_short_ms: int = Field(
+        default=450,
+        ge=0,
+        description="Smart endpointing: the same for an utterance shorter than TURN_SHORT_S.",
+    )
+    turn_short_s: float = Field(
+        default=2.0, ge=0, description="Smart endpointing: what counts as a short utterance (s)."
+    )
     vad_speech_pad_ms: int = Field(
         default=400, ge=0, description="Audio kept before and after detected speech."
     )

@@ -23,7 +23,13 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="run the whole service here (embedded Redis unless REDIS_URL)")
     up.add_argument("--vad-workers", type=int, default=1)
-    up.add_argument("--asr-workers", type=int, default=1)
+    up.add_argument(
+        "--asr-workers",
+        type=lambda v: 0 if v == "auto" else int(v),
+        default=0,
+        help="how many ASR workers; auto (default): what the machine affords (one on a GPU, two "
+        "sharing the cores of a CPU)",
+    )
     up.add_argument("--ready-timeout", type=float, default=120.0)
     up.add_argument(
         "--data-dir",

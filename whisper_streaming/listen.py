@@ -7,7 +7,8 @@ and the tests.
 "language_probability", "processing_time", "speaker", "translation"}``; ``Metadata`` becomes ``{"type":
 "closed", "segments", "audio_seconds", "session_id"}``; ``Error`` becomes ``{"type": "error",
 "code", "message", "variant"}``; ``SpeechStarted`` / ``UtteranceEnd`` become ``speech_started`` /
-``utterance_end`` with ``segment`` and ``timestamp``; ``SessionStarted`` becomes ``session``.
+``utterance_end`` with ``segment`` and ``timestamp``; ``SessionStarted`` becomes ``session``; ``EagerEndOfTurn`` / ``TurnResumed`` become
+``end_of_turn_eager`` (``segment``, ``start``, ``end``, ``text``) / ``turn_resumed``.
 Anything else is passed through with its ``type``.
 """
 
@@ -50,6 +51,17 @@ def flatten(msg: dict[str, Any]) -> dict[str, Any]:
             "speaker": msg.get("speaker"),
             "translation": msg.get("translation"),
         }
+    if kind == "EagerEndOfTurn":
+        return {
+            "type": "end_of_turn_eager",
+            "session_id": msg.get("session_id"),
+            "segment": msg.get("segment"),
+            "start": msg.get("start"),
+            "end": msg.get("end"),
+            "text": msg.get("transcript", ""),
+        }
+    if kind == "TurnResumed":
+        return {"type": "turn_resumed", "session_id": msg.get("session_id"), "segment": msg.get("segment")}  # fmt: skip
     if kind == "Metadata":
         return {
             "type": "closed",

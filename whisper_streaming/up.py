@@ -207,6 +207,35 @@ def wait_ready(url: str, stack: Stack, timeout: float, vad: int = 1, asr: int = 
     return False
 
 
+CPU_ASR_WORKERS = 2
+"""``--asr-workers auto`` on a CPU of at least two cores: two workers sharing the cores. A decode
+is never interrupted, so with one worker a client's finalize, or a final, waits for whatever
+decode is running (another session's speculative final, a partial); with two, one of them is
+free far more often (docs/benchmarks.md, *Turn-taking*)."""
+
+
+def auto_asr_workers(device: str, cores: int, threads: int) -> tuple[int, int]:
+    """``(ASR workers, ASR_CPU_THREADS each)`` that ``up`` starts by itself (``--asr-workers
+    auto``): one on a GPU (it batches); on a CPU with ``threads`` = 0 (all cores),
+    :data:`CPU_ASR_WORKERS` splitting the cores between them, one on a single core. A thread
+    count the user set is kept (and the workers share the cores as they may)."""
+    if device == "cuda" or cores < 2:
+        return 1, threads
+    workers = min(CPU_ASR_WORKERS, cores)
+    return workers, threads or max(1, cores // workers)
+
+
+def _auto_asr(settings: Settings, env: dict[str, str]) -> int:
+    from workers.asr import device_and_compute
+
+    device, _ = device_and_compute(settings.asr_device, settings.asr_compute_type)
+    workers, threads = auto_asr_workers(device, os.cpu_count() or 1, settings.asr_cpu_threads)
+    if threads:
+        env["ASR_CPU_THREADS"] = str(threads)
+    print(f"{workers} ASR worker(s) × {threads or 'all'} CPU threads ({device})", flush=True)
+    return workers
+
+
 def run_up(
     settings: Settings,
     vad_workers: int,
@@ -214,6 +243,7 @@ def run_up(
     ready_timeout: float,
     data_dir: Path | None = None,
 ) -> int:
+    """``asr_workers`` 0: :func:`auto_asr_workers`."""
     if port_in_use(settings.host, settings.port):
         print(f"port {settings.port} on {settings.host} is already in use (another "
               "`whisper-streaming up`?): stop it, or choose another with PORT=…",
@@ -221,6 +251,7 @@ def run_up(
         return 2
     redis: EmbeddedRedis | None = None
     env = dict(os.environ)
+    asr_workers = asr_workers or _auto_asr(settings, env)
     if settings.redis_url is None:
         redis = EmbeddedRedis(
             appendonly=True,

@@ -5,7 +5,9 @@ One worker process holds one copy of the model and decodes one thing at a time. 
 asks :func:`next_action`, carries the action out, and tells the state (:meth:`State.read`,
 :meth:`State.take`). The rules, in order:
 
-1. Finals before partials; the oldest final first, up to ``batch_size`` of them together
+1. Finals before partials; the most urgent final first (a client's ``finalize``, then ordinary
+   finals, then speculative ones: a finalize never waits behind another session's speculation),
+   the oldest first within a rank, up to ``batch_size`` of them together
    (cross-session batching; the batch size is 8 on CUDA, 1 on CPU by default). Finals held
    are decoded at once only when the stream was just looked at; otherwise (after a decode) the
    batch is first topped up with what waited meanwhile.
@@ -37,11 +39,18 @@ PARTIALS_PER_READ = 4
 trip, few enough that an idle peer is not kept from the others."""
 
 
+URGENT, ORDINARY, SPECULATIVE = 0, 1, 2
+"""The ranks of final jobs (rule 1): a client's ``finalize`` (or a speculative job it, or the
+end-of-turn rule, committed: someone waits on it now), an ordinary final, a speculation."""
+
+
 @dataclass(frozen=True)
 class Final:
     entry_id: bytes
     fields: dict[bytes, bytes]
     """Undecoded: the shell decodes it (and dead-letters what does not decode)."""
+    rank: int = ORDINARY
+    """:data:`URGENT` first, then :data:`ORDINARY`, then :data:`SPECULATIVE` (rule 1)."""
 
 
 @dataclass(frozen=True)
@@ -142,7 +151,7 @@ class State:
 
     def read(self, finals: list[Final], partials: list[Partial], marks: dict[str, Marks]) -> None:
         """The result of a :class:`Read` (``marks``: of every session of a held partial)."""
-        self.finals += finals
+        self.finals = sorted(self.finals + finals, key=lambda f: f.rank)  # stable: oldest first
         self.partials += partials
         self.marks = marks
         self.fresh = True

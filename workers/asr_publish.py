@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from shared import metrics
 from shared.keys import ASR_GROUP, Keys
 from shared.redis_util import entry
-from shared.schemas import AsrJob, Transcript, encode
+from shared.schemas import SPECULATED, AsrJob, AudioControl, Transcript, TurnEvent, encode
 from shared.session_state import SET_PROMPT_LUA
 from shared.settings import Settings
 from workers.speculation import DONE, PUBLISHED, VOID, WAITING, Speculation
@@ -52,17 +52,37 @@ class FinalPublisher:
             await pipe.execute()
 
     async def publish_and_ack(
-        self, entry_id: bytes, result: Transcript, spec_rev: int | None = None
+        self,
+        entry_id: bytes,
+        result: Transcript,
+        spec_rev: int | None = None,
+        eager: bool = False,
+        turn: bool = False,
     ) -> None:
         """Publish the final, append it to the transcript stream and ack its job, atomically; a
         speculative final (``spec_rev``) is stored instead, and published by whichever of this
-        store and the VAD worker's commit comes second (workers/speculation.py)."""
+        store and the VAD worker's commit comes second (workers/speculation.py); with ``eager``
+        the store also publishes its text as an ``end_of_turn_eager`` event; with ``turn`` it tells
+        the session's VAD worker that the result is there."""
         sid = result.session_id
         if spec_rev is not None:
             result.rev = 0
             prompt = result.text if result.text and result.error is None else ""
             data = encode(result)
-            outcome = await self.spec.store(sid, result.segment, spec_rev, data, prompt)
+            event = b""
+            if eager and prompt:
+                event = encode(
+                    TurnEvent(
+                        session_id=sid, kind="end_of_turn_eager", segment=result.segment,
+                        rev=spec_rev, start=result.start, end=result.end, text=result.text,
+                    )
+                )  # fmt: skip
+            nudge = b""
+            if turn and prompt:
+                nudge = encode(AudioControl(session_id=sid, seq=0, kind=SPECULATED))
+            outcome = await self.spec.store(
+                sid, result.segment, spec_rev, data, prompt, event, nudge
+            )
             metrics.ASR_SPECULATIVE.labels(SPEC_OUTCOMES[outcome]).inc()
             await self.ack(entry_id)
             return

@@ -34,10 +34,13 @@ from shared.schemas import (
     encode,
     encode_capabilities,
 )
-from shared.session_state import Field, read_ints, read_text
+from shared.session_state import Field, SpecField, read_ints, read_text, spec_field
 from shared.settings import Settings
 from workers.asr import DecodeOptions, Transcriber, load_model, resolve_auto
 from workers.asr_policy import (
+    ORDINARY,
+    SPECULATIVE,
+    URGENT,
     Action,
     DecodeBatch,
     DecodeFinal,
@@ -191,11 +194,27 @@ class AsrWorker:
             name = stream.decode() if isinstance(stream, bytes) else stream
             for entry_id, fields in entries:
                 if name == self.keys.asr_jobs:
-                    finals.append(Final(entry_id, fields))
+                    finals.append(Final(entry_id, fields, await self._rank(fields)))
                 elif (partial := await self._parse_partial(entry_id, fields)) is not None:
                     partials.append(partial)
         held = self.state.sessions() | {p.job.session_id for p in partials}
         self.state.read(finals, partials, await self._marks(held))
+
+    async def _rank(self, fields: dict[bytes, bytes]) -> int:
+        """How urgent a final job is (workers/asr_policy.py, rule 1); undecodable: ordinary (it
+        is dead-lettered when handled)."""
+        try:
+            job = decode_as(entry_data(fields), AsrJob)
+        except SchemaError:
+            return ORDINARY
+        if job.reason == "finalize":
+            return URGENT
+        if not job.speculative:
+            return ORDINARY
+        committed = await self.r.hget(
+            self.keys.speculative(job.session_id), spec_field(job.segment, SpecField.COMMITTED)
+        )
+        return URGENT if committed is not None and int(committed) == job.rev else SPECULATIVE
 
     async def _xread(self, counts: dict[str, int]) -> list[tuple[bytes | str, Entries]]:
         """Non-blocking XREADGROUP of each stream with its own COUNT, in one round trip."""
@@ -381,7 +400,11 @@ class AsrWorker:
              "queue_ms": round(waited * 1000), "processing_ms": round(result.processing_time * 1000)},
         )  # fmt: skip
         await self.speakers.label(job, result)
-        await asyncio.shield(self.out.publish_and_ack(entry_id, result, spec_rev(job)))
+        await asyncio.shield(
+            self.out.publish_and_ack(
+                entry_id, result, spec_rev(job), eager=job.eager, turn=job.turn
+            )
+        )
         if job.language is None and result.text and result.language:
             await self._remember_language(job.session_id, result.language)
         metrics.ASR_JOBS.labels("ok").inc()

@@ -249,14 +249,58 @@ class Segmenter:
         self._trim()
         return out
 
+    @property
+    def live_tentative(self) -> tuple[int, int] | None:
+        """``(segment, rev)`` of the open utterance's tentative while its pause goes on."""
+        seg = self._open
+        if seg is None or seg.tentative_cut is None:
+            return None
+        return self._next_index, seg.tentative_rev
+
+    @property
+    def pause_ms(self) -> float:
+        """How long the open utterance's pause is so far (0: none, or speaking)."""
+        seg = self._open
+        if seg is None or seg.silence_start is None:
+            return 0.0
+        return (self._pos - seg.silence_start) * 1000 / self.cfg.sample_rate
+
+    @property
+    def speech_s(self) -> float:
+        """How long the open utterance spoke, from its onset to its pause (or to now)."""
+        seg = self._open
+        if seg is None:
+            return 0.0
+        end = seg.silence_start if seg.silence_start is not None else self._pos
+        return (end - seg.onset) / self.cfg.sample_rate
+
+    def end_turn(self, reason: str = "silence") -> list[Event]:
+        """Close the open utterance at its live tentative, as if the pause had reached the
+        endpoint: the end-of-turn rule (workers/turns.py) said the turn is over, or a client's
+        ``finalize`` came during the pause. The segment confirms the tentative (its audio is
+        exactly the tentative's), so its speculative final is the final. Nothing without one."""
+        seg = self._open
+        if seg is None or seg.tentative_cut is None:
+            return []
+        cut = seg.tentative_cut
+        self._open = None
+        self._floor = cut
+        out: list[Event] = [self._emit(seg.start, cut, reason, seg.tentative_rev)]
+        self._trim()
+        return out
+
     def finalize(self, reason: str = "finalize") -> list[Event]:
         """Close the open utterance now, with the audio received so far (a client's
-        ``finalize``); the stream goes on. A live tentative is made void first."""
+        ``finalize``); the stream goes on. During a pause with a live tentative, the utterance
+        ends at the tentative (:meth:`end_turn`: its speculative final is already under way);
+        otherwise a live tentative is made void first."""
         self._events = []
         out: list[Event] = []
         end = self._pos + len(self._pending)
         if reason != "flush" and end - self._floor < self.cfg.samples(self.cfg.min_finalize_ms):
             return out
+        if reason != "flush" and self.live_tentative is not None:
+            return self.end_turn(reason)
         if self._open is not None:
             self._void(self._open)
             self._buf = np.concatenate([self._buf, self._pending])

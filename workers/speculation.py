@@ -51,7 +51,7 @@ local function publish(seg, payload, prompt)
   redis.call('PUBLISH', ARGV[4], payload)
   if prompt ~= '' then set_prompt(KEYS[3], seg, prompt) end
   redis.call('EXPIRE', KEYS[3], ARGV[6])
-  redis.call('HDEL', KEYS[1], seg .. ':{SpecField.REV}', seg .. ':{SpecField.TEXT}', seg .. ':{SpecField.PROMPT}', seg .. ':{SpecField.COMMITTED}', seg .. ':{SpecField.VOID}')
+  redis.call('HDEL', KEYS[1], seg .. ':{SpecField.REV}', seg .. ':{SpecField.TEXT}', seg .. ':{SpecField.PROMPT}', seg .. ':{SpecField.COMMITTED}', seg .. ':{SpecField.VOID}', seg .. ':{SpecField.EAGER}')
   redis.call('HSET', KEYS[1], seg .. ':{SpecField.DONE}', '1')
   redis.call('EXPIRE', KEYS[1], ARGV[6])
 end
@@ -60,8 +60,11 @@ if redis.call('HEXISTS', KEYS[1], seg .. ':{SpecField.DONE}') == 1 then return 0
 """
 )
 
-# KEYS: spec hash, transcript stream, session hash.
-# ARGV: segment, revision, payload, channel, maxlen, ttl, prompt.
+# KEYS: spec hash, transcript stream, session hash, audio stream.
+# ARGV: segment, revision, payload, channel, maxlen, ttl, prompt, eager event ('' for none: it is
+# published, in the same step, when this revision is stored and not yet committed), nudge (''
+# for none: an ``AudioControl`` ``speculated`` put on the session's audio stream, if it still
+# exists, when the result waits for its commit: the VAD worker decides the end of turn at once).
 # Returns 1 published, 2 stored (waiting for the commit), 0 done already, -1 void.
 _STORE = (
     _PRELUDE
@@ -73,6 +76,13 @@ end
 if rev <= field(seg, '{SpecField.VOID}', '0') then return -1 end
 if rev > field(seg, '{SpecField.REV}', '0') then
   redis.call('HSET', KEYS[1], seg .. ':{SpecField.REV}', rev, seg .. ':{SpecField.TEXT}', ARGV[3], seg .. ':{SpecField.PROMPT}', ARGV[7])
+  if ARGV[8] ~= '' then
+    redis.call('PUBLISH', ARGV[4], ARGV[8])
+    redis.call('HSET', KEYS[1], seg .. ':{SpecField.EAGER}', rev)
+  end
+  if ARGV[9] ~= '' and redis.call('EXISTS', KEYS[4]) == 1 then
+    redis.call('XADD', KEYS[4], '*', '{STREAM_DATA_FIELD.decode()}', ARGV[9])
+  end
   redis.call('EXPIRE', KEYS[1], ARGV[6])
 end
 return 2
@@ -99,11 +109,17 @@ return 2
 """
 )
 
-# KEYS: spec hash. ARGV: segment, revision, ttl. Frees a stored result of that revision or older.
+# KEYS: spec hash. ARGV: segment, revision, ttl, turn_resumed event, channel. Frees a stored
+# result of that revision or older; if an eager end of turn went out for one, publishes the event.
 _VOID = f"""
 local seg, rev = ARGV[1], tonumber(ARGV[2])
 if redis.call('HEXISTS', KEYS[1], seg .. ':{SpecField.DONE}') == 1 then return 0 end
 redis.call('HSET', KEYS[1], seg .. ':{SpecField.VOID}', rev)
+local eager = tonumber(redis.call('HGET', KEYS[1], seg .. ':{SpecField.EAGER}') or '0')
+if eager > 0 and eager <= rev then
+  redis.call('HDEL', KEYS[1], seg .. ':{SpecField.EAGER}')
+  if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[4]) end
+end
 if tonumber(redis.call('HGET', KEYS[1], seg .. ':{SpecField.REV}') or '0') <= rev then
   redis.call('HDEL', KEYS[1], seg .. ':{SpecField.REV}', seg .. ':{SpecField.TEXT}', seg .. ':{SpecField.PROMPT}')
 end
@@ -131,21 +147,47 @@ class Speculation:
         return [k.speculative(session_id), k.transcript(session_id), k.session(session_id)]
 
     async def store(
-        self, session_id: str, segment: int, rev: int, payload: bytes, prompt: str
+        self,
+        session_id: str,
+        segment: int,
+        rev: int,
+        payload: bytes,
+        prompt: str,
+        eager: bytes = b"",
+        nudge: bytes = b"",
     ) -> int:
         """The ASR worker's half: ``payload`` is the encoded final :class:`Transcript`; ``prompt``
-        the text to condition the next segment on ('' for none)."""
+        the text to condition the next segment on ('' for none); ``eager`` an encoded
+        :class:`~shared.schemas.TurnEvent` to publish if the result waits for its commit (the
+        session asked for ``end_of_turn_eager``); ``nudge`` an encoded ``AudioControl``
+        ``speculated`` for the session's audio stream (its VAD worker decides the end of turn on
+        this result: workers/vad_jobs.py)."""
         args = [segment, rev, payload, self.keys.results(session_id), self._maxlen, self._ttl]
-        return int(await self._store(keys=self._keys(session_id), args=[*args, prompt]))
+        keys = [*self._keys(session_id), self.keys.audio(session_id)]
+        return int(await self._store(keys=keys, args=[*args, prompt, eager, nudge]))
 
     async def commit(self, session_id: str, segment: int, rev: int) -> int:
         """The VAD worker's half: the endpoint confirmed revision ``rev``."""
         args = [segment, rev, b"", self.keys.results(session_id), self._maxlen, self._ttl]
         return int(await self._commit(keys=self._keys(session_id), args=args))
 
-    async def void(self, session_id: str, segment: int, rev: int) -> None:
-        """Revision ``rev`` (and any older one) of ``segment`` will never be committed."""
-        await self._void(keys=[self.keys.speculative(session_id)], args=[segment, rev, self._ttl])
+    async def void(self, session_id: str, segment: int, rev: int, resumed: bytes = b"") -> None:
+        """Revision ``rev`` (and any older one) of ``segment`` will never be committed; if an
+        eager end of turn was published for it, ``resumed`` (an encoded ``turn_resumed``
+        :class:`~shared.schemas.TurnEvent`) is published, in the same step."""
+        args = [segment, rev, self._ttl, resumed, self.keys.results(session_id)]
+        await self._void(keys=[self.keys.speculative(session_id)], args=args)
+
+    async def stored_text(self, session_id: str, segment: int, rev: int) -> bytes | None:
+        """The stored speculative final of revision ``rev`` (encoded), if that is what is
+        stored."""
+        stored, payload = await self.r.hmget(
+            self.keys.speculative(session_id),
+            [spec_field(segment, SpecField.REV), spec_field(segment, SpecField.TEXT)],
+        )
+        if stored is None or payload is None or int(stored) != rev:
+            return None
+        return bytes(payload)
 
     async def wanted(self, session_id: str, segment: int, rev: int) -> bool:
         """Whether a speculative job is still worth transcribing (not void, not done)."""

@@ -17,11 +17,20 @@ from shared import metrics, tracing
 from shared.audio import SAMPLE_RATE, float32_to_pcm16
 from shared.keys import Keys
 from shared.redis_util import entry
-from shared.schemas import AsrJob, VadEvent, encode
+from shared.schemas import (
+    AsrJob,
+    SchemaError,
+    Transcript,
+    TurnEvent,
+    VadEvent,
+    decode_as,
+    encode,
+)
 from shared.session_state import Field, write
 from shared.settings import Settings
 from workers.segmenter import Event, Partial, Segment, SpeechStart, Tentative, TentativeVoid
 from workers.speculation import Speculation, should_speculate
+from workers.turns import end_of_turn
 from workers.vad_session import OwnedSession
 
 log = logging.getLogger(__name__)
@@ -44,10 +53,41 @@ class JobWriter:
                 await self._speculate(owned, event)
             elif isinstance(event, TentativeVoid):
                 if owned.speculated.pop(event.index, None) == event.rev:
-                    await self.spec.void(owned.start.session_id, event.index, event.rev)
-                    metrics.VAD_SPECULATIVE.labels("void").inc()
+                    await self._void(owned, event)
             elif isinstance(event, SpeechStart) and owned.start.vad_events:
                 await self._vad_event(owned, "speech_started", event.index, event.start)
+
+    async def end_turn(self, owned: OwnedSession) -> None:
+        """Smart endpointing: end the utterance now, mid-pause, if its stored speculative final
+        says the turn is over (workers/turns.py); the commit publishes that final at once."""
+        seg = owned.segmenter
+        live = seg.live_tentative
+        pause = seg.pause_ms
+        if live is None or pause < owned.turns.earliest_ms or pause >= owned.turns.endpoint_ms:
+            return
+        index, rev = live
+        if owned.speculated.get(index) != rev:
+            return  # not speculated (a final was waiting): nothing to commit early
+        payload = await self.spec.stored_text(owned.start.session_id, index, rev)
+        if payload is None:
+            return  # not transcribed yet: the next audio looks again
+        try:
+            text = decode_as(payload, Transcript).text
+        except SchemaError:
+            return
+        if end_of_turn(text, pause, seg.speech_s, owned.turns):
+            metrics.VAD_SPECULATIVE.labels("early").inc()
+            await self.write(owned, seg.end_turn("turn"))
+
+    async def _void(self, owned: OwnedSession, event: TentativeVoid) -> None:
+        sid = owned.start.session_id
+        resumed = b""
+        if owned.start.eager_eot:
+            resumed = encode(
+                TurnEvent(session_id=sid, kind="turn_resumed", segment=event.index, rev=event.rev)
+            )
+        await self.spec.void(sid, event.index, event.rev, resumed)
+        metrics.VAD_SPECULATIVE.labels("void").inc()
 
     def _job(self, owned: OwnedSession, index: int, start: int, end: int, pcm: bytes) -> AsrJob:
         return AsrJob(
@@ -70,7 +110,8 @@ class JobWriter:
             metrics.VAD_SPECULATIVE.labels("skipped").inc()
             return
         job = self._job(owned, t.index, t.start, t.end, float32_to_pcm16(t.audio))
-        job.rev, job.speculative = t.rev, True
+        job.rev, job.speculative, job.eager = t.rev, True, owned.start.eager_eot
+        job.turn = owned.turns.smart
         await self.r.xadd(
             self.keys.asr_jobs,
             entry(encode(job)),
@@ -97,7 +138,7 @@ class JobWriter:
             "session=%s segment=%d stage=vad start=%.2f end=%.2f reason=%s speculative=%s",
             sid, seg.index, seg.start / SAMPLE_RATE, seg.end / SAMPLE_RATE, seg.reason, committed,
         )  # fmt: skip
-        if owned.start.vad_events and seg.reason in ("silence", "finalize", "flush"):
+        if owned.start.vad_events and seg.reason != "max_length":
             await self._vad_event(owned, "utterance_end", seg.index, seg.end)
 
     async def _final_job(self, owned: OwnedSession, seg: Segment) -> None:

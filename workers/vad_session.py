@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from shared.schemas import SessionStart
 from workers.pace import PaceMeter
 from workers.segmenter import Segmenter
+from workers.turns import TurnConfig
 from workers.vad_backends import VadStream
 
 
@@ -33,3 +34,5 @@ class OwnedSession:
     """The gateway's sequence number of the last entry processed."""
     bad_entries: int = 0
     """Audio entries of this session that were dead-lettered (odd PCM, undecodable)."""
+    turns: TurnConfig = field(default_factory=TurnConfig)
+    """The session's endpointing (workers/turns.py)."""

@@ -26,6 +26,7 @@ from shared.keys import ASR_GROUP, VAD_GROUP, Keys
 from shared.redis_util import Heartbeat, connect, ensure_group, entry_data
 from shared.runtime import TaskSet, install_signal_handlers, run_with_grace, start_metrics_server
 from shared.schemas import (
+    SPECULATED,
     AudioChunk,
     AudioControl,
     AudioEnd,
@@ -47,6 +48,7 @@ from workers.segmenter import (
     SegmenterConfig,
     SegmenterState,
 )
+from workers.turns import TurnConfig
 from workers.vad_backends import VadModel, detection_params, make_vad
 from workers.vad_jobs import JobWriter
 from workers.vad_session import OwnedSession
@@ -92,6 +94,16 @@ class VadWorker:
             else self.s.vad_speech_pad_end_ms,
             # speaker labels are stateful: a speculative final that is voided would skew them
             tentative=self.s.speculative_finals and not start.diarize,
+        )
+
+    def turn_config(self, start: SessionStart) -> TurnConfig:
+        smart = start.smart_endpointing
+        return TurnConfig(
+            smart=self.s.vad_endpointing == "smart" if smart is None else smart,
+            endpoint_ms=start.min_silence_ms or detection_params(self.s).min_silence_ms,
+            complete_ms=self.s.turn_complete_ms,
+            short_ms=self.s.turn_short_ms,
+            short_s=self.s.turn_short_s,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -179,7 +191,11 @@ class VadWorker:
             return
         stream = self.vad.stream()
         owned = OwnedSession(
-            start, entry_id, Segmenter(stream, self.segmenter_config(start)), stream
+            start,
+            entry_id,
+            Segmenter(stream, self.segmenter_config(start)),
+            stream,
+            turns=self.turn_config(start),
         )
         if takeover:
             await self._restore(owned)
@@ -310,6 +326,9 @@ class VadWorker:
             log.error("session=%s bad audio entry %s skipped: %s", sid, entry_id, exc)
             await self._dead_letter(self.keys.audio(sid), entry_id, fields, exc)
             return False
+        if isinstance(msg, AudioControl) and msg.kind == SPECULATED:  # an ASR worker's nudge
+            await self.jobs.end_turn(owned)
+            return False
         owned.last_audio_at = time.monotonic()
         if isinstance(msg, AudioChunk | AudioControl):
             if owned.seq and msg.seq <= owned.seq:
@@ -325,6 +344,7 @@ class VadWorker:
             metrics.VAD_AUDIO_SECONDS.inc(len(audio) / SAMPLE_RATE)
             events = await asyncio.to_thread(owned.segmenter.feed, audio)
             await self.jobs.write(owned, events)
+            await self.jobs.end_turn(owned)
             return False
         if isinstance(msg, AudioControl):
             if msg.kind == "finalize":

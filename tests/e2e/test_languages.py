@@ -25,6 +25,7 @@ from tests.conftest import Service, librispeech, running_service
 from tests.e2e.test_native import receive_all, stream
 from whisper_streaming.corpus import Recording, other_languages
 from whisper_streaming.evaluation import error_rate
+from whisper_streaming.listen import CLOSE_STREAM
 from whisper_streaming.replay import load_pcm
 from whisper_streaming.up import EmbeddedRedis
 
@@ -57,7 +58,7 @@ async def listen(base: str, query: str, pcm: bytes) -> tuple[list[dict[str, Any]
     async with websockets.connect(f"{base}/v1/listen?{query}", max_size=None) as ws:
         reader = asyncio.create_task(receive_all(ws, messages))
         await stream(ws, pcm)
-        await ws.send(json.dumps({"type": "eof"}))
+        await ws.send(CLOSE_STREAM)
         await asyncio.wait_for(reader, 240)
     return messages, ws.close_code
 
@@ -135,13 +136,16 @@ def test_file_translation_with_the_openai_sdk(
     assert sacrebleu.corpus_chrf([result.text], [[rec.english]]).score >= CHRF_BOUND, result.text
 
 
-@pytest.mark.parametrize("path", ["/v1/listen?translate=fr", "/?lang=de&dest_lang=fr"])
-async def test_translation_into_another_language_is_refused(
-    multilingual: Service, path: str
-) -> None:
-    async with websockets.connect(multilingual.ws + path, max_size=None) as ws:
+async def test_translation_into_another_language_is_refused(multilingual: Service) -> None:
+    async with websockets.connect(multilingual.ws + "/?lang=de&dest_lang=fr", max_size=None) as ws:
         msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
         with pytest.raises(websockets.ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 10)
     assert msg["type"] == "error" and msg["code"] == "unsupported_translation_target"
     assert "English" in msg["message"] and ws.close_code == 1003
+    # /v1/listen refuses it before the upgrade, with Deepgram's HTTP error
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(multilingual.ws + "/v1/listen?translate=fr")
+    assert refused.value.response.status_code == 400
+    body = json.loads(refused.value.response.body)
+    assert "English" in body["err_msg"] and body["request_id"]

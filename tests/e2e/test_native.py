@@ -79,7 +79,7 @@ async def test_partials_then_final_per_segment_with_events_and_summary(
     assert kinds[0] == "session" and kinds[-1] == "closed"
     session = msgs[0]
     assert session["protocol_version"] == 2 and session["settings"]["interim_results"] is True
-    assert session["settings"]["language"] == "en" and session["settings"]["endpointing"] == 500
+    assert session["settings"]["language"] == "en" and session["settings"]["endpointing"] == "smart"
     finals = [m for m in msgs if m["type"] == "final"]
     partials = [m for m in msgs if m["type"] == "partial"]
     assert [f["segment"] for f in finals] == sorted({f["segment"] for f in finals})
@@ -312,7 +312,8 @@ async def test_speculative_finals_are_the_ordinary_finals_sooner(
     runs: dict[str, list[dict[str, Any]]] = {}
     speculated: dict[str, int] = {}
     for flag in ("true", "false"):
-        vad = spawn("vad-worker", SPECULATIVE_FINALS=flag)
+        # fixed endpointing: smart endpointing needs speculation, and would cut differently
+        vad = spawn("vad-worker", SPECULATIVE_FINALS=flag, VAD_ENDPOINTING="fixed")
         wait_http(f"http://127.0.0.1:{port}/readyz", 90, [asr, gw, vad])
         msgs: list[dict[str, Any]] = []
         url = f"ws://127.0.0.1:{port}/v1/listen?interim_results=false&language=en&session_started=true"

@@ -100,3 +100,79 @@ async def test_speculate_only_while_no_final_waits(redis_client, key_prefix: str
     assert not await should_speculate(redis_client, keys)
     await redis_client.xreadgroup(ASR_GROUP, "w1", {keys.asr_jobs: ">"}, count=1)
     assert await should_speculate(redis_client, keys)  # delivered: a worker has it
+
+
+async def _messages(pubsub) -> list[bytes]:
+    out = []
+    for _ in range(20):
+        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+        if msg is not None:
+            out.append(msg["data"])
+    return out
+
+
+def turn_event(kind: str, segment: int, rev: int, text: str = "") -> bytes:
+    from shared.schemas import TurnEvent
+
+    return encode(TurnEvent(session_id=SID, kind=kind, segment=segment, rev=rev, text=text))
+
+
+async def test_eager_event_then_final_in_order(spec: Speculation, redis_client) -> None:
+    """The store publishes the eager event in the same step; the commit's final follows it."""
+    from shared.schemas import TurnEvent, decode
+
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(spec.keys.results(SID))
+    eager = turn_event("end_of_turn_eager", 0, 1, "yes")
+    assert await spec.store(SID, 0, 1, final(0, "yes"), "yes", eager) == WAITING
+    assert await spec.commit(SID, 0, 1) == PUBLISHED
+    got = [decode(m) for m in await _messages(pubsub)]
+    assert [type(m) for m in got] == [TurnEvent, Transcript]
+    assert got[0].kind == "end_of_turn_eager" and got[1].text == "yes"
+    # voiding after the final (a late void) sends no turn_resumed
+    await spec.void(SID, 0, 1, turn_event("turn_resumed", 0, 1))
+    assert await _messages(pubsub) == []
+    await pubsub.aclose()
+
+
+async def test_void_after_an_eager_event_sends_turn_resumed_once(
+    spec: Speculation, redis_client
+) -> None:
+    from shared.schemas import TurnEvent, decode
+
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(spec.keys.results(SID))
+    resumed = turn_event("turn_resumed", 2, 1)
+    await spec.store(
+        SID, 2, 1, final(2, "and the"), "and the", turn_event("end_of_turn_eager", 2, 1)
+    )
+    await spec.void(SID, 2, 1, resumed)
+    await spec.void(SID, 2, 1, resumed)  # replayed: nothing more
+    # a revision voided before it was stored sent no eager event: no turn_resumed either
+    await spec.void(SID, 2, 2, resumed)
+    assert (
+        await spec.store(SID, 2, 2, final(2, "x"), "x", turn_event("end_of_turn_eager", 2, 2))
+        == VOID
+    )
+    got = [decode(m) for m in await _messages(pubsub)]
+    assert [(type(m), m.kind) for m in got if isinstance(m, TurnEvent)] == [
+        (TurnEvent, "end_of_turn_eager"), (TurnEvent, "turn_resumed"),
+    ]  # fmt: skip
+    assert len(got) == 2
+    await pubsub.aclose()
+
+
+async def test_no_eager_event_once_committed(spec: Speculation, redis_client) -> None:
+    """Commit first (a finalize, the end of turn): the store publishes the final, no eager."""
+    from shared.schemas import decode
+
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(spec.keys.results(SID))
+    assert await spec.commit(SID, 5, 1) == WAITING
+    assert (
+        await spec.store(SID, 5, 1, final(5, "ok"), "ok", turn_event("end_of_turn_eager", 5, 1))
+        == PUBLISHED
+    )
+    got = [decode(m) for m in await _messages(pubsub)]
+    assert [type(m) for m in got] == [Transcript]
+    await pubsub.aclose()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import numpy as np
+import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
@@ -180,3 +182,95 @@ async def test_an_entry_that_cannot_be_processed_is_dead_lettered_and_the_worker
     assert cuts["odd"]
     # the good audio after the bad entry was all cut, as in the session without one
     assert cuts["odd"] == cuts["other"]
+
+
+async def _speech_then(
+    r: aioredis.Redis, keys: Keys, sid: str, pcm: bytes, start: SessionStart | None = None
+) -> None:
+    """Announce ``sid`` (unless ``start`` was) and put ``pcm`` on its audio stream."""
+    if start is not None:
+        await r.xadd(keys.sessions, entry(encode(start)))
+    seq = int(await r.hget(keys.session(sid), "t_seq") or 0)
+    for i in range(0, len(pcm), 3200):
+        seq += 1
+        chunk = AudioChunk(session_id=sid, seq=seq, pcm=pcm[i : i + 3200])
+        await r.xadd(keys.audio(sid), entry(encode(chunk)))
+    await r.hset(keys.session(sid), "t_seq", seq)
+
+
+async def _final_within(pubsub, seconds: float):
+    from shared.schemas import Transcript
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+        if msg and isinstance(got := decode(msg["data"]), Transcript) and got.final:
+            return got
+    return None
+
+
+@pytest.mark.parametrize(
+    ("smart", "text", "early"),
+    [
+        (True, "Stuff it into you, his belly counselled him.", True),
+        (True, "Stuff it into you, his belly and the", False),  # unfinished: waits
+        (False, "Stuff it into you, his belly counselled him.", False),  # fixed endpointing
+    ],
+)
+async def test_smart_endpointing_ends_the_turn_when_the_stored_text_looks_finished(
+    spawn, redis_client: aioredis.Redis, key_prefix: str, smart: bool, text: str, early: bool
+) -> None:
+    """The VAD worker, told by the ASR half's store that the speculative final is there, ends a
+    finished-looking utterance mid-pause (300 ms of silence, short of the 500 ms endpoint) and
+    the commit publishes it; an unfinished text, or fixed endpointing, waits for the endpoint."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    from shared.keys import ASR_GROUP
+    from shared.redis_util import ensure_group
+    from shared.schemas import Transcript
+    from shared.settings import Settings
+    from tests.conftest import librispeech
+    from workers.asr_publish import FinalPublisher
+    from workers.speculation import Speculation
+
+    keys = Keys(key_prefix)
+    await ensure_group(redis_client, keys.asr_jobs, ASR_GROUP)
+    spawn("vad-worker")
+    utt = next(u for u in librispeech() if u.utt_id == "1089-134686-0001")
+    audio = decode_file(utt.path)
+    opts = VadOptions(speech_pad_ms=0, min_silence_duration_ms=100)
+    end = get_speech_timestamps(audio, opts)[-1]["end"]  # where the speech stops
+    silence = np.zeros(int(16000 * 0.3), dtype=np.float32)
+    sid = f"turn-{smart}-{early}"
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(keys.results(sid))
+    start = SessionStart(session_id=sid, language="en", smart_endpointing=smart)
+    await _speech_then(redis_client, keys, sid, float32_to_pcm16(np.concatenate([audio[:end], silence])), start)  # fmt: skip
+    # the ASR worker's half: take the speculative job of the final pause (an earlier pause in
+    # the utterance had one too, void since), store its "transcript"
+    got, job = None, None
+    deadline = time.monotonic() + 60
+    while (job is None or job.end < end / 16000) and time.monotonic() < deadline:
+        resp = await redis_client.xreadgroup(
+            ASR_GROUP, "t", {keys.asr_jobs: ">"}, count=1, block=500
+        )
+        for _s, entries in resp or []:
+            got = entries[0]
+            job = decode_as(got[1][b"d"], AsrJob)
+    assert got is not None and job is not None and job.end >= end / 16000, "no speculative job"
+    assert job.speculative and job.turn is smart
+    spec = Speculation(redis_client, keys, 100, 60)
+    out = FinalPublisher(Settings(key_prefix=key_prefix), redis_client, keys, spec)
+    result = Transcript(
+        session_id=sid, segment=job.segment, start=job.start, end=job.end, text=text
+    )
+    await out.publish_and_ack(got[0], result, job.rev, turn=job.turn)
+    final = await _final_within(pubsub, 10 if early else 3)
+    if early:
+        assert final is not None and final.text == text and final.end == job.end
+    else:
+        assert final is None  # still in the pause: the endpoint decides
+        await _speech_then(redis_client, keys, sid, float32_to_pcm16(silence))
+        final = await _final_within(pubsub, 20)
+        assert final is not None and final.text == text and final.end == job.end
+    await pubsub.aclose()

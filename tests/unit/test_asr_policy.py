@@ -153,3 +153,22 @@ def test_a_share_of_one_never_holds_a_partial_back_and_stale_ones_still_go() -> 
     state = fresh(partials=[partial(0, rev=1), partial(1, rev=2)], partial_share=0.2)
     state.partial_decoded(10.0, 10.4)  # held back until 12.0, but the superseded one goes now
     assert next_action(state, now=10.5) == DropPartials((partial(0, rev=1),))
+
+
+def test_a_finalize_goes_before_speculations_and_ordinary_finals() -> None:
+    from workers.asr_policy import ORDINARY, SPECULATIVE, URGENT
+
+    state = State()
+    spec = Final(b"1-0", {}, SPECULATIVE)
+    ordinary = Final(b"2-0", {}, ORDINARY)
+    urgent = Final(b"3-0", {}, URGENT)
+    state.read([spec, ordinary], [], {})
+    state.read([urgent], [], {})
+    order = []
+    while state.finals:
+        action = next_action(state)
+        assert isinstance(action, DecodeFinal)
+        order.append(action.final.entry_id)
+        state.take(action)
+        state.fresh = True
+    assert order == [b"3-0", b"2-0", b"1-0"]

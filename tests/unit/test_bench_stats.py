@@ -124,3 +124,43 @@ def test_final_ending_a_little_before_the_ground_truth_end_still_counts() -> Non
     lat = region_latencies([Region(12.79, 15.71), Region(17.8, 19.3)], msgs, _log(22.0))
     assert lat[0].final == pytest.approx(116.5 - (100 + 15.71), abs=0.02)
     assert lat[1].final == pytest.approx(120 - (100 + 19.3), abs=0.02)
+
+
+def _final(start: float, end: float, received: float) -> Message:
+    return Message("final", 0, start, end, "x", received)
+
+
+def test_mid_turn_splits_count_finals_ending_inside_an_utterance() -> None:
+    from bench.stats import mid_turn_splits
+
+    turns = [Region(1.0, 5.0), Region(7.0, 9.0)]
+    finals = [
+        _final(0.8, 3.0, 0),  # ends inside the first turn: the speaker went on
+        _final(3.1, 5.1, 0),  # the end of the turn
+        _final(6.9, 8.9, 0),  # within the tolerance of the second turn's end
+    ]
+    assert mid_turn_splits(turns, finals) == 1
+    assert mid_turn_splits(turns, finals[1:]) == 0
+
+
+def test_latency_after_a_client_event() -> None:
+    from bench.stats import after
+
+    regions = [Region(1.0, 2.0), Region(4.0, 5.0)]
+    finals = [_final(0.9, 2.1, 10.5), _final(3.9, 5.1, 13.0)]
+    # finalize after the first region at clock 10.3, after the second at 13.2 (final came first)
+    got = after([(2.2, 10.3), (5.2, 13.2)], finals, regions)
+    assert [round(x, 3) for x in got] == [0.2, 0.0]
+    assert after([(0.5, 9.0)], finals, regions) == []  # before any speech ended
+
+
+def test_first_message_after_the_end_of_speech() -> None:
+    from bench.stats import first_after_end
+
+    regions = [Region(1.0, 2.0), Region(4.0, 5.0)]
+    sent = SendLog([(1.0, 101.0), (2.0, 102.0), (5.0, 105.0)])
+    eager = [
+        Message("end_of_turn_eager", 0, 0.9, 1.5, "a", 101.8),  # a mid-region pause: not the end
+        Message("end_of_turn_eager", 0, 0.9, 2.1, "ab", 102.3),
+    ]
+    assert [round(x, 3) for x in first_after_end(regions, eager, sent)] == [0.3]

@@ -289,7 +289,7 @@ def test_pause_shorter_than_the_end_pad_sends_no_tentative() -> None:
     assert [e.rev for e in out if isinstance(e, Tentative)] == [1]
 
 
-@pytest.mark.parametrize("how", ["finalize", "flush", "max_length"])
+@pytest.mark.parametrize("how", ["flush", "max_length"])
 def test_a_segment_not_closed_by_its_pause_voids_the_live_tentative(how: str) -> None:
     cfg = SegmenterConfig(
         min_silence_ms=320, speech_pad_ms=64, speech_pad_end_ms=96, min_speech_ms=96,
@@ -298,15 +298,44 @@ def test_a_segment_not_closed_by_its_pause_voids_the_live_tentative(how: str) ->
     if how == "max_length":  # speech, a pause of 6 windows, speech until the 2 s cap
         probs = [0.9] * 30 + [0.0] * 6 + [0.9] * 60
         out, _ = events(probs, cfg, flush=False)
-    else:  # speech, then 6 windows of pause, and the client finalizes / the stream ends
+    else:  # speech, then 6 windows of pause, and the stream ends
         seg = Segmenter(ScriptedVad([0.9] * 30 + [0.0] * 6), cfg)
         out = seg.feed(ramp_audio(36))
-        out += seg.finalize() if how == "finalize" else seg.flush()
+        out += seg.flush()
     voids = [e for e in out if isinstance(e, TentativeVoid)]
     segs = [e for e in out if isinstance(e, Segment)]
     assert len(voids) == 1 and voids[0].rev == 1
     assert segs and segs[0].tentative_rev is None
     assert out.index(voids[0]) < out.index(segs[0])
+
+
+@pytest.mark.parametrize("how", ["finalize", "end_turn"])
+def test_a_finalize_or_end_of_turn_in_a_pause_confirms_the_live_tentative(how: str) -> None:
+    """The fast path: the utterance ends at the tentative, so the speculative final already
+    under way is its final (same audio as waiting for the endpoint would give)."""
+    probs = [0.9] * 30 + [0.0] * 6 + [0.0] * 40
+    waited, _ = events(probs, SPEC, flush=False)
+    seg = Segmenter(ScriptedVad(probs), SPEC)
+    out = seg.feed(ramp_audio(36))
+    assert seg.live_tentative == (0, 1)
+    assert seg.pause_ms == 6 * W / 16 and seg.speech_s == 30 * W / 16_000
+    out += seg.finalize() if how == "finalize" else seg.end_turn("turn")
+    assert not [e for e in out if isinstance(e, TentativeVoid)]
+    (closed,) = [e for e in out if isinstance(e, Segment)]
+    (normal,) = [e for e in waited if isinstance(e, Segment)]
+    assert (closed.start, closed.end, closed.tentative_rev) == (normal.start, normal.end, 1)
+    assert closed.reason == ("finalize" if how == "finalize" else "turn")
+    np.testing.assert_array_equal(closed.audio, normal.audio)
+    assert seg.live_tentative is None and not seg.in_speech
+    # the rest of the pause closes nothing more; the next speech is the next segment
+    more = seg.feed(ramp_audio(40))
+    assert not [e for e in more if isinstance(e, Segment | Tentative)]
+
+
+def test_end_turn_without_a_live_tentative_does_nothing() -> None:
+    seg = Segmenter(ScriptedVad([0.9] * 30 + [0.0] * 2), SPEC)
+    seg.feed(ramp_audio(32))  # a pause shorter than the end pad: no tentative yet
+    assert seg.live_tentative is None and seg.end_turn() == [] and seg.in_speech
 
 
 def test_no_tentative_when_the_end_pad_reaches_the_endpoint() -> None:
