@@ -138,16 +138,29 @@ HANDSHAKE_STATUS = {
 """Deepgram refuses a live session before the upgrade: an HTTP status and its JSON error."""
 
 
+def offered_subprotocol(ws: WebSocket) -> str | None:
+    """The subprotocol to accept: Deepgram's browser SDK offers ``token, <key>`` (or ``bearer,
+    <token>``) and fails the connection unless ``token`` comes back."""
+    offered = list(ws.scope.get("subprotocols") or [])
+    return offered[0] if len(offered) >= 2 and offered[0].lower() in ("token", "bearer") else None
+
+
 async def deny(ws: WebSocket, exc: ProtocolError, request_id: str) -> None:
-    """Refuse the upgrade with Deepgram's HTTP error; a server that cannot answer a handshake
-    with HTTP gets the ``Error`` message and close code after an accept instead."""
+    """Refuse the upgrade with Deepgram's HTTP error, as its SDKs expect. A browser (a request
+    with an ``Origin``) cannot read a refused handshake — it sees only a failed connection, and a
+    page would retry a bad key for ever — so it gets the upgrade, then the ``Error`` message and
+    its close code (1008 for credentials and origins, 1013 for capacity); so does a server that
+    cannot answer a handshake with HTTP."""
     status, err_code = HANDSHAKE_STATUS.get(exc.code, (400, "Bad Request"))
-    try:
-        await ws.send_denial_response(deepgram_error(status, err_code, exc.message, request_id))
-    except RuntimeError:
-        await ws.accept()
-        await ws.send_json(native_protocol.error(exc))
-        await ws.close(*native_protocol.close_for(exc))
+    if ws.headers.get("origin") is None:
+        try:
+            await ws.send_denial_response(deepgram_error(status, err_code, exc.message, request_id))
+            return
+        except RuntimeError:
+            pass
+    await ws.accept(subprotocol=offered_subprotocol(ws))
+    await ws.send_json(native_protocol.error(exc))
+    await ws.close(*native_protocol.close_for(exc))
 
 
 def listen_query(ws: WebSocket) -> dict[str, Any]:
@@ -181,9 +194,8 @@ async def listen(ws: WebSocket) -> None:
         await deny(ws, exc, native_protocol.request_id(uuid.uuid4().hex))
         return
     try:
-        subprotocol = offered[0] if len(offered) >= 2 and offered[0].lower() in ("token", "bearer") else None  # fmt: skip
         rid = native_protocol.request_id(session.session_id).encode()
-        await ws.accept(subprotocol=subprotocol, headers=[(b"dg-request-id", rid)])
+        await ws.accept(subprotocol=offered_subprotocol(ws), headers=[(b"dg-request-id", rid)])
         await session.run()
     finally:
         await ctx.key_sessions.release(principal, session.session_id)

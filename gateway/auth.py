@@ -147,8 +147,9 @@ class Authenticator:
 
     async def load_secret(self, r: aioredis.Redis, key: str) -> None:
         """The token secret shared by every gateway when ``AUTH_TOKEN_SECRET`` is unset: random,
-        created by whichever gateway comes first (SET NX), read by the others."""
-        if self._secret or not self.enabled:
+        created by whichever gateway comes first (SET NX), read by the others. (With
+        authentication off tokens are still minted, for clients that always exchange a key.)"""
+        if self._secret:
             return
         await r.set(key, secrets.token_bytes(32), nx=True)
         stored = await r.get(key)

@@ -232,7 +232,7 @@ async def test_bad_input_gets_deepgrams_error_and_close_and_costs_nobody_else(
         assert msg["code"] == code and msg["description"]
         assert got_close == close and reason and reason.startswith("DATA-0000")
     with pytest.raises(ApiError) as refused:
-        async with live_client(service).listen.v1.connect(**(LIVE | {"encoding": "opus"})):
+        async with live_client(service).listen.v1.connect(**(LIVE | {"encoding": "speex"})):
             pass
     assert refused.value.status_code == 400
     with pytest.raises(websockets.InvalidStatus) as invalid:

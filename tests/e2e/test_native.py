@@ -241,7 +241,7 @@ async def test_native_rate_is_resampled(service: Service, corpus) -> None:
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        ("encoding=opus", "not supported"),
+        ("encoding=speex", "not supported"),
         ("encoding=wav49", "not an encoding"),
         ("channels=2", "mono"),
         ("sample_rate=fast", "'sample_rate' must be an integer"),

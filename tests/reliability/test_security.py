@@ -82,8 +82,14 @@ async def test_keys_tokens_origins_and_per_key_limits(spawn) -> None:
             await expect_error(ws, code, 1008)
     await expect_refused(url + "/v1/listen", 401, "INVALID_AUTH")
     await expect_refused(url + "/v1/listen?token=guess", 401, "INVALID_AUTH")
+    # a browser (an Origin) cannot read a refused handshake: it gets the Error message and 1008
     bad_origin = {"origin": "http://evil.example"}
-    await expect_refused(url + "/v1/listen?token=alices-secret", 403, "FORBIDDEN", **bad_origin)
+    async with websockets.connect(url + "/v1/listen?token=alices-secret", **bad_origin) as ws:
+        error = await first_message(ws)
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 30)
+    assert error["type"] == "error" and error["code"] == "origin_not_allowed"
+    assert ws.close_code == 1008
 
     # the predecessor's clients put the key in the URL they are given; nothing else changes
     ok = await stream_pcm(url + "/?token=alices-secret", pcm, speed=0, send_config=False)
