@@ -4,8 +4,8 @@
 rate, odd byte counts) and, in this order: checks the frame-size, frame-rate and session-length
 limits; joins odd bytes across frames (:class:`~shared.audio.PcmCarry`); resamples to 16 kHz
 (:class:`~shared.audio.StreamResampler`); coalesces into ~``COALESCE_MS`` entries
-(:class:`~gateway.ordering.Coalescer`); announces the session on ``sessions`` with its first audio (after refusing a language no live
-ASR worker serves);
+(:class:`~gateway.ordering.Coalescer`); announces the session on ``sessions`` with its first
+audio, with the model pool its jobs go to (or refuses a language no pool serves);
 XADDs the entries with the session TTL; and holds the caller back while the session's VAD worker
 is behind (back-pressure). It knows nothing of sockets: a WebSocket protocol and a file upload
 feed it alike, and a limit broken is a :class:`~gateway.protocol.ProtocolError` for the caller.
@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 
-from gateway.context import GatewayContext
+from gateway.context import GatewayContext, overloaded
 from gateway.ordering import ArrivalClock, Coalescer, FrameCounter
 from gateway.protocol import (
     CLOSE_POLICY,
@@ -28,7 +28,7 @@ from gateway.protocol import (
 )
 from shared import metrics, session_state
 from shared.audio import SAMPLE_RATE, PcmCarry, StreamResampler
-from shared.capabilities import TRANSCRIBE, read_pool, refusal
+from shared.capabilities import TRANSCRIBE, parse_pools, read_pool, route
 from shared.redis_util import entry
 from shared.schemas import AudioChunk, AudioControl, AudioEnd, SessionStart, encode
 from shared.session_state import Field, State
@@ -60,6 +60,8 @@ class AudioUplink:
         self.language: str | None = None
         self.task = TRANSCRIBE
         """``translate`` (into English) or ``transcribe``; checked against the live workers."""
+        self.pool = ""
+        """The model pool the session's jobs go to, chosen at the first audio (or resumed)."""
         self.interim_results = False
         self.vad_events = False
         self.diarize = False
@@ -93,9 +95,11 @@ class AudioUplink:
     def set_input_rate(self, rate: int) -> None:
         self._resampler = None if rate == SAMPLE_RATE else StreamResampler(rate, SAMPLE_RATE)
 
-    def resume(self, *, samples: int, seq: int, ended: bool) -> None:
-        """Continue a session announced by an earlier socket (it saved ``samples`` and ``seq``)."""
+    def resume(self, *, samples: int, seq: int, ended: bool, pool: str = "") -> None:
+        """Continue a session announced by an earlier socket (it saved ``samples`` and ``seq``;
+        its pool was chosen then and stays)."""
         self.announced = True
+        self.pool = pool
         self.samples = samples
         self.seq = seq
         self.ended = ended
@@ -190,18 +194,29 @@ class AudioUplink:
 
     # -- Redis ------------------------------------------------------------------------------
 
-    async def _admit(self) -> None:
-        """Refuse, before the session exists, a language or task no live ASR worker serves
-        (``unsupported_language``, naming the languages served; shared/capabilities.py)."""
-        pool = await read_pool(self.ctx.redis, self.ctx.keys, self.ctx.settings.heartbeat_ttl_s)
-        why = refusal(self.language, self.task, pool)
-        if why is not None:
+    async def _admit(self) -> str:
+        """The model pool for the session's language and task (shared/capabilities.py
+        ``route``); refuse, before the session exists, what no pool serves
+        (``unsupported_language``, naming the languages served), or a pool whose job stream is
+        over ``MAX_JOB_BACKLOG`` (``overloaded``)."""
+        s = self.ctx.settings
+        live = await read_pool(self.ctx.redis, self.ctx.keys, s.heartbeat_ttl_s)
+        chosen = route(self.language, self.task, live, parse_pools(s.asr_pools))
+        if isinstance(chosen, str):
             metrics.SESSIONS_REFUSED.labels("unsupported_language").inc()
-            log.info("session=%s refused: %s", self.session_id, why)
-            raise ProtocolError("unsupported_language", why, CLOSE_UNSUPPORTED)
+            log.info("session=%s refused: %s", self.session_id, chosen)
+            raise ProtocolError("unsupported_language", chosen, CLOSE_UNSUPPORTED)
+        backlog = await self.ctx.redis.xlen(self.ctx.keys.asr_jobs(chosen.pool))
+        if backlog >= s.max_job_backlog:
+            raise overloaded(backlog)
+        metrics.SESSIONS_ROUTED.labels(chosen.pool).inc()
+        if not chosen.live:
+            log.info("session=%s pool %s has no live worker: its jobs wait for one",
+                     self.session_id, chosen.pool)  # fmt: skip
+        return chosen.pool
 
     async def _announce(self) -> None:
-        await self._admit()
+        self.pool = await self._admit()
         start = SessionStart(
             session_id=self.session_id,
             sample_rate=SAMPLE_RATE,
@@ -211,12 +226,14 @@ class AudioUplink:
             interim_results=self.interim_results,
             vad_events=self.vad_events,
             diarize=self.diarize,
+            pool=self.pool,
         )
         fields: dict[Field, session_state.Value] = {
             Field.STATE: State.ATTACHED,
             Field.ATTACH: 1,
             Field.ENDPOINT: self.endpoint,
             Field.OWNER: self.owner,
+            Field.POOL: self.pool,
         }
         async with self.ctx.redis.pipeline(transaction=True) as pipe:
             session_state.write(pipe, self.session_key, fields, self.ctx.settings.session_ttl_s)
@@ -229,10 +246,11 @@ class AudioUplink:
             await pipe.execute()
         self.announced = True
         log.info(
-            "session=%s stage=gateway started (%s, language=%s)",
+            "session=%s stage=gateway started (%s, language=%s, pool=%s)",
             self.session_id,
             self.endpoint,
             self.language,
+            self.pool,
         )
 
     async def _xadd_audio(self, pcm: bytes) -> None:

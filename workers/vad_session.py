@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from shared.keys import EN_POOL
 from shared.schemas import SessionStart
 from workers.pace import PaceMeter
 from workers.segmenter import Segmenter
@@ -33,3 +34,8 @@ class OwnedSession:
     """The gateway's sequence number of the last entry processed."""
     bad_entries: int = 0
     """Audio entries of this session that were dead-lettered (odd PCM, undecodable)."""
+
+    @property
+    def pool(self) -> str:
+        """The model pool the gateway routed the session to (an older gateway's: ``en``)."""
+        return self.start.pool or EN_POOL
