@@ -147,8 +147,9 @@ class Pool:
 
     @property
     def knowable(self) -> bool:
-        """Whether every live worker said what it serves (and at least one is live)."""
-        return self.live > 0 and len(self.announced) >= self.live
+        """Whether every live worker said what it serves and which pool it is in (and at least
+        one is live)."""
+        return self.live > 0 and sum(1 for c in self.announced if c.pool) >= self.live
 
 
 @dataclass(frozen=True)

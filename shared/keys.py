@@ -24,6 +24,9 @@ ASR_DEAD_LETTER_STREAM = "asr:dead"
 """Jobs that could not be decoded or failed too often, with their error, per pool
 (``asr:dead:{pool}``)."""
 
+POOL_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
+"""A model pool's name: part of Redis keys (``asr:jobs:{pool}``) and of Kubernetes names."""
+
 EN_POOL = "en"
 """The pool an English-only (``.en``) model joins unless ``ASR_POOL`` says otherwise."""
 

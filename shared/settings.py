@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.capabilities import parse_pools
+from shared.keys import POOL_NAME_PATTERN
 from shared.languages import LANGUAGES
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -289,7 +290,7 @@ class Settings(BaseSettings):
     )
     asr_pool: str = Field(
         default="",
-        pattern=r"^([a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?)?$",
+        pattern=f"({POOL_NAME_PATTERN})|^$",
         description="The model pool this ASR worker joins: it reads asr:jobs:{pool} "
         "(lowercase letters, digits, dashes). Empty = `en` for a model that serves only "
         "English, `multi` otherwise.",

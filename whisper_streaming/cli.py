@@ -17,7 +17,20 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="run the whole service here (embedded Redis unless REDIS_URL)")
     up.add_argument("--vad-workers", type=int, default=1)
-    up.add_argument("--asr-workers", type=int, default=1)
+    up.add_argument(
+        "--asr-workers",
+        type=int,
+        default=None,
+        help="workers of the English pool (or of the ASR_MODEL pool) with the default pools (1)",
+    )
+    up.add_argument(
+        "--pool",
+        action="append",
+        default=[],
+        metavar="NAME=MODEL[:N]",
+        help="a model pool to start instead of the defaults (en=tiny.en, multi=base), N workers "
+        "of MODEL (tiny.en, base, a directory or a hub name); repeatable",
+    )
     up.add_argument("--ready-timeout", type=float, default=120.0)
     sub.add_parser("gateway", help="run one gateway (FastAPI on uvicorn)")
     sub.add_parser("vad-worker", help="run one VAD worker")
@@ -48,9 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings()
     if args.command == "up":
-        from whisper_streaming.up import run_up
+        from whisper_streaming.up import pools_to_start, run_up
 
-        return run_up(settings, args.vad_workers, args.asr_workers, args.ready_timeout)
+        try:
+            pools = pools_to_start(args.pool, args.asr_workers, settings.asr_model)
+        except ValueError as exc:
+            print(f"whisper-streaming up: {exc}", file=sys.stderr)
+            return 2
+        return run_up(settings, args.vad_workers, pools, args.ready_timeout)
     if args.command == "gateway":
         from gateway.app import main as gateway_main
 

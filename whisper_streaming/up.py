@@ -1,14 +1,22 @@
 """``whisper-streaming up``: the whole service on one machine, for development and small sites.
 
 Starts an embedded redis-server on a free port in a temporary directory (unless ``REDIS_URL`` is
-set), then one gateway and N VAD and M ASR workers as child processes, waits until the gateway is
-ready and prints its address. Ctrl-C (or SIGTERM) stops the children in reverse order, then Redis.
+set), then one gateway, N VAD workers and the ASR workers of each model pool as child processes,
+waits until the gateway is ready and prints its address. Ctrl-C (or SIGTERM) stops the children
+in reverse order, then Redis.
+
+Model pools (docs/architecture.md, "Model pools"): by default ``en`` = the bundled tiny.en
+× ``--asr-workers`` (1) for English, and ``multi`` = the bundled multilingual base × 1 for every
+other language, detection and translation. ``--pool NAME=MODEL[:N]`` (repeatable) replaces them;
+``ASR_MODEL`` set in the environment (the way to pick a model before pools) replaces them by one
+pool of that model × ``--asr-workers``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,6 +30,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.keys import POOL_NAME_PATTERN
 from shared.settings import Settings
 from whisper_streaming.procs import ServiceProcess, spawn, stop_all
 
@@ -105,6 +114,51 @@ class EmbeddedRedis:
 
 Child = ServiceProcess  # a child of ``up``: its role and its ``proc``
 
+POOL_NAME = re.compile(POOL_NAME_PATTERN)
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """One model pool ``up`` starts: its name, its model (``ASR_MODEL``) and how many workers."""
+
+    name: str
+    model: str
+    workers: int = 1
+
+
+def parse_pool(spec: str) -> PoolSpec:
+    """``NAME=MODEL[:N]`` (``multi=base:2``, ``gpu=large-v3-turbo``); raises ``ValueError``."""
+    name, sep, rest = spec.partition("=")
+    model, workers = rest, 1
+    head, colon, tail = rest.rpartition(":")
+    if colon and tail.isdigit():
+        model, workers = head, int(tail)
+    if not sep or not POOL_NAME.match(name) or not model or workers < 1:
+        raise ValueError(
+            f"--pool {spec!r}: expected NAME=MODEL[:N], NAME of lowercase letters, digits and "
+            "dashes, N >= 1 (e.g. multi=base:2)"
+        )
+    return PoolSpec(name, model, workers)
+
+
+def pools_to_start(specs: list[str], asr_workers: int | None, asr_model: str) -> list[PoolSpec]:
+    """The pools of one ``up``: ``--pool`` options, else one pool of ``ASR_MODEL`` if set, else
+    ``en`` (tiny.en × ``--asr-workers``) and ``multi`` (base × 1). Raises ``ValueError``."""
+    if specs:
+        if asr_workers is not None:
+            raise ValueError("--asr-workers goes with the default pools; use --pool NAME=MODEL:N")
+        pools = [parse_pool(s) for s in specs]
+        names = [p.name for p in pools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"--pool: a pool named twice in {names}")
+        return pools
+    n = 1 if asr_workers is None else asr_workers
+    if n < 1:
+        raise ValueError("--asr-workers must be at least 1")
+    if asr_model:  # the worker derives the pool's name from what the model serves
+        return [PoolSpec("", asr_model, n)]
+    return [PoolSpec("en", "tiny.en", n), PoolSpec("multi", "base", 1)]
+
 
 @dataclass
 class Stack:
@@ -113,9 +167,11 @@ class Stack:
     env: dict[str, str]
     children: list[Child] = field(default_factory=list)
 
-    def spawn(self, role: str, index: int = 0, **extra: str) -> Child:
+    def spawn(self, role: str, index: int = 0, name: str = "", **extra: str) -> Child:
+        """Start ``role`` with ``extra`` settings; ``name`` (a pool's) goes in its consumer name."""
         env = dict(self.env) | extra
-        env["CONSUMER_NAME"] = f"{socket.gethostname()}-{role}-{index}-{os.getpid()}"
+        label = f"{role}-{name}" if name else role
+        env["CONSUMER_NAME"] = f"{socket.gethostname()}-{label}-{index}-{os.getpid()}"
         # Own process group: a Ctrl-C in the terminal reaches only this supervisor, which then
         # stops the children in order with one SIGTERM each. Output: the terminal's.
         child = spawn(role, env=env, own_group=True)
@@ -149,7 +205,7 @@ def wait_ready(url: str, stack: Stack, timeout: float, vad: int = 1, asr: int = 
 def run_up(
     settings: Settings,
     vad_workers: int,
-    asr_workers: int,
+    pools: list[PoolSpec],
     ready_timeout: float,
 ) -> int:
     redis: EmbeddedRedis | None = None
@@ -175,8 +231,14 @@ def run_up(
     signal.signal(signal.SIGTERM, _stop)
     code = 0
     try:
-        for i in range(asr_workers):
-            stack.spawn("asr-worker", i)
+        for pool in pools:
+            for i in range(pool.workers):
+                stack.spawn(
+                    "asr-worker", i, name=pool.name, ASR_MODEL=pool.model, ASR_POOL=pool.name
+                )
+            print(f"pool {pool.name or '(from the model)'}: {pool.model} × {pool.workers}",
+                  flush=True)  # fmt: skip
+        asr_workers = sum(p.workers for p in pools)
         for i in range(vad_workers):
             stack.spawn("vad-worker", i)
         stack.spawn("gateway")

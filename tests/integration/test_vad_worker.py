@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from shared.audio import decode_file, float32_to_pcm16
-from shared.keys import VAD_GROUP, Keys
+from shared.keys import EN_POOL, VAD_GROUP, Keys
 from shared.redis_util import entry
 from shared.schemas import (
     AsrJob,
@@ -56,7 +56,9 @@ async def test_segments_cover_the_speech_and_session_is_released(
     assert isinstance(done, SessionDone)
     assert abs(done.audio_seconds - 11.0) < 0.05
 
-    jobs = [decode_as(f[b"d"], AsrJob) for _id, f in await redis_client.xrange(keys.asr_jobs)]
+    jobs = [
+        decode_as(f[b"d"], AsrJob) for _id, f in await redis_client.xrange(keys.asr_jobs(EN_POOL))
+    ]
     assert len(jobs) == done.segments >= 2
     assert [j.segment for j in jobs] == list(range(len(jobs)))
     for a, b in zip(jobs, jobs[1:], strict=False):
@@ -103,7 +105,7 @@ async def test_session_is_pending_while_owned_and_bad_entries_are_skipped(
     # the open utterance is only cut at the end of the session
     await redis_client.xadd(keys.audio("live"), entry(encode(AudioEnd(session_id="live", seq=2))))
     deadline = time.monotonic() + 30
-    while await redis_client.xlen(keys.asr_jobs) < 1:
+    while await redis_client.xlen(keys.asr_jobs(EN_POOL)) < 1:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.1)
     assert worker.alive()
@@ -141,7 +143,9 @@ async def test_an_entry_that_cannot_be_processed_is_dead_lettered_and_the_worker
     assert [f[b"stream"] for _i, f in dead] == [keys.audio("odd").encode()]
     assert b"ValueError" in dead[0][1][b"error"]
     assert decode_as(dead[0][1][b"d"], AudioChunk).pcm == b"\x01\x02\x03"
-    jobs = [decode_as(f[b"d"], AsrJob) for _id, f in await redis_client.xrange(keys.asr_jobs)]
+    jobs = [
+        decode_as(f[b"d"], AsrJob) for _id, f in await redis_client.xrange(keys.asr_jobs(EN_POOL))
+    ]
     cuts: dict[str, dict[int, tuple[float, float]]] = {"odd": {}, "other": {}}
     for j in jobs:  # per segment, the last job cut (a speculative one may come before it)
         cuts[j.session_id][j.segment] = (j.start, j.end)
