@@ -213,6 +213,9 @@ class AudioUplink:
         if not chosen.live:
             log.info("session=%s pool %s has no live worker: its jobs wait for one",
                      self.session_id, chosen.pool)  # fmt: skip
+        if chosen.as_english:
+            log.info("session=%s detection with only English pools live: served as English",
+                     self.session_id)  # fmt: skip
         return chosen.pool
 
     async def _announce(self) -> None:

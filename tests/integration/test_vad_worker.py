@@ -24,17 +24,78 @@ from shared.schemas import (
 
 
 async def stream_session(
-    r: aioredis.Redis, keys: Keys, sid: str, pcm: bytes, chunk: int = 3200
-) -> None:
-    await r.xadd(keys.sessions, entry(encode(SessionStart(session_id=sid, language="en"))))
-    seq = 0
+    r: aioredis.Redis,
+    keys: Keys,
+    sid: str,
+    pcm: bytes,
+    chunk: int = 3200,
+    start: SessionStart | None = None,
+    end: bool = True,
+    seq: int = 0,
+) -> int:
+    """``session_start`` (unless ``start`` is None after a first call: pass ``seq``), the audio
+    entries, and ``audio_end`` if ``end``; the last sequence number."""
+    if seq == 0:
+        start = start or SessionStart(session_id=sid, language="en")
+        await r.xadd(keys.sessions, entry(encode(start)))
     for i in range(0, len(pcm), chunk):
         seq += 1
         await r.xadd(
             keys.audio(sid),
             entry(encode(AudioChunk(session_id=sid, seq=seq, pcm=pcm[i : i + chunk]))),
         )
-    await r.xadd(keys.audio(sid), entry(encode(AudioEnd(session_id=sid, seq=seq + 1))))
+    if end:
+        seq += 1
+        await r.xadd(keys.audio(sid), entry(encode(AudioEnd(session_id=sid, seq=seq))))
+    return seq
+
+
+async def wait_done(r: aioredis.Redis, keys: Keys, sid: str, timeout: float = 60) -> SessionDone:
+    """The session's ``session_done`` (subscribe before the audio ends)."""
+    pubsub = r.pubsub()
+    await pubsub.subscribe(keys.results(sid))
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if msg and isinstance(done := decode(msg["data"]), SessionDone):
+                return done
+        raise TimeoutError(f"no session_done for {sid}")
+    finally:
+        await pubsub.aclose()
+
+
+async def test_a_sessions_jobs_go_to_its_pool_and_stay_there_after_a_takeover(
+    spawn, redis_client: aioredis.Redis, key_prefix: str, corpus
+) -> None:
+    """The pool chosen by the gateway (``session_start.pool``) survives the owner's death: the
+    new owner reads the same pending entry and queues the rest on the same stream."""
+    keys = Keys(key_prefix)
+    vads = {f"vad-{i}": spawn("vad-worker", CONSUMER_NAME=f"vad-{i}", VAD_CLAIM_IDLE_MS="2000")
+            for i in range(2)}  # fmt: skip
+    pcm = float32_to_pcm16(decode_file(corpus / "long" / "jfk.flac"))
+    half = len(pcm) // 2 // 2 * 2
+    start = SessionStart(session_id="de1", language="de", pool="multi")
+    seq = await stream_session(redis_client, keys, "de1", pcm[:half], start=start, end=False)
+    deadline = time.monotonic() + 60
+    while await redis_client.xlen(keys.asr_jobs("multi")) == 0:
+        assert time.monotonic() < deadline, "no job on the session's pool"
+        await asyncio.sleep(0.1)
+    (owner,) = await redis_client.xpending_range(keys.sessions, VAD_GROUP, "-", "+", 5)
+    victim = owner["consumer"].decode()
+    vads[victim].kill()
+    done = asyncio.create_task(wait_done(redis_client, keys, "de1", 90))
+    await asyncio.sleep(0.2)
+    await stream_session(redis_client, keys, "de1", pcm[half:], seq=seq)
+    total = (await done).segments
+    jobs = [
+        decode_as(f[b"d"], AsrJob) for _id, f in await redis_client.xrange(keys.asr_jobs("multi"))
+    ]
+    assert {j.segment for j in jobs} == set(range(total)) and total >= 2
+    assert all(j.language == "de" for j in jobs)
+    assert await redis_client.xlen(keys.asr_jobs(EN_POOL)) == 0  # nothing on the English pool
+    (survivor,) = [p for name, p in vads.items() if name != victim]
+    assert "taken over" in survivor.log() and "jobs to pool multi" in survivor.log()
 
 
 async def test_segments_cover_the_speech_and_session_is_released(
