@@ -167,7 +167,9 @@ class Settings(BaseSettings):
         "worker; beyond it the gateway stops reading the socket (back-pressure) instead of "
         "dropping audio. VAD workers trim what they have checkpointed.",
     )
-    jobs_stream_maxlen: int = Field(default=10_000, ge=100, description="Bound of asr:jobs.")
+    jobs_stream_maxlen: int = Field(
+        default=10_000, ge=100, description="Bound of each pool's asr:jobs:{pool}."
+    )
     sessions_stream_maxlen: int = Field(default=10_000, ge=100, description="Bound of sessions.")
     transcript_stream_maxlen: int = Field(
         default=10_000, ge=10, description="Finals kept per session on transcript:{session}."
@@ -278,7 +280,9 @@ class Settings(BaseSettings):
         default=1000, ge=100, description="Interim results: a new partial per this much audio."
     )
     partials_stream_maxlen: int = Field(
-        default=1000, ge=10, description="Bound of asr:partials (stale partials are dropped)."
+        default=1000,
+        ge=10,
+        description="Bound of each pool's asr:partials:{pool} (stale partials are dropped).",
     )
 
     # --- ASR -----------------------------------------------------------------------------------
