@@ -22,6 +22,7 @@ help:
 	@echo "make test  - run the test suite"
 	@echo "make lint  - ruff and mypy"
 	@echo "make bench - benchmarks (writes docs/benchmarks.md figures)"
+	@echo "make bench-languages - other languages, detection, translation (docs/benchmarks.md)"
 	@echo "make autoscale-demo - KEDA's stream-lag scaling applied to local ASR workers during a burst"
 
 $(POETRY):
@@ -90,7 +91,7 @@ clean:
 
 # Benchmarks (not tests: speed is measured, never asserted). Results: bench-results/*.json and the
 # marked sections of docs/benchmarks.md. WHISPER_CORPUS overrides ../shared/corpus.
-.PHONY: bench-latency bench-tuning
+.PHONY: bench-latency bench-tuning bench-languages
 bench: install
 	$(POETRY) run python -m bench
 
@@ -99,6 +100,11 @@ bench-latency: install
 
 bench-tuning: install
 	$(POETRY) run python -m bench.tuning
+
+# Other languages (issue 15): ../shared/corpus/other-languages offline vs the pipeline with the
+# bundled multilingual base; BENCH_ARGS="--env ASR_BEAM_SIZE=5" for the issue's reference beam.
+bench-languages: install
+	$(POETRY) run python -m bench.languages $(BENCH_ARGS)
 
 # VAD quality (docs/vad.md): detection error against ../shared/corpus/vad; BACKENDS="silero pyannote"
 # with the pyannote extra installed and PYANNOTE_MODEL / PYANNOTE_AUTH_TOKEN set.

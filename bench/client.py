@@ -25,6 +25,8 @@ class StreamRun:
     """(audio seconds sent so far, monotonic clock) per frame."""
     errors: list[dict[str, Any]] = field(default_factory=list)
     closed: dict[str, Any] | None = None
+    final_messages: list[dict[str, Any]] = field(default_factory=list)
+    """The finals as they came (language, translation …), in arrival order."""
     started: float = 0.0
     finished: float = 0.0
     max_send_lag_s: float = 0.0
@@ -51,19 +53,22 @@ async def stream(
     speed: float = 1.0,
     chunk_ms: int = 20,
     interim: bool = True,
-    language: str = "en",
+    language: str | None = "en",
     delay: float = 0.0,
     timeout: float = 300.0,
+    extra: dict[str, str] | None = None,
 ) -> StreamRun:
     """Stream ``pcm`` (16 kHz PCM16 mono). At ``speed`` > 0 a frame leaves when its last sample
     would have been captured (real time × speed); at 0, as fast as the socket takes it. Then
-    ``eof``, and everything until ``closed`` and the server's close."""
+    ``eof``, and everything until ``closed`` and the server's close. ``language`` None:
+    detection; ``extra``: more query parameters (``translate``)."""
     if delay:
         await asyncio.sleep(delay)
     run = StreamRun(name, len(pcm) / 2 / SAMPLE_RATE)
-    query = urlencode(
-        {"language": language, "interim_results": str(interim).lower(), "sample_rate": SAMPLE_RATE}
-    )
+    params: dict[str, Any] = {"interim_results": str(interim).lower(), "sample_rate": SAMPLE_RATE}
+    if language is not None:
+        params["language"] = language
+    query = urlencode(params | (extra or {}))
     chunk = SAMPLE_RATE * 2 * chunk_ms // 1000
     async with websockets.connect(f"{url}?{query}", max_size=None, open_timeout=60) as ws:
 
@@ -103,6 +108,8 @@ async def stream(
 def _record(run: StreamRun, raw: str | bytes, now: float) -> None:
     msg = json.loads(raw)
     kind = msg.get("type")
+    if kind == "final":
+        run.final_messages.append(msg)
     if kind in ("partial", "final"):
         run.messages.append(
             Message(

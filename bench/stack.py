@@ -42,10 +42,15 @@ class StackConfig:
     def label(self) -> str:
         threads = self.env.get("ASR_CPU_THREADS", "0")
         threads = "all-cores" if threads == "0" else threads
-        knobs = " ".join(f"{k}={v}" for k, v in sorted(self.env.items()) if k != "ASR_CPU_THREADS")
+        knobs = " ".join(
+            f"{k}={v}"
+            for k, v in sorted(self.env.items())
+            if k not in ("ASR_CPU_THREADS", "ASR_MODEL")
+        )
         return (
             f"{self.asr_workers} ASR worker(s) × {threads} threads, {self.vad_workers} VAD, "
-            "1 gateway, tiny.en int8 CPU" + (f", {knobs}" if knobs else "")
+            f"1 gateway, {self.env.get('ASR_MODEL') or 'tiny.en'} int8 CPU"
+            + (f", {knobs}" if knobs else "")
         )
 
 

@@ -1,8 +1,9 @@
 """Stable prefixes of interim hypotheses: LocalAgreement-2 (pure).
 
 Consecutive partial hypotheses of one utterance are compared word by word (case and punctuation
-ignored); the words on which two consecutive hypotheses agree form the stable prefix, which only
-ever grows. This is whisper_streaming's ``HypothesisBuffer`` idea applied per segment: what two
+ignored) — character by character in scripts written without spaces (Chinese, Japanese, Thai …:
+:func:`shared.text.units`); the units on which two consecutive hypotheses agree form the stable
+prefix, which only ever grows. This is whisper_streaming's ``HypothesisBuffer`` idea applied per segment: what two
 successive looks at the same growing audio agree on is very unlikely to change.
 
 The final of a segment is an independent transcription of the whole utterance, so that finals
@@ -14,6 +15,8 @@ clients replace the partial text with it. A partial's ``text`` always starts wit
 from __future__ import annotations
 
 import re
+
+from shared.text import units
 
 _STRIP = re.compile(r"[^\w']+", re.UNICODE)
 
@@ -29,17 +32,17 @@ class LocalAgreement:
 
     @property
     def stable_text(self) -> str:
-        return " ".join(self._stable)
+        return "".join(self._stable).strip()
 
     def display(self, hypothesis: str) -> str:
-        """The hypothesis as shown to the client: the stable words, then the hypothesis's own
-        words after them, so the part that was promised never flickers."""
-        words = hypothesis.split()
-        return " ".join(self._stable + words[len(self._stable) :])
+        """The hypothesis as shown to the client: the stable units, then the hypothesis's own
+        units after them, so the part that was promised never flickers."""
+        words = units(hypothesis)
+        return "".join(self._stable + words[len(self._stable) :]).strip()
 
     def update(self, hypothesis: str) -> str:
-        """Take the next hypothesis of the utterance; return the stable prefix (its words)."""
-        words = hypothesis.split()
+        """Take the next hypothesis of the utterance; return the stable prefix (its units)."""
+        words = units(hypothesis)
         if self._previous is not None:
             n = 0
             for a, b in zip(self._previous, words, strict=False):

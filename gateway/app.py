@@ -75,8 +75,8 @@ async def refuse(ws: WebSocket) -> bool:
 
 async def readiness(ctx: GatewayContext) -> tuple[dict[str, object], bool]:
     """Redis reachable, results subscription live, a VAD and an ASR worker alive (and, for
-    operators, the languages the live ASR workers announce and the live workers of each model
-    pool)."""
+    operators and the web page, the languages and tasks the live ASR workers announce, and the
+    live workers of each model pool)."""
     detail: dict[str, object] = {"redis": False, "vad_workers": 0, "asr_workers": 0}
     try:
         detail["redis"] = bool(await ctx.redis.ping())
@@ -85,6 +85,7 @@ async def readiness(ctx: GatewayContext) -> tuple[dict[str, object], bool]:
         detail["asr_workers"] = await live_workers(ctx.redis, ctx.keys, "asr", ttl)
         live = await read_pool(ctx.redis, ctx.keys, ttl)
         detail["asr_languages"] = live.languages
+        detail["asr_tasks"] = sorted({task for c in live.announced for task in c.tasks})
         detail["asr_pools"] = {name: p.workers for name, p in live.pools.items()}
     except (RedisError, OSError) as exc:
         detail["error"] = str(exc)
@@ -184,15 +185,18 @@ def create_app(settings: Settings) -> FastAPI:
         r = connect(settings.effective_redis_url, name=f"gateway-{settings.consumer_name}")
         router = ResultRouter(r, keys)
         await router.subscribe()
+        await authenticator.load_secret(r, keys.token_secret)
         stop = asyncio.Event()
         router_task = asyncio.create_task(router.run(stop), name="result-router")
+        key_sessions = KeySessions(r, keys, settings)
+        lease_task = asyncio.create_task(key_sessions.run(stop), name="key-leases")
         app.state.ctx = GatewayContext(
             settings=settings,
             redis=r,
             keys=keys,
             router=router,
             auth=authenticator,
-            key_sessions=KeySessions(r, keys, settings),
+            key_sessions=key_sessions,
         )
         if not authenticator.enabled:
             log.warning("AUTHENTICATION IS OFF: anyone who can reach this port can use it")
@@ -202,10 +206,18 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             stop.set()
             await app.state.ctx.background.cancel_all()
-            await asyncio.wait([router_task], timeout=3)
+            await asyncio.wait([router_task, lease_task], timeout=3)
             await r.aclose()
 
-    app = FastAPI(title="Whisper Streaming", version="0.1.0", lifespan=lifespan)
+    # No Swagger or ReDoc pages (they load their assets from a CDN, and a public Ingress would
+    # route them): the API is documented in docs/protocol.md; /openapi.json needs credentials.
+    app = FastAPI(
+        title="Whisper Streaming",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
 
     app.add_api_websocket_route("/v1/listen", listen)
     app.add_api_websocket_route("/", legacy_root)
@@ -214,10 +226,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.middleware("http")
     async def require_auth(request: Request, call_next: Any) -> Response:
-        """HTTP API calls (/v1/…) need a key or token like the WebSockets; the page, health,
-        readiness and metrics do not (keep /metrics inside the cluster)."""
+        """HTTP API calls (/v1/…), /metrics and /openapi.json need a key or token like the
+        WebSockets; the page, health and readiness do not. Prometheus scrapes the unauthenticated
+        copy of /metrics on the internal ``METRICS_PORT``, which no Ingress routes."""
         path = request.url.path
-        if path.startswith("/v1/") and path != "/v1/auth/token":
+        if (path.startswith("/v1/") and path != "/v1/auth/token") or path in PRIVATE_PATHS:
             auth: Authenticator = authenticator
             try:
                 auth.check_origin(request.headers.get("origin"))
@@ -252,10 +265,15 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+PRIVATE_PATHS = frozenset({"/metrics", "/openapi.json"})
+
+
 def main(settings: Settings | None = None) -> None:
     import uvicorn
 
+    from gateway.server import DrainingServer, protocol_class
     from shared.logs import configure
+    from shared.runtime import start_metrics_server
 
     settings = settings or Settings()
     configure(settings.log_level)
@@ -263,14 +281,25 @@ def main(settings: Settings | None = None) -> None:
         app = create_app(settings)
     except AuthConfigError as exc:
         raise SystemExit(f"gateway: {exc}") from exc
-    uvicorn.run(
+    start_metrics_server(settings.metrics_port)  # internal, unauthenticated: for Prometheus
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
         ws_max_size=max(2 * settings.max_frame_bytes, 1 << 20),
-        timeout_graceful_shutdown=int(settings.eof_timeout_s),
+        timeout_graceful_shutdown=5,  # what is left after the drain
+        http=protocol_class(settings.http_header_timeout_s),
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=5,
     )
+
+    async def drain() -> None:
+        ctx = getattr(app.state, "ctx", None)
+        if ctx is not None:
+            await ctx.drain(settings.shutdown_grace_s)
+
+    DrainingServer(config, drain).run()
 
 
 if __name__ == "__main__":

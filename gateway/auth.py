@@ -6,22 +6,31 @@
   kept in memory, and a presented key is compared with every digest in constant time.
 - **Session tokens**: ``POST /v1/auth/token`` with an API key returns a short-lived signed token
   (HMAC-SHA256, ``AUTH_TOKEN_TTL_S``) that a web page can use, so a long-lived key never reaches
-  it. The signing secret is ``AUTH_TOKEN_SECRET`` or, when unset, derived from the key set (so
-  every gateway replica with the same keys accepts the same tokens).
+  it. The signing secret is ``AUTH_TOKEN_SECRET`` or, when unset, 32 random bytes created once in
+  Redis (``SET NX``) and shared by every gateway: never anything derived from the keys, which a
+  reader of a ``name:sha256:`` keys file could recompute. A token names its key and the key's
+  fingerprint: once the key is removed from the key set (``API_KEYS_FILE`` is re-read when it
+  changes, as a mounted Secret does) or replaced under the same name, its tokens stop working.
 - Credentials travel as ``Authorization: Bearer <key or token>`` or, since browsers cannot set
   headers on WebSockets, a ``token`` query parameter.
 - **Origins**: with ``ALLOWED_ORIGINS`` set, a browser connection from any other Origin is refused.
 - **Limits**: at most ``API_KEY_MAX_SESSIONS`` concurrent sessions per key, across all gateways
-  (a sorted set per key in Redis, each entry expiring with the longest possible session).
+  (a sorted set per key in Redis). Each entry is a lease of ``API_KEY_LEASE_S`` that its gateway
+  renews while the session is open, so a gateway that dies (SIGKILL, OOM) frees its slots within
+  a lease instead of holding them for the longest possible session.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
+import logging
 import math
+import os
+import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -34,6 +43,8 @@ from shared.keys import Keys
 from shared.logs import clip
 from shared.settings import Settings
 
+log = logging.getLogger(__name__)
+
 TOKEN_PREFIX = "wst1."
 
 
@@ -45,6 +56,11 @@ class AuthConfigError(ValueError):
 class ApiKey:
     name: str
     digest: bytes
+
+    @property
+    def fingerprint(self) -> str:
+        """A short, non-secret id of this key (a token carries it: a replaced key's tokens die)."""
+        return hashlib.sha256(b"whisper-streaming-kid" + self.digest).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -103,45 +119,100 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+KEYS_RECHECK_S = 5.0
+"""How often (at most) the gateway looks whether ``API_KEYS_FILE`` changed."""
+
+
 class Authenticator:
     def __init__(self, settings: Settings) -> None:
         self.enabled = settings.auth_enabled
+        self._settings = settings
         self.keys = load_keys(settings)
         if self.enabled and not self.keys:
             raise AuthConfigError(
                 "authentication is on but no API key is configured: set API_KEYS or "
                 "API_KEYS_FILE (or AUTH_ENABLED=false for local development only)"
             )
-        secret = settings.auth_token_secret.encode()
-        if not secret:  # same keys -> same secret on every replica
-            material = b"".join(sorted(k.digest for k in self.keys))
-            secret = hmac.new(b"whisper-streaming-token", material, hashlib.sha256).digest()
-        self._secret = secret
+        self._keys_stamp = self._file_stamp()
+        self._keys_checked = time.monotonic()
+        # empty until load_secret: no token validates (nor is minted) before the shared secret
+        self._secret = settings.auth_token_secret.encode()
         self.token_ttl = settings.auth_token_ttl_s
         self.failures = FailedAttempts(settings.auth_max_failures, settings.auth_failure_window_s)
         self.origins = {
             o.strip().rstrip("/") for o in settings.allowed_origins.split(",") if o.strip()
         }
 
-    def check_key(self, presented: str) -> str | None:
+    async def load_secret(self, r: aioredis.Redis, key: str) -> None:
+        """The token secret shared by every gateway when ``AUTH_TOKEN_SECRET`` is unset: random,
+        created by whichever gateway comes first (SET NX), read by the others."""
+        if self._secret or not self.enabled:
+            return
+        await r.set(key, secrets.token_bytes(32), nx=True)
+        stored = await r.get(key)
+        if not stored:
+            raise AuthConfigError(f"cannot read the token secret from Redis ({key})")
+        self._secret = bytes(stored)
+
+    def _file_stamp(self) -> tuple[int, int] | None:
+        path = self._settings.api_keys_file
+        try:
+            st = os.stat(path) if path else None
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size) if st else None
+
+    def refresh_keys(self, now: float | None = None) -> None:
+        """Re-read the keys when ``API_KEYS_FILE`` changed (a rotated or revoked key, a mounted
+        Secret updated in place); a broken file keeps the keys in force and is logged."""
+        now = time.monotonic() if now is None else now
+        if not self._settings.api_keys_file or now - self._keys_checked < KEYS_RECHECK_S:
+            return
+        self._keys_checked = now
+        stamp = self._file_stamp()
+        if stamp == self._keys_stamp or stamp is None:
+            return
+        try:
+            keys = load_keys(self._settings)
+        except AuthConfigError as exc:
+            log.error("API_KEYS_FILE changed but cannot be used (the old keys stay): %s", exc)
+            return
+        self._keys_stamp = stamp
+        if self.enabled and not keys:
+            log.error("API_KEYS_FILE changed to no keys; the old keys stay in force")
+            return
+        self.keys = keys
+        log.info("API keys reloaded: %d keys", len(keys))
+
+    def _match(self, presented: str) -> ApiKey | None:
         digest = _digest(presented)
         found = None
         for key in self.keys:  # no early exit: the time taken does not say which key matched
             if hmac.compare_digest(key.digest, digest):
-                found = key.name
+                found = key
         return found
 
+    def check_key(self, presented: str) -> str | None:
+        key = self._match(presented)
+        return key.name if key else None
+
+    def _sign(self, payload: str) -> str:
+        if not self._secret:
+            raise RuntimeError("no token secret yet (load_secret not awaited)")
+        return _b64(hmac.new(self._secret, payload.encode(), hashlib.sha256).digest())
+
     def mint(self, name: str, now: float | None = None) -> tuple[str, int]:
+        key = next((k for k in self.keys if k.name == name), None)
         exp = int((now or time.time()) + self.token_ttl)
-        payload = _b64(json.dumps({"sub": name, "exp": exp}, separators=(",", ":")).encode())
-        sig = _b64(hmac.new(self._secret, payload.encode(), hashlib.sha256).digest())
-        return f"{TOKEN_PREFIX}{payload}.{sig}", self.token_ttl
+        claims = {"sub": name, "kid": key.fingerprint if key else "", "exp": exp}
+        payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
+        return f"{TOKEN_PREFIX}{payload}.{self._sign(payload)}", self.token_ttl
 
     def check_token(self, token: str, now: float | None = None) -> str | None:
-        if not token.startswith(TOKEN_PREFIX):
+        if not token.startswith(TOKEN_PREFIX) or not self._secret:
             return None
         payload, _, sig = token[len(TOKEN_PREFIX) :].partition(".")
-        expected = _b64(hmac.new(self._secret, payload.encode(), hashlib.sha256).digest())
+        expected = self._sign(payload)
         # bytes, not str: compare_digest raises TypeError on a non-ASCII str (an unhandled 500)
         if not hmac.compare_digest(expected.encode(), _utf8(sig)):
             return None
@@ -149,14 +220,19 @@ class Authenticator:
             claims = json.loads(_unb64(payload))
             if float(claims["exp"]) < (now or time.time()):
                 return None
-            return str(claims["sub"])
+            name, kid = str(claims["sub"]), str(claims["kid"])
         except (ValueError, KeyError, TypeError):
             return None
+        # the key it was minted with must still be in force (not revoked, not replaced)
+        if not any(k.name == name and hmac.compare_digest(k.fingerprint, kid) for k in self.keys):
+            return None
+        return name
 
     def authenticate(self, credential: str | None) -> Principal:
         """The caller, or a ProtocolError (``unauthorized``, close 1008)."""
         if not self.enabled:
             return Principal("dev", "open")
+        self.refresh_keys()
         if credential:
             name = self.check_token(credential)
             if name is not None:
@@ -221,13 +297,17 @@ class FailedAttempts:
 
 
 class KeySessions:
-    """Concurrent sessions per API key, across all gateways."""
+    """Concurrent sessions per API key, across all gateways: a sorted set per key of session ids
+    scored by their lease's end. This gateway renews the leases of its open sessions every third
+    of ``API_KEY_LEASE_S`` (:meth:`renew`, run by the gateway's lifespan); the entries of a gateway
+    that died stop being renewed and no longer count once their lease ends."""
 
     def __init__(self, r: aioredis.Redis, keys: Keys, settings: Settings) -> None:
         self._r = r
         self._keys = keys
         self._limit = settings.api_key_max_sessions
-        self._longest = settings.max_session_s + settings.resume_grace_s + 60
+        self.lease_s = settings.api_key_lease_s
+        self._held: dict[str, str] = {}  # session id -> key name, this gateway's open sessions
 
     def _key(self, name: str) -> str:
         return self._keys.api_key_sessions(name)
@@ -238,9 +318,9 @@ class KeySessions:
         key, now = self._key(principal.name), time.time()
         async with self._r.pipeline(transaction=True) as pipe:
             pipe.zremrangebyscore(key, "-inf", now)
-            pipe.zadd(key, {session_id: now + self._longest})
+            pipe.zadd(key, {session_id: now + self.lease_s})
             pipe.zcard(key)
-            pipe.expire(key, int(self._longest))
+            pipe.expire(key, math.ceil(2 * self.lease_s))
             _, _, count, _ = await pipe.execute()
         if count > self._limit:
             await self._r.zrem(key, session_id)
@@ -249,7 +329,32 @@ class KeySessions:
                 f"this key already has {self._limit} sessions open",
                 CLOSE_POLICY,
             )
+        self._held[session_id] = principal.name
 
     async def release(self, principal: Principal, session_id: str) -> None:
         if principal.via != "open":
+            self._held.pop(session_id, None)
             await self._r.zrem(self._key(principal.name), session_id)
+
+    async def renew(self) -> None:
+        """Push the leases of this gateway's open sessions forward (ZADD XX: a released entry is
+        not brought back)."""
+        if not self._held:
+            return
+        until = time.time() + self.lease_s
+        async with self._r.pipeline(transaction=False) as pipe:
+            for session_id, name in list(self._held.items()):
+                pipe.zadd(self._key(name), {session_id: until}, xx=True)
+                pipe.expire(self._key(name), math.ceil(2 * self.lease_s))
+            await pipe.execute()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Renew every third of a lease until ``stop``; a Redis error is logged and retried."""
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.lease_s / 3)
+            except TimeoutError:
+                try:
+                    await self.renew()
+                except Exception:  # noqa: BLE001 - a Redis hiccup: try again next round
+                    log.warning("renewing per-key session leases failed", exc_info=True)

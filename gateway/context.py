@@ -3,6 +3,7 @@ and the JSON shape of a final (the predecessor's result object)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,10 +37,36 @@ class GatewayContext:
     """Sessions open on this gateway process."""
     auth: Authenticator | None = None
     key_sessions: KeySessions | None = None
+    draining: bool = False
+    """Set by :meth:`drain` (SIGTERM): sessions end as if the client had sent eof."""
+    receivers: set[asyncio.Task[Any]] = field(default_factory=set)
+    """The receive loops of the open sockets (cancelled by :meth:`drain`)."""
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set while no session is open (:func:`counted`)."""
+
+    async def drain(self, grace_s: float) -> None:
+        """Stop every live socket session as at an eof: flush its audio, end it, deliver its
+        finals (within ``grace_s`` in all), and let it close with 1012 (service restart), so a
+        client of ``/`` does not lose its last utterance and knows to reconnect."""
+        self.draining = True
+        if not self.active:
+            return
+        log.info("draining %d sessions (up to %.0f s)", self.active, grace_s)
+        for task in list(self.receivers):
+            task.cancel()
+        try:
+            await asyncio.wait_for(self.idle.wait(), grace_s)
+        except TimeoutError:
+            log.warning("%d sessions still open after the drain grace", self.active)
 
 
 async def admission_error(ctx: GatewayContext) -> ProtocolError | None:
     """Why a new session must be refused now (1013: try again later), or None."""
+    if ctx.draining:
+        metrics.SESSIONS_REFUSED.labels("shutting_down").inc()
+        return ProtocolError(
+            "shutting_down", "this gateway is shutting down; connect again", CLOSE_TRY_AGAIN_LATER
+        )
     if ctx.active >= ctx.settings.max_sessions:
         metrics.SESSIONS_REFUSED.labels("too_many_sessions").inc()
         return ProtocolError(
@@ -81,18 +108,22 @@ async def pool_backlogs(ctx: GatewayContext) -> dict[str, int]:
 def counted(ctx: GatewayContext, endpoint: str) -> Iterator[None]:
     """One open session of this process for its lifetime (admission control and metrics)."""
     ctx.active += 1
+    ctx.idle.clear()
     metrics.SESSIONS_ACTIVE.inc()
     metrics.SESSIONS_TOTAL.labels(endpoint).inc()
     try:
         yield
     finally:
         ctx.active -= 1
+        if not ctx.active:
+            ctx.idle.set()
         metrics.SESSIONS_ACTIVE.dec()
 
 
 def final_message(t: Transcript) -> dict[str, Any]:
     """The predecessor's result object, plus type, session, segment and session-audio times
-    (and ``speaker``, on finals and words, only where the session asked for ``diarize``)."""
+    (and ``speaker``, on finals and words, only where the session asked for ``diarize``;
+    ``translation``, ``{"language": "en", "text": …}``, only where it asked for translation)."""
     msg: dict[str, Any] = {
         "type": "final",
         "session_id": t.session_id,
@@ -107,6 +138,8 @@ def final_message(t: Transcript) -> dict[str, Any]:
     }
     if t.speaker is not None:
         msg["speaker"] = t.speaker
+    if t.translation is not None:
+        msg["translation"] = {"language": t.translation.language, "text": t.translation.text}
     return msg
 
 

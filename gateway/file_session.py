@@ -29,6 +29,7 @@ from gateway.protocol import ProtocolError
 from gateway.uplink import AudioUplink
 from shared import metrics, session_state
 from shared.audio import SAMPLE_RATE
+from shared.capabilities import TRANSCRIBE, TRANSLATE
 from shared.schemas import Transcript
 from shared.session_state import Field
 
@@ -62,13 +63,18 @@ class FileSession:
         language: str | None = None,
         prompt: str | None = None,
         timeout_s: float | None = None,
+        task: str = TRANSCRIBE,
+        session_id: str | None = None,
     ) -> None:
         self.ctx = ctx
-        self.session_id = uuid.uuid4().hex
+        if task == TRANSLATE:
+            self.endpoint = "/v1/audio/translations"
+        self.session_id = session_id or uuid.uuid4().hex
         self.pcm = pcm
         self.prompt = prompt
         self.uplink = AudioUplink(ctx, self.session_id, self.endpoint)
         self.uplink.language = language
+        self.uplink.task = task
         self.downlink = ResultsDownlink(
             ctx, self.session_id, on_final=self._final, clock=self.uplink.clock
         )

@@ -24,7 +24,7 @@ from gateway.native_protocol import (
     parse_native_frame,
     parse_options,
 )
-from gateway.protocol import CLOSE_INVALID_PAYLOAD, CLOSE_POLICY, ProtocolError
+from gateway.protocol import CLOSE_INVALID_PAYLOAD, CLOSE_POLICY, ProtocolError, translation_task
 from gateway.session import ClientSocket, run_socket
 from gateway.uplink import AudioUplink
 from shared import metrics, session_state
@@ -72,6 +72,7 @@ class NativeSession:
         self.options = options
         up = self.uplink
         up.language = options.language
+        up.task = translation_task(options.translate, options.language, "translate")
         up.interim_results = options.interim_results
         up.vad_events = options.vad_events
         up.diarize = options.diarize

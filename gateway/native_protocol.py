@@ -8,7 +8,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.protocol import CLOSE_INVALID_PAYLOAD, CLOSE_UNSUPPORTED, ProtocolError, load_object
+from gateway.protocol import (
+    CLOSE_INVALID_PAYLOAD,
+    CLOSE_UNSUPPORTED,
+    ProtocolError,
+    load_object,
+    translation_task,
+)
 from shared.languages import UnknownLanguage, normalize_language
 from shared.logs import clip
 
@@ -27,6 +33,8 @@ class NativeOptions:
     vad_events: bool = False
     diarize: bool = False
     """Label finals (and their words) with ``speaker``."""
+    translate: str | None = None
+    """``en``: each final also carries its English translation (the only target Whisper has)."""
     token: str | None = None
     session_id: str | None = None
     """Resume this session (with ``last_segment``: the last final the client has)."""
@@ -42,6 +50,7 @@ class NativeOptions:
             "endpointing": self.endpointing or default_endpointing,
             "vad_events": self.vad_events,
             "diarize": self.diarize,
+            "translate": self.translate,
         }
 
 
@@ -103,6 +112,17 @@ def _language(name: str, value: Any) -> str | None:
         raise _bad(name, str(exc)) from exc
 
 
+def _translate(name: str, value: Any) -> str | None:
+    """A translation target: ``en`` (or ``english``); ``false``, empty or null for none."""
+    if value is None or (isinstance(value, str) and value.lower() in ("", "false", "none", "0")):
+        return None
+    if value is False:
+        return None
+    target = _language(name, value)
+    translation_task(target, None, name)  # only English: unsupported_translation_target
+    return target
+
+
 def _encoding(name: str, value: Any) -> str:
     if value != "linear16":
         raise ProtocolError(
@@ -136,6 +156,7 @@ def parse_options(
         "interim_results": _bool,
         "vad_events": _bool,
         "diarize": _bool,
+        "translate": _translate,
         "endpointing": endpointing,
         "token": lambda n, v: None if v is None else str(v),
         "session_id": _session_id,

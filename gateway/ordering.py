@@ -115,3 +115,13 @@ class FrameCounter:
             self._window, self._frames = now, 0
         self._frames += 1
         return self._frames
+
+    def wait_s(self, now: float, limit: int) -> float:
+        """Count one frame at ``now``; the seconds to hold it back so that no window holds more
+        than ``limit`` (0 when it is within): waiting that long and reading nothing meanwhile is
+        back-pressure on the client. Counts the held frame in the window it is let through in."""
+        if self.count(now) <= limit:
+            return 0.0
+        wait = max(0.0, self._window + 1.0 - now)
+        self._window, self._frames = now + wait, 1
+        return wait

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.capabilities import TRANSCRIBE, TRANSLATE
-from shared.languages import UnknownLanguage, normalize_language
+from shared.languages import LANGUAGES, UnknownLanguage, normalize_language
 from shared.logs import clip
 
 CLOSE_NORMAL = 1000
@@ -20,6 +20,7 @@ CLOSE_UNSUPPORTED = 1003
 CLOSE_INVALID_PAYLOAD = 1007
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
+CLOSE_SERVICE_RESTART = 1012
 CLOSE_TRY_AGAIN_LATER = 1013
 
 
@@ -130,24 +131,33 @@ def _query_language(name: str, value: str) -> str | None:
         raise ProtocolError("invalid_parameter", f"'{name}': {exc}", CLOSE_INVALID_PAYLOAD) from exc
 
 
+def translation_task(target: str | None, source: str | None, name: str) -> str:
+    """The task of a session asking for translation into ``target`` (an ISO code; ``None`` for
+    none) of speech in ``source``: transcription when there is no target or it is the source,
+    translation into English (the only target Whisper translates into), and
+    ``unsupported_translation_target`` for any other (close 1003)."""
+    if target is None or target == source:
+        return TRANSCRIBE
+    if target == "en":
+        return TRANSLATE
+    raise ProtocolError(
+        "unsupported_translation_target",
+        f"'{name}': translation into {clip(target)} ({LANGUAGES.get(target, target)}) is not "
+        "available: Whisper translates only into English (en)",
+        CLOSE_UNSUPPORTED,
+    )
+
+
 def parse_legacy_query(params: Mapping[str, str]) -> LegacyQuery:
     """``lang`` and ``dest_lang`` of the low-latency version's clients (other names are
     ignored: the page's address may carry anything). ``dest_lang`` absent or equal to ``lang``
     is transcription; ``dest_lang=en`` with another ``lang`` is translation into English (the
-    only target Whisper translates into); another target is ``unsupported_language``."""
+    only target Whisper translates into); another target is ``unsupported_translation_target``."""
     language = _query_language("lang", params["lang"]) if "lang" in params else None
     if "dest_lang" not in params:
         return LegacyQuery(language)
     dest = _query_language("dest_lang", params["dest_lang"])
-    if dest == language:
-        return LegacyQuery(language)
-    if dest == "en":
-        return LegacyQuery(language, TRANSLATE)
-    raise ProtocolError(
-        "unsupported_language",
-        f"translation into {params['dest_lang']!r} is not available (only into English)",
-        CLOSE_UNSUPPORTED,
-    )
+    return LegacyQuery(language, translation_task(dest, language, "dest_lang"))
 
 
 def load_object(text: str) -> dict[str, Any]:

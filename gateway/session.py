@@ -18,9 +18,16 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from gateway.context import GatewayContext, counted
 from gateway.downlink import ResultsDownlink
-from gateway.protocol import CLOSE_NORMAL, ProtocolError
+from gateway.protocol import (
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CLOSE_SERVICE_RESTART,
+    CLOSE_TRY_AGAIN_LATER,
+    ProtocolError,
+)
 from gateway.uplink import AudioUplink
 from shared import metrics
+from shared.redis_util import RedisUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +102,7 @@ async def run_socket(ctx: GatewayContext, proto: SocketProtocol) -> None:
                 reason = "eof"
                 try:
                     if not uplink.ended:
-                        close_code, reason = await _receive(proto)
+                        close_code, reason = await _receive_until_drained(ctx, proto)
                 finally:
                     await _stop(ticker, proto.session_id)
                     await _end(ctx, proto, reason)
@@ -113,11 +120,50 @@ async def _stop(ticker: asyncio.Task[None], session_id: str) -> None:
         log.error("session=%s coalescing ticker failed", session_id, exc_info=outcome)
 
 
-async def _receive(proto: SocketProtocol) -> tuple[int, str]:
+async def _receive_until_drained(ctx: GatewayContext, proto: SocketProtocol) -> tuple[int, str]:
+    """:func:`_receive`, as a task the gateway's drain can stop (SIGTERM): then the session ends
+    as at an eof, and closes with 1012 once its finals are out."""
+    receiving = asyncio.create_task(_receive(proto, ctx.settings.first_audio_timeout_s))
+    ctx.receivers.add(receiving)
+    try:
+        return await receiving
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if not (ctx.draining and receiving.cancelled()) or (current and current.cancelling()):
+            raise
+        log.info("session=%s drained (gateway shutting down)", proto.session_id)
+        return CLOSE_SERVICE_RESTART, "shutdown"
+    finally:
+        ctx.receivers.discard(receiving)
+        if not receiving.done():
+            receiving.cancel()
+
+
+async def _next_message(proto: SocketProtocol, deadline: float) -> Any:
+    """The socket's next ASGI message; before the session's first audio, only until
+    ``deadline`` (loop time): a socket that never sends audio cannot hold a session slot."""
+    if proto.uplink.announced:
+        return await proto.client.ws.receive()
+    remaining = deadline - asyncio.get_running_loop().time()
+    try:
+        if remaining <= 0:
+            raise TimeoutError
+        return await asyncio.wait_for(proto.client.ws.receive(), remaining)
+    except TimeoutError:
+        raise ProtocolError(
+            "no_audio",
+            "no audio arrived within the time allowed after opening the session "
+            "(FIRST_AUDIO_TIMEOUT_S)",
+            CLOSE_POLICY,
+        ) from None
+
+
+async def _receive(proto: SocketProtocol, first_audio_timeout_s: float) -> tuple[int, str]:
     client = proto.client
+    deadline = asyncio.get_running_loop().time() + first_audio_timeout_s
     try:
         while True:
-            msg = await client.ws.receive()
+            msg = await _next_message(proto, deadline)
             if msg["type"] == "websocket.disconnect":
                 client.gone = True
                 return CLOSE_NORMAL, "disconnect"
@@ -139,12 +185,18 @@ async def _receive(proto: SocketProtocol) -> tuple[int, str]:
     except WebSocketDisconnect:
         client.gone = True
         return CLOSE_NORMAL, "disconnect"
+    except RedisUnavailable as exc:
+        log.error("session=%s ends: %s", proto.session_id, exc)
+        err = ProtocolError("service_unavailable", f"{exc}; reconnect later", CLOSE_TRY_AGAIN_LATER)
+        metrics.FRAMES_REJECTED.labels(err.code).inc()
+        await client.send(err.frame())
+        return err.close_code, err.code
 
 
 async def _end(ctx: GatewayContext, proto: SocketProtocol, reason: str) -> None:
     client, uplink, downlink = proto.client, proto.uplink, proto.downlink
-    if not uplink.announced:
-        return
+    if not uplink.announced or reason == "service_unavailable":
+        return  # nothing to end, or Redis is gone: the session's keys expire with their TTL
     if client.gone and not uplink.ended and await proto.dropped():
         await uplink.flush()
         return

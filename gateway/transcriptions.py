@@ -1,6 +1,8 @@
-"""``POST /v1/audio/transcriptions``: a recorded file transcribed through the pipeline, shaped like
-OpenAI's API (multipart ``file``, ``model``, ``language``, ``prompt``, ``response_format``,
-``timestamp_granularities[]``), so its SDKs and ``curl`` recipes work against this service.
+"""``POST /v1/audio/transcriptions`` and ``POST /v1/audio/translations``: a recorded file
+transcribed (or translated into English) through the pipeline, shaped like OpenAI's API
+(multipart ``file``, ``model``, ``language`` (transcriptions), ``prompt``, ``response_format``,
+``temperature``, ``timestamp_granularities[]`` (transcriptions)), so its SDKs and ``curl``
+recipes work against this service.
 
 The upload is decoded with PyAV (any container and codec FFmpeg reads, any rate and channel
 count) and fed through Redis as one session (:mod:`gateway.file_session`): the VAD worker cuts it
@@ -13,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from typing import IO, Any
 
+import msgspec
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.datastructures import UploadFile
@@ -26,9 +30,17 @@ from gateway.auth import Principal
 from gateway.context import GatewayContext, admission_error, final_message
 from gateway.file_session import FileSession
 from gateway.protocol import ProtocolError
-from shared.audio import SAMPLE_RATE, AudioDecodeError, decode_file, float32_to_pcm16
+from shared.audio import (
+    SAMPLE_RATE,
+    AudioDecodeError,
+    AudioTooLong,
+    UnsupportedFormat,
+    decode_upload_pcm,
+)
+from shared.capabilities import TRANSCRIBE, TRANSLATE
 from shared.formats import cues, to_srt, to_vtt
 from shared.languages import LANGUAGES, UnknownLanguage, normalize_language
+from shared.logs import clip
 from shared.redis_util import live_workers
 from shared.schemas import Transcript
 
@@ -74,16 +86,28 @@ def _limited(request: Request, limit: int) -> Request:
     return Request(request.scope, counting)
 
 
-def decode_upload(file: IO[bytes]) -> bytes:
-    """Any audio (or video) file to 16 kHz mono PCM16; raises :class:`ApiError` 415 if FFmpeg
-    cannot read audio from it."""
+def decode_upload(file: IO[bytes], *, max_seconds: float, deadline_s: float) -> bytes:
+    """An uploaded audio file to 16 kHz mono PCM16, within bounds (``shared.audio``: only audio
+    containers and codecs, no FFmpeg protocol but the request body, the duration and decode-time
+    caps); a refused format is 415, too long 413, anything FFmpeg cannot read 415."""
     try:
-        return float32_to_pcm16(decode_file(file))
+        return decode_upload_pcm(file, max_seconds=max_seconds, deadline_s=deadline_s)  # type: ignore[arg-type]
+    except UnsupportedFormat as exc:
+        raise ApiError(415, "unsupported_format", clip(str(exc), 300), "file") from exc
+    except AudioTooLong as exc:
+        raise ApiError(413, "audio_too_long", f"{exc} (TRANSCRIPTION_MAX_SECONDS)", "file") from exc  # fmt: skip
     except AudioDecodeError as exc:
-        raise ApiError(415, "unsupported_file", f"the file is not audio FFmpeg can decode: {exc}", "file") from exc  # fmt: skip
+        raise ApiError(415, "unsupported_file", clip(f"the file is not audio that can be decoded: {exc}", 300), "file") from exc  # fmt: skip
 
 
 # -- rendering (pure) -------------------------------------------------------------------------
+
+
+def translated(t: Transcript) -> Transcript:
+    """A final as ``/v1/audio/translations`` answers it: its English translation as the text
+    (no word times: they belong to the original words), with the utterance's times."""
+    text = t.translation.text if t.translation is not None else ""
+    return msgspec.structs.replace(t, text=text, words=[], translation=None)
 
 
 def render(
@@ -93,8 +117,15 @@ def render(
     duration: float,
     language: str | None,
     granularities: Sequence[str] = ("segment",),
+    task: str = TRANSCRIBE,
 ) -> Response:
-    """The response body OpenAI's API gives for ``response_format`` ``fmt``."""
+    """The response body OpenAI's API gives for ``response_format`` ``fmt``; for ``translate``
+    (``/v1/audio/translations``) the text is the English translation, and verbose_json's
+    ``language`` is the output's, always english, as OpenAI's."""
+    source = language or next((t.language for t in finals if t.text.strip() and t.language), None)
+    if task == TRANSLATE:
+        finals = [translated(t) for t in finals]
+        language = "en"
     segments = [final_message(t) for t in finals if t.text.strip()]
     text = " ".join(s["text"].strip() for s in segments)
     if fmt == "text":
@@ -105,9 +136,9 @@ def render(
         return PlainTextResponse(to_vtt(segments), media_type="text/vtt")
     if fmt == "json":
         return JSONResponse({"text": text})
-    detected = language or next((s["language"] for s in segments if s["language"]), None)
+    detected = language or source
     body: dict[str, Any] = {
-        "task": "transcribe",
+        "task": task,
         "language": LANGUAGES.get(detected or "", detected or ""),
         "duration": round(duration, 3),
         "text": text,
@@ -146,12 +177,18 @@ def _field(form: Any, name: str) -> str | None:
     return str(value).strip() or None
 
 
-def _options(form: Any) -> tuple[str, str | None, str | None, list[str]]:
+def _options(form: Any, task: str) -> tuple[str, str | None, str | None, list[str]]:
     fmt = _field(form, "response_format") or "json"
     if fmt not in RESPONSE_FORMATS:
         raise ApiError(400, "invalid_value", f"response_format must be one of {', '.join(RESPONSE_FORMATS)}", "response_format")  # fmt: skip
+    temperature = _field(form, "temperature")
     try:
-        language = normalize_language(_field(form, "language"))
+        if temperature is not None and not 0.0 <= float(temperature) <= 1.0:
+            raise ValueError(temperature)
+    except ValueError:
+        raise ApiError(400, "invalid_value", "temperature must be a number from 0 to 1", "temperature") from None  # fmt: skip
+    try:  # OpenAI's translations take no language: the source is detected per utterance
+        language = normalize_language(_field(form, "language")) if task == TRANSCRIBE else None
     except UnknownLanguage as exc:
         raise ApiError(400, "invalid_value", str(exc), "language") from exc
     granularities = [
@@ -174,43 +211,53 @@ async def _check_workers(ctx: GatewayContext) -> None:
         raise ApiError(503, "no_workers", f"no live workers to transcribe with ({vad} VAD, {asr} ASR)")  # fmt: skip
 
 
+def _form_schema(task: str) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "file": {"type": "string", "format": "binary"},
+        "model": {"type": "string", "description": "accepted, ignored"},
+        "prompt": {"type": "string"},
+        "response_format": {"type": "string", "enum": list(RESPONSE_FORMATS)},
+        "temperature": {"type": "number", "description": "accepted (0 to 1), ignored"},
+    }
+    if task == TRANSCRIBE:
+        properties["language"] = {"type": "string"}
+        properties["timestamp_granularities[]"] = {
+            "type": "array",
+            "items": {"type": "string", "enum": list(GRANULARITIES)},
+        }
+    schema = {"type": "object", "required": ["file"], "properties": properties}
+    return {
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+    }
+
+
 @router.post(
     "/v1/audio/transcriptions",
     summary="Transcribe a recorded file (OpenAI-compatible)",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["file"],
-                        "properties": {
-                            "file": {"type": "string", "format": "binary"},
-                            "model": {"type": "string", "description": "accepted, ignored"},
-                            "language": {"type": "string"},
-                            "prompt": {"type": "string"},
-                            "response_format": {"type": "string", "enum": list(RESPONSE_FORMATS)},
-                            "timestamp_granularities[]": {
-                                "type": "array",
-                                "items": {"type": "string", "enum": list(GRANULARITIES)},
-                            },
-                        },
-                    }
-                }
-            },
-        }
-    },
+    openapi_extra=_form_schema(TRANSCRIBE),
 )
 async def create_transcription(request: Request) -> Response:
+    return await _answer(request, TRANSCRIBE)
+
+
+@router.post(
+    "/v1/audio/translations",
+    summary="Translate a recorded file into English (OpenAI-compatible)",
+    openapi_extra=_form_schema(TRANSLATE),
+)
+async def create_translation(request: Request) -> Response:
+    return await _answer(request, TRANSLATE)
+
+
+async def _answer(request: Request, task: str) -> Response:
     try:
-        return await _transcribe(request)
+        return await _transcribe(request, task)
     except ApiError as exc:
-        log.info("transcription refused: %s %s", exc.status, exc.message)
+        log.info("%s refused: %s %s", task, exc.status, exc.message)
         return exc.response()
 
 
-async def _transcribe(request: Request) -> Response:
+async def _transcribe(request: Request, task: str) -> Response:
     ctx: GatewayContext = request.app.state.ctx
     limit = ctx.settings.transcription_max_bytes
     too_large = ApiError(413, "file_too_large", f"the request exceeds the limit of {limit} bytes (TRANSCRIPTION_MAX_BYTES)", "file")  # fmt: skip
@@ -219,7 +266,7 @@ async def _transcribe(request: Request) -> Response:
         raise too_large
     try:
         async with _limited(request, limit).form(max_files=1, max_fields=32) as form:
-            fmt, language, prompt, granularities = _options(form)
+            fmt, language, prompt, granularities = _options(form, task)
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
                 raise ApiError(400, "missing_file", "a multipart field 'file' with the audio is required", "file")  # fmt: skip
@@ -228,21 +275,35 @@ async def _transcribe(request: Request) -> Response:
             if refused is not None:
                 raise ApiError(503, refused.code, refused.message)
             started = time.monotonic()
-            pcm = await asyncio.to_thread(decode_upload, upload.file)
+            # the per-key limit before any decoding: a key at its limit spends no CPU or memory
+            session_id = uuid.uuid4().hex
+            principal = getattr(request.state, "principal", None) or Principal("dev", "open")
+            assert ctx.key_sessions is not None
+            try:
+                await ctx.key_sessions.acquire(principal, session_id)
+            except ProtocolError as exc:
+                raise ApiError(429, exc.code, exc.message) from exc
+            try:
+                max_s = min(ctx.settings.transcription_max_seconds, ctx.settings.max_session_s)
+                pcm = await asyncio.to_thread(
+                    decode_upload,
+                    upload.file,
+                    max_seconds=max_s,
+                    deadline_s=ctx.settings.transcription_timeout_s,
+                )
+            except BaseException:
+                await ctx.key_sessions.release(principal, session_id)
+                raise
     except _TooLarge:
         raise too_large from None
     except MultiPartException as exc:
         raise ApiError(400, "invalid_request", f"not a valid multipart/form-data body: {exc.message}") from exc  # fmt: skip
 
     duration = len(pcm) / 2 / SAMPLE_RATE
-    session = FileSession(ctx, pcm, language=language, prompt=prompt)
-    principal = getattr(request.state, "principal", None) or Principal("dev", "open")
+    session = FileSession(
+        ctx, pcm, language=language, prompt=prompt, task=task, session_id=session_id
+    )
     session.uplink.owner = principal.name  # counted against the key's session limit like a socket
-    assert ctx.key_sessions is not None
-    try:
-        await ctx.key_sessions.acquire(principal, session.session_id)
-    except ProtocolError as exc:
-        raise ApiError(429, exc.code, exc.message) from exc
     try:
         finals = await session.transcribe()
     finally:
@@ -257,7 +318,7 @@ async def _transcribe(request: Request) -> Response:
         session.session_id, duration, len(finals), time.monotonic() - started,
     )  # fmt: skip
     response = render(
-        fmt, finals, duration=duration, language=language, granularities=granularities
+        fmt, finals, duration=duration, language=language, granularities=granularities, task=task
     )
     response.headers["X-Session-Id"] = session.session_id  # its finals on transcript:{session}
     return response

@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from gateway.context import GatewayContext, overloaded
 from gateway.ordering import ArrivalClock, Coalescer, FrameCounter
@@ -29,11 +31,13 @@ from gateway.protocol import (
 from shared import metrics, session_state
 from shared.audio import SAMPLE_RATE, PcmCarry, StreamResampler
 from shared.capabilities import TRANSCRIBE, parse_pools, read_pool, route
-from shared.redis_util import entry
+from shared.redis_util import entry, ride_through
 from shared.schemas import AudioChunk, AudioControl, AudioEnd, SessionStart, encode
 from shared.session_state import Field, State
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 BACKLOG_CHECK_EVERY = 10
 """The gateway looks at a session's VAD backlog every this many audio entries (~1 s)."""
@@ -116,7 +120,7 @@ class AudioUplink:
                 f"binary frame of {len(data)} bytes exceeds the limit of {limits.max_frame_bytes}",
                 CLOSE_TOO_BIG,
             )
-        self._check_rate()
+        await self._throttle()
         metrics.AUDIO_BYTES.inc(len(data))
         pcm = self._carry.push(data)
         if self._resampler is not None:
@@ -139,10 +143,15 @@ class AudioUplink:
             if chunk:
                 await self._xadd_audio(chunk)
 
-    def _check_rate(self) -> None:
-        limit = self.ctx.settings.max_frames_per_second
-        if self._audio_frames.count(time.monotonic()) > limit:
-            raise ProtocolError("rate_limited", f"more than {limit} frames a second", CLOSE_POLICY)
+    async def _throttle(self) -> None:
+        """More than ``MAX_FRAMES_PER_SECOND`` binary frames in a second are held back, not
+        refused: the socket is not read meanwhile (TCP back-pressure), so a client that sends a
+        burst after a network stall loses nothing, and a flood of tiny frames costs no more than
+        the limit allows."""
+        wait = self._audio_frames.wait_s(time.monotonic(), self.ctx.settings.max_frames_per_second)
+        if wait > 0:
+            metrics.FRAMES_THROTTLED.inc()
+            await asyncio.sleep(wait)
 
     def check_text_rate(self) -> None:
         """Every text frame (any endpoint, before it is parsed): at most
@@ -161,7 +170,7 @@ class AudioUplink:
             await self._flush_locked()
             self.seq += 1
             ctl = AudioControl(session_id=self.session_id, seq=self.seq, kind=kind)
-            await self.ctx.redis.xadd(self.audio_key, entry(encode(ctl)))
+            await self._ride(lambda: self.ctx.redis.xadd(self.audio_key, entry(encode(ctl))))
 
     async def flush(self) -> None:
         """XADD whatever is coalesced now (a dropped socket's audio, before it detaches)."""
@@ -175,11 +184,15 @@ class AudioUplink:
             self.seq += 1
             end = AudioEnd(session_id=self.session_id, seq=self.seq, reason=reason)
             ttl = self.ctx.settings.session_ttl_s
-            async with self.ctx.redis.pipeline(transaction=False) as pipe:
-                pipe.xadd(self.audio_key, entry(encode(end)))
-                pipe.expire(self.audio_key, ttl)
-                session_state.write(pipe, self.session_key, {Field.STATE: State.ENDED}, ttl)
-                await pipe.execute()
+
+            async def write_end() -> None:
+                async with self.ctx.redis.pipeline(transaction=False) as pipe:
+                    pipe.xadd(self.audio_key, entry(encode(end)))
+                    pipe.expire(self.audio_key, ttl)
+                    session_state.write(pipe, self.session_key, {Field.STATE: State.ENDED}, ttl)
+                    await pipe.execute()
+
+            await self._ride(write_end)
             self.ended = True
 
     async def tick(self) -> None:
@@ -194,19 +207,28 @@ class AudioUplink:
 
     # -- Redis ------------------------------------------------------------------------------
 
+    async def _ride(self, op: Callable[[], Awaitable[T]]) -> T:
+        """A write of this session, ridden through a Redis outage of up to
+        ``REDIS_OUTAGE_TOLERANCE_S`` (the socket is not read meanwhile: back-pressure); beyond,
+        :class:`RedisUnavailable`, which the socket loop turns into ``service_unavailable``."""
+        return await ride_through(
+            op, tolerance_s=self.ctx.settings.redis_outage_tolerance_s, what=f"session={self.session_id}"
+        )  # fmt: skip
+
     async def _admit(self) -> str:
         """The model pool for the session's language and task (shared/capabilities.py
         ``route``); refuse, before the session exists, what no pool serves
         (``unsupported_language``, naming the languages served), or a pool whose job stream is
         over ``MAX_JOB_BACKLOG`` (``overloaded``)."""
         s = self.ctx.settings
-        live = await read_pool(self.ctx.redis, self.ctx.keys, s.heartbeat_ttl_s)
+        live = await self._ride(lambda: read_pool(self.ctx.redis, self.ctx.keys, s.heartbeat_ttl_s))
         chosen = route(self.language, self.task, live, parse_pools(s.asr_pools))
         if isinstance(chosen, str):
             metrics.SESSIONS_REFUSED.labels("unsupported_language").inc()
             log.info("session=%s refused: %s", self.session_id, chosen)
             raise ProtocolError("unsupported_language", chosen, CLOSE_UNSUPPORTED)
-        backlog = await self.ctx.redis.xlen(self.ctx.keys.asr_jobs(chosen.pool))
+        pool_jobs = self.ctx.keys.asr_jobs(chosen.pool)
+        backlog = await self._ride(lambda: self.ctx.redis.xlen(pool_jobs))
         if backlog >= s.max_job_backlog:
             raise overloaded(backlog)
         metrics.SESSIONS_ROUTED.labels(chosen.pool).inc()
@@ -230,6 +252,7 @@ class AudioUplink:
             vad_events=self.vad_events,
             diarize=self.diarize,
             pool=self.pool,
+            task=self.task,
         )
         fields: dict[Field, session_state.Value] = {
             Field.STATE: State.ATTACHED,
@@ -238,21 +261,26 @@ class AudioUplink:
             Field.OWNER: self.owner,
             Field.POOL: self.pool,
         }
-        async with self.ctx.redis.pipeline(transaction=True) as pipe:
-            session_state.write(pipe, self.session_key, fields, self.ctx.settings.session_ttl_s)
-            pipe.xadd(
-                self.ctx.keys.sessions,
-                entry(encode(start)),
-                maxlen=self.ctx.settings.sessions_stream_maxlen,
-                approximate=True,
-            )
-            await pipe.execute()
+
+        async def write_start() -> None:
+            async with self.ctx.redis.pipeline(transaction=True) as pipe:
+                session_state.write(pipe, self.session_key, fields, self.ctx.settings.session_ttl_s)
+                pipe.xadd(
+                    self.ctx.keys.sessions,
+                    entry(encode(start)),
+                    maxlen=self.ctx.settings.sessions_stream_maxlen,
+                    approximate=True,
+                )
+                await pipe.execute()
+
+        await self._ride(write_start)
         self.announced = True
         log.info(
-            "session=%s stage=gateway started (%s, language=%s, pool=%s)",
+            "session=%s stage=gateway started (%s, language=%s, task=%s, pool=%s)",
             self.session_id,
             self.endpoint,
             self.language,
+            self.task,
             self.pool,
         )
 
@@ -261,11 +289,15 @@ class AudioUplink:
         chunk = AudioChunk(
             session_id=self.session_id, seq=self.seq, pcm=pcm, received_at=time.time()
         )
-        async with self.ctx.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(self.audio_key, entry(encode(chunk)))
-            # a TTL even while live: if every process of the session dies, nothing stays behind
-            pipe.expire(self.audio_key, self.ctx.settings.session_ttl_s)
-            await pipe.execute()
+
+        async def write_chunk() -> None:
+            async with self.ctx.redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(self.audio_key, entry(encode(chunk)))
+                # a TTL even while live: if every process of the session dies, nothing stays
+                pipe.expire(self.audio_key, self.ctx.settings.session_ttl_s)
+                await pipe.execute()
+
+        await self._ride(write_chunk)
         if self.seq % BACKLOG_CHECK_EVERY == 0:
             await self._wait_for_vad()
 
@@ -276,7 +308,9 @@ class AudioUplink:
         limit = self.ctx.settings.audio_backlog_max
         deadline = time.monotonic() + BACKPRESSURE_MAX_WAIT_S
         while True:
-            (done,) = await session_state.read_ints(self.ctx.redis, self.session_key, Field.VAD_SEQ)
+            (done,) = await self._ride(
+                lambda: session_state.read_ints(self.ctx.redis, self.session_key, Field.VAD_SEQ)
+            )
             if self.seq - (done or 0) <= limit:
                 return
             metrics.BACKPRESSURE_WAITS.inc()

@@ -10,6 +10,9 @@ workers (:func:`read_pool`) and chooses the session's pool (:func:`route`, pure)
 language and task and the pools the deployment runs (``ASR_POOLS``, :func:`parse_pools`), or
 refuses a session nothing serves, instead of letting an English-only model invent English text
 for Chinese speech.
+
+Translation (``task`` translate) is served by a pool that announces it (a multilingual model)
+and refused, naming the languages served, where only English-only pools are live.
 """
 
 from __future__ import annotations
@@ -28,9 +31,9 @@ from shared.schemas import SchemaError, WorkerCapabilities, decode_capabilities
 TRANSCRIBE = "transcribe"
 TRANSLATE = "translate"
 
-PIPELINE_TASKS = frozenset({TRANSCRIBE})
-"""Tasks the pipeline carries from a session to the ASR workers today. A job has no task yet, so
-translation is refused even where a multilingual worker could do it (issue 15 adds it)."""
+PIPELINE_TASKS = frozenset({TRANSCRIBE, TRANSLATE})
+"""Tasks the pipeline carries from a session to the ASR workers (``SessionStart.task`` ->
+``AsrJob.task``): translation (into English) is served where a live worker announces it."""
 
 
 def capabilities_of(
@@ -187,12 +190,9 @@ def route(
     announced, an older version in a rolling upgrade), nothing is refused: English and
     detection go to ``en``, other languages to ``multi``.
     """
+    served = ", ".join(pool.languages) or "none announced"
     if task not in PIPELINE_TASKS:
-        served = ", ".join(pool.languages) or "none announced"
-        return (
-            "translation is not available yet: the pipeline transcribes only "
-            f"(languages served: {served})"
-        )
+        return f"task {task!r} is not available (languages served: {served})"
     live = pool.pools
     idle = [k for k in known if k.name not in live]
     for candidates, is_live in ((list(live.values()), True), (idle, False)):
@@ -202,14 +202,20 @@ def route(
         if language is None and (english := _best("en", task, candidates)) is not None:
             return Route(english.name, live=is_live, as_english=True)
     if not known and not pool.knowable:
-        return Route(EN_POOL if language in (None, "en") else MULTI_POOL, live=False)
-    codes = sorted({c for p in [*live.values(), *idle] for c in p.languages})
+        english = language in (None, "en") and task == TRANSCRIBE
+        return Route(EN_POOL if english else MULTI_POOL, live=False)
+    codes = ", ".join(sorted({c for p in [*live.values(), *idle] for c in p.languages}))
+    if task == TRANSLATE and not any(TRANSLATE in p.tasks for p in [*live.values(), *idle]):
+        return (
+            "translation into English needs a multilingual model; the running ASR workers "
+            f"only transcribe, and serve: {codes}"
+        )
     what = (
         "language detection"
         if language is None
         else f"language {language!r} ({LANGUAGES.get(language, language)})"
     )
-    return f"{what} is not served by the running ASR workers; they serve: {', '.join(codes)}"
+    return f"{what} is not served by the running ASR workers; they serve: {codes}"
 
 
 def refusal(

@@ -2,7 +2,10 @@
 
 Subtitles are made of :func:`cues`: a final longer than ``CUE_MAX_S`` (files are cut into
 segments of up to 29 s, docs/architecture.md) is split at its words, at sentence ends where it
-can, so that no caption stays on screen for half a minute.
+can, so that no caption stays on screen for half a minute. A caption in a script written without
+spaces (Chinese, Japanese, Thai …) is wrapped by characters into lines of at most
+``UNSPACED_LINE_CHARS`` (:func:`caption_text`); others stay one line per cue, as players wrap
+them at spaces.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from typing import Any
+
+from shared.text import is_unspaced, units
 
 
 def _clock(seconds: float, sep: str) -> str:
@@ -26,7 +31,30 @@ CUE_MAX_S = 7.0
 CUE_MIN_S = 1.0
 """A sentence end splits a caption only once it is this long."""
 
-_SENTENCE_END = (".", "?", "!", "…")
+_SENTENCE_END = (".", "?", "!", "…", "。", "？", "！")
+
+UNSPACED_LINE_CHARS = 16
+"""The longest caption line in characters for scripts without spaces (the usual guideline for
+Chinese and Japanese subtitles: 13 to 16 full-width characters)."""
+
+
+def caption_text(text: str, line_chars: int = UNSPACED_LINE_CHARS) -> str:
+    """A cue's text as it goes into srt/vtt: text of a script without spaces wrapped by
+    characters (at unit boundaries, so a Latin word inside stays whole); other text as it is."""
+    text = text.strip()
+    if not is_unspaced(text) or len(text) <= line_chars:
+        return text
+    lines: list[str] = []
+    line = ""
+    for unit in units(text):
+        if line and len(line) + len(unit) > line_chars:
+            lines.append(line.strip())
+            unit = unit.lstrip()
+            line = ""
+        line += unit
+    if line.strip():
+        lines.append(line.strip())
+    return "\n".join(lines)
 
 
 def cues(finals: Sequence[dict[str, Any]], max_s: float = CUE_MAX_S) -> list[dict[str, Any]]:
@@ -75,7 +103,7 @@ def to_srt(finals: Sequence[dict[str, Any]]) -> str:
     blocks = []
     for i, f in enumerate(cues(finals), start=1):
         span = f"{_clock(f['start'], ',')} --> {_clock(f['end'], ',')}"
-        blocks.append(f"{i}\n{span}\n{f['text'].strip()}\n")
+        blocks.append(f"{i}\n{span}\n{caption_text(f['text'])}\n")
     return "\n".join(blocks)
 
 
@@ -83,7 +111,7 @@ def to_vtt(finals: Sequence[dict[str, Any]]) -> str:
     blocks = ["WEBVTT\n"]
     for f in cues(finals):
         span = f"{_clock(f['start'], '.')} --> {_clock(f['end'], '.')}"
-        blocks.append(f"{span}\n{f['text'].strip()}\n")
+        blocks.append(f"{span}\n{caption_text(f['text'])}\n")
     return "\n".join(blocks)
 
 

@@ -107,9 +107,15 @@ class Keys:
         return channel[len(self.prefix) + len(RESULTS_CHANNEL_PREFIX) :]
 
     def api_key_sessions(self, name: str) -> str:
-        """Sorted set of the open sessions of one API key -> their latest possible end (unix
-        seconds), shared by every gateway (``API_KEY_MAX_SESSIONS``)."""
+        """Sorted set of the open sessions of one API key -> the end of their lease (unix
+        seconds, renewed by their gateway), shared by every gateway (``API_KEY_MAX_SESSIONS``)."""
         return f"{self.prefix}{API_KEY_SESSIONS_PREFIX}{name}"
+
+    @property
+    def token_secret(self) -> str:
+        """String: the session tokens' HMAC secret when ``AUTH_TOKEN_SECRET`` is unset (random,
+        created once by the first gateway, SET NX)."""
+        return f"{self.prefix}auth:token-secret"
 
     def heartbeats(self, role: str) -> str:
         """Sorted set of worker name -> last heartbeat (unix seconds) for ``role``."""

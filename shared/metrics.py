@@ -11,6 +11,10 @@ SESSIONS_ACTIVE = Gauge("whisper_sessions_active", "WebSocket sessions open on t
 SESSIONS_TOTAL = Counter("whisper_sessions_total", "Sessions opened", ["endpoint"])
 AUDIO_BYTES = Counter("whisper_audio_bytes_total", "PCM bytes received from clients")
 FRAMES_REJECTED = Counter("whisper_frames_rejected_total", "Client frames refused", ["code"])
+FRAMES_THROTTLED = Counter(
+    "whisper_frames_throttled_total",
+    "Times a session sent more than MAX_FRAMES_PER_SECOND binary frames and was held back",
+)
 SESSIONS_REFUSED = Counter("whisper_sessions_refused_total", "Sessions refused", ["reason"])
 SESSIONS_ROUTED = Counter(
     "whisper_sessions_routed_total", "Sessions routed to each model pool", ["pool"]

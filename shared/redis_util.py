@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -16,6 +18,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from shared.keys import STREAM_DATA_FIELD, Keys
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def connect(url: str, *, name: str = "whisper-streaming") -> aioredis.Redis:
@@ -38,6 +42,37 @@ async def ensure_group(r: aioredis.Redis, stream: str, group: str, start_id: str
     except ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
+
+
+class RedisUnavailable(Exception):
+    """Redis did not answer for longer than the outage tolerance."""
+
+
+async def ride_through(
+    op: Callable[[], Awaitable[T]], *, tolerance_s: float, what: str = "redis"
+) -> T:
+    """``op()``, retried through a Redis outage: after redis-py's own reconnection attempts give
+    up, keep trying (0.25 s, doubling to 2 s) until ``tolerance_s`` has passed since the first
+    failure, then raise :class:`RedisUnavailable`. ``op`` must be safe to repeat (a retried
+    XADD may have reached Redis once already: readers drop repeated sequence numbers)."""
+    deadline: float | None = None
+    delay = 0.25
+    while True:
+        try:
+            return await op()
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + tolerance_s
+                log.warning("%s: Redis unavailable (%s); riding through for up to %.0f s",
+                            what, exc, tolerance_s)  # fmt: skip
+            if now >= deadline:
+                raise RedisUnavailable(
+                    f"Redis unavailable for more than {tolerance_s:.0f} s "
+                    "(REDIS_OUTAGE_TOLERANCE_S)"
+                ) from exc
+            await asyncio.sleep(min(delay, deadline - now))
+            delay = min(2.0, delay * 2)
 
 
 def entry_data(fields: dict[bytes, bytes]) -> bytes:

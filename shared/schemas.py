@@ -40,6 +40,9 @@ class SessionStart(_Msg, tag="session_start"):
     pool: str = ""
     """The model pool the gateway routed the session to (shared/capabilities.py ``route``): its
     jobs go on ``asr:jobs:{pool}`` and ``asr:partials:{pool}``; empty (an older gateway) = ``en``."""
+    task: str = "transcribe"
+    """``transcribe``, or ``translate``: each final also carries its English translation (copied
+    onto each job; shared/capabilities.py)."""
 
 
 class AudioChunk(_Msg, tag="audio"):
@@ -100,6 +103,9 @@ class AsrJob(_Msg, tag="asr_job"):
     """A final transcribed before its endpoint is confirmed (``rev`` is then the tentative's
     revision): its result is stored, and published only once the VAD worker commits that
     revision (workers/speculation.py)."""
+    task: str = "transcribe"
+    """``transcribe``, or ``translate``: the worker also decodes the utterance into English,
+    from the same encoder output (``Transcript.translation``)."""
 
 
 class Word(msgspec.Struct, kw_only=True):
@@ -108,6 +114,13 @@ class Word(msgspec.Struct, kw_only=True):
     end: float
     probability: float
     speaker: str | None = None
+
+
+class Translation(msgspec.Struct, kw_only=True):
+    """A final's translation: Whisper translates only into English."""
+
+    language: str = "en"
+    text: str = ""
 
 
 class Transcript(_Msg, tag="transcript"):
@@ -131,6 +144,10 @@ class Transcript(_Msg, tag="transcript"):
     worker: str = ""
     speaker: str | None = None
     """``S0``, ``S1``, … within the session (``diarize=true`` finals only)."""
+    task: str = "transcribe"
+    """The job's task; a ``translate`` final carries :attr:`translation`."""
+    translation: Translation | None = None
+    """The English translation of ``text`` (``task`` translate finals only)."""
 
 
 class SessionDone(_Msg, tag="session_done"):

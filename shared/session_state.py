@@ -37,6 +37,7 @@ class Field(StrEnum):
     PARTIAL_REV = "partial_rev"
     PROMPT = "prompt"
     PROMPT_SEG = "prompt_seg"
+    LANGUAGE = "lang"
 
 
 class State(StrEnum):
@@ -75,6 +76,7 @@ FIELDS: dict[Field, FieldDoc] = {
     Field.PARTIAL_REV: FieldDoc("int", "VAD worker", "ASR worker", "revision of the newest partial job: older ones are stale"),
     Field.PROMPT: FieldDoc("str", "ASR worker, gateway (file prompt)", "ASR worker", "the latest final text, the next segment's prompt"),
     Field.PROMPT_SEG: FieldDoc("int", "ASR worker, gateway (-1)", "ASR worker", "segment that left the prompt: an older one never overwrites it"),
+    Field.LANGUAGE: FieldDoc("str", "ASR worker", "ASR worker", "language of the latest final of a detecting session: kept unless another is confidently detected (workers/detection.py)"),
 }  # fmt: skip
 
 
@@ -133,6 +135,7 @@ class SessionView:
     partial_rev: int | None = None
     prompt: str | None = None
     prompt_seg: int | None = None
+    lang: str | None = None
 
     @classmethod
     def parse(cls, raw: Mapping[bytes, bytes]) -> SessionView:

@@ -48,7 +48,12 @@ class Settings(BaseSettings):
         description="Stable consumer name in the Redis groups (the pod name in Kubernetes).",
     )
     metrics_port: int = Field(
-        default=0, ge=0, le=65535, description="Workers: Prometheus port (0 = no endpoint)."
+        default=0,
+        ge=0,
+        le=65535,
+        description="Prometheus port, unauthenticated, for inside the cluster (0 = none). The "
+        "gateway also answers /metrics on its public port, but only with credentials when "
+        "AUTH_ENABLED.",
     )
 
     # --- gateway -------------------------------------------------------------------------------
@@ -90,7 +95,9 @@ class Settings(BaseSettings):
     max_frames_per_second: int = Field(
         default=1000,
         ge=10,
-        description="Per session; the predecessor's AudioWorklet client sends ~375 a second.",
+        description="Binary frames a session may send per second; more are held back (the "
+        "socket is not read meanwhile: back-pressure), never refused. The predecessor's "
+        "AudioWorklet client sends ~375 a second.",
     )
     max_text_frames_per_second: int = Field(
         default=20,
@@ -113,6 +120,19 @@ class Settings(BaseSettings):
     max_session_s: float = Field(
         default=4 * 3600.0, gt=0, description="Longest session (seconds of audio)."
     )
+    redis_outage_tolerance_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long a live session rides through a Redis outage (on top of the "
+        "client's own ~9 s of reconnection attempts): it stops reading the socket and resumes "
+        "when Redis is back; longer, `service_unavailable` and close 1013.",
+    )
+    first_audio_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A live session that sends no audio this long after opening is closed "
+        "(`no_audio`, 1008): idle sockets cannot hold session slots. Resumed sessions are exempt.",
+    )
     resume_grace_s: float = Field(
         default=30.0, ge=0, description="Native sessions outlive a dropped socket this long."
     )
@@ -120,11 +140,32 @@ class Settings(BaseSettings):
         default=100, ge=10, description="Smallest per-session `endpointing` a client may ask for."
     )
 
+    http_header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A connection whose request headers are not complete this long after it "
+        "opened (or after its previous response) is closed: slow-header clients cannot hold "
+        "sockets.",
+    )
+    max_connections: int = Field(
+        default=2000,
+        ge=1,
+        description="Connections and requests one gateway serves at once (uvicorn's "
+        "limit_concurrency); requests beyond get 503. Live sessions are bounded by MAX_SESSIONS.",
+    )
+
     transcription_max_bytes: int = Field(
         default=25 * 1024 * 1024,
         ge=1024,
         description="Largest upload `POST /v1/audio/transcriptions` accepts (bytes, the whole "
         "request); larger gets 413. 25 MiB, as OpenAI's API.",
+    )
+    transcription_max_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Longest audio an upload may hold (seconds; at most MAX_SESSION_S). A file "
+        "declaring more is refused with 413 before decoding, and decoding stops once it passes "
+        "this, so an upload's memory is bounded (16 kHz PCM16: 115 MB an hour).",
     )
     transcription_timeout_s: float = Field(
         default=600.0,
@@ -148,7 +189,8 @@ class Settings(BaseSettings):
     )
     auth_token_secret: str = Field(
         default="",
-        description="HMAC secret of session tokens; empty = derived from the key set.",
+        description="HMAC secret of session tokens; empty = 32 random bytes created once in Redis "
+        "and shared by every gateway.",
     )
     auth_token_ttl_s: int = Field(default=300, ge=10, description="Session token lifetime.")
     allowed_origins: str = Field(
@@ -157,6 +199,12 @@ class Settings(BaseSettings):
     )
     api_key_max_sessions: int = Field(
         default=50, ge=1, description="Concurrent sessions per API key, across all gateways."
+    )
+    api_key_lease_s: float = Field(
+        default=60.0,
+        ge=3,
+        description="A per-key session slot is a lease this long, renewed by its gateway while "
+        "the session is open: a gateway that dies frees its slots within it.",
     )
 
     # --- streams and retention -----------------------------------------------------------------
@@ -270,7 +318,8 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(
         default=20.0,
         gt=0,
-        description="On SIGTERM, workers finish or hand back their work within this time "
+        description="On SIGTERM, workers finish or hand back their work, and gateways deliver "
+        "their sessions' last finals, within this time "
         "(keep it below Kubernetes' terminationGracePeriodSeconds).",
     )
     partial_first_ms: int = Field(
@@ -356,6 +405,14 @@ class Settings(BaseSettings):
         "unreliable (faster-whisper's default). Off: temperature 0 only, as batched decoding "
         "does: on short segments the fallback cost up to five more decodes and mostly sampled "
         "invented text (docs/benchmarks.md).",
+    )
+    asr_language_switch_probability: float = Field(
+        default=0.7,
+        ge=0.0,
+        le=1.0,
+        description="Language detection (a session without a language, multilingual model): an "
+        "utterance keeps the session's language unless another is detected with at least this "
+        "probability (short utterances flip otherwise; workers/detection.py).",
     )
     asr_no_speech_threshold: float = Field(
         default=0.6, description="Whisper no-speech probability above which text is distrusted."

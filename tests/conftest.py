@@ -8,6 +8,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,15 +112,14 @@ class Service:
     procs: list[Process]
 
 
-@pytest.fixture(scope="session")
-def service(
-    redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+@contextmanager
+def running_service(
+    redis_server: EmbeddedRedis, log_dir: Path, asr: list[dict[str, str]], prefix: str = "svc"
 ) -> Iterator[Service]:
-    """The service as ``whisper-streaming up`` runs it (one gateway, one VAD and two ASR workers),
-    shared by the end-to-end tests; each test's sessions are isolated by their session ids."""
-    log_dir = tmp_path_factory.mktemp("service")
+    """One gateway, one VAD worker and an ASR worker per entry of ``asr`` (its own settings)
+    against the test Redis, in a namespace of their own; stopped on exit."""
     port = free_port()
-    prefix = f"svc{uuid.uuid4().hex[:6]}:"
+    prefix = f"{prefix}{uuid.uuid4().hex[:6]}:"
     env = {
         "REDIS_URL": redis_server.url,
         "KEY_PREFIX": prefix,
@@ -130,16 +130,27 @@ def service(
         "AUTH_ENABLED": "false",
     }
     procs = [
-        Process("asr-worker", env | {"CONSUMER_NAME": "asr-0"}, log_dir, "asr-0"),
-        Process("asr-worker", env | {"CONSUMER_NAME": "asr-1"}, log_dir, "asr-1"),
+        Process("asr-worker", env | {"CONSUMER_NAME": f"asr-{i}"} | extra, log_dir, f"asr-{i}")
+        for i, extra in enumerate(asr)
+    ] + [
         Process("vad-worker", env | {"CONSUMER_NAME": "vad-0"}, log_dir, "vad-0"),
         Process("gateway", env | {"CONSUMER_NAME": "gw-0"}, log_dir, "gateway"),
     ]
     try:
-        wait_http(f"http://127.0.0.1:{port}/readyz", 90, procs)
+        wait_http(f"http://127.0.0.1:{port}/readyz", 180, procs)
         yield Service(
             f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", redis_server.url, prefix, procs
         )
     finally:
         for p in reversed(procs):
             p.stop()
+
+
+@pytest.fixture(scope="session")
+def service(
+    redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    """The service as ``whisper-streaming up`` runs it (one gateway, one VAD and two ASR workers),
+    shared by the end-to-end tests; each test's sessions are isolated by their session ids."""
+    with running_service(redis_server, tmp_path_factory.mktemp("service"), [{}, {}]) as svc:
+        yield svc

@@ -5,6 +5,7 @@
 import {
   FORMATS,
   backoffMs,
+  languageOptions,
   listenUrl,
   probabilityClass,
   transcriptionsUrl,
@@ -19,7 +20,7 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   start: $("start"), stop: $("stop"), status: $("status"), session: $("session"),
   level: $("level"), elapsed: $("elapsed"), endpoint: $("endpoint"), language: $("language"),
-  token: $("token"), interim: $("interim"), lang: $("lang"), latency: $("latency"),
+  token: $("token"), interim: $("interim"), translate: $("translate"), lang: $("lang"), latency: $("latency"),
   latencyMean: $("latency-mean"), count: $("count"), transcript: $("transcript"),
   drop: $("drop"), file: $("file"), fileStatus: $("file-status"), error: $("error"),
 };
@@ -63,15 +64,44 @@ function loadSettings() {
     saved = {};
   }
   ui.endpoint.value = saved.endpoint || defaultEndpoint();
-  ui.language.value = saved.language ?? "";
+  ui.language.dataset.saved = saved.language ?? "";
   ui.token.value = saved.token || "";
   ui.interim.checked = saved.interim ?? true;
+  ui.translate.dataset.saved = saved.translate ? "true" : "";
+}
+
+/** The language list and the translate switch from what the live ASR workers serve. */
+async function loadLanguages() {
+  let served = [];
+  let tasks = [];
+  try {
+    const resp = await fetch(transcriptionsUrl(ui.endpoint.value.trim(), "/readyz"));
+    const body = await resp.json();
+    served = body.asr_languages || [];
+    tasks = body.asr_tasks || [];
+  } catch {
+    /* another origin or not reachable: detection only */
+  }
+  const names = new Intl.DisplayNames(["en"], { type: "language" });
+  const name = (code) => {
+    try {
+      return names.of(code);
+    } catch {
+      return code;
+    }
+  };
+  const wanted = ui.language.value || ui.language.dataset.saved || "";
+  ui.language.replaceChildren(...languageOptions(served, name).map((o) => new Option(o.label, o.value)));
+  ui.language.value = served.includes(wanted) ? wanted : "";
+  ui.translate.disabled = !tasks.includes("translate");
+  ui.translate.checked = !ui.translate.disabled && (ui.translate.checked || ui.translate.dataset.saved === "true");
+  document.body.dataset.languages = String(served.length);
 }
 
 function saveSettings() {
   const s = {
     endpoint: ui.endpoint.value.trim(), language: ui.language.value,
-    token: ui.token.value, interim: ui.interim.checked,
+    token: ui.token.value, interim: ui.interim.checked, translate: ui.translate.checked,
   };
   try {
     localStorage.setItem("whisper-streaming", JSON.stringify(s));
@@ -172,6 +202,7 @@ function connect() {
   const params = {
     sample_rate: RATE, encoding: "linear16", interim_results: ui.interim.checked,
     vad_events: true, language: ui.language.value, token: ui.token.value,
+    translate: ui.translate.checked ? "en" : "",
   };
   if (state.sessionId) Object.assign(params, { session_id: state.sessionId, last_segment: state.lastSegment });
   let ws;
@@ -312,6 +343,7 @@ function renderFinal(msg) {
   el.replaceChildren(
     meta(state.offset + msg.start, latency === null ? "" : `${latency.toFixed(2)} s`),
     wordsFragment(msg.words, msg.text),
+    ...translationLine(msg.translation),
   );
   addFinal(state.offset + msg.start, state.offset + msg.end, msg.text);
   showLanguage(msg.language, msg.language_probability);
@@ -322,6 +354,16 @@ function renderFinal(msg) {
     ui.latencyMean.textContent = `${mean.toFixed(2)} s`;
   }
   ui.transcript.scrollTop = ui.transcript.scrollHeight;
+}
+
+/** The English line under a final of a translated session (none otherwise). */
+function translationLine(translation) {
+  if (!translation) return [];
+  const line = document.createElement("span");
+  line.className = "translation";
+  line.lang = translation.language;
+  line.textContent = translation.text;
+  return [line];
 }
 
 function addFinal(start, end, text) {
@@ -417,14 +459,18 @@ async function transcribeFile(file) {
   const form = new FormData();
   form.append("file", file, file.name);
   form.append("response_format", "verbose_json");
-  form.append("timestamp_granularities[]", "segment");
-  form.append("timestamp_granularities[]", "word");
-  if (ui.language.value) form.append("language", ui.language.value);
+  const translate = ui.translate.checked; // /v1/audio/translations: English text only
+  if (!translate) {
+    form.append("timestamp_granularities[]", "segment");
+    form.append("timestamp_granularities[]", "word");
+    if (ui.language.value) form.append("language", ui.language.value);
+  }
   const headers = ui.token.value ? { Authorization: `Bearer ${ui.token.value}` } : {};
   const t0 = performance.now();
   let body;
   try {
-    const resp = await fetch(transcriptionsUrl(ui.endpoint.value.trim()), { method: "POST", body: form, headers });
+    const path = translate ? "/v1/audio/translations" : "/v1/audio/transcriptions";
+    const resp = await fetch(transcriptionsUrl(ui.endpoint.value.trim(), path), { method: "POST", body: form, headers });
     body = await resp.json();
     if (!resp.ok) throw new Error(body.error ? body.error.message : `HTTP ${resp.status}`);
   } catch (err) {
@@ -480,11 +526,13 @@ function setupDrop() {
 // -- wiring -------------------------------------------------------------------------------------
 
 loadSettings();
+loadLanguages();
 setupDrop();
 ui.start.addEventListener("click", start);
 ui.stop.addEventListener("click", stop);
 ui.settingsForm = $("settings");
 ui.settingsForm.addEventListener("change", saveSettings);
+ui.endpoint.addEventListener("change", loadLanguages);
 $("clear").addEventListener("click", () => {
   ui.transcript.replaceChildren();
   state.finals = [];

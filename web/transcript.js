@@ -49,13 +49,22 @@ export function listenUrl(endpoint, params) {
   return url.toString();
 }
 
-/** The HTTP transcription endpoint on the same host as the WebSocket endpoint. */
-export function transcriptionsUrl(endpoint) {
+/** An HTTP path (the transcription endpoint by default) on the same host as the WebSocket
+ * endpoint. */
+export function transcriptionsUrl(endpoint, path = "/v1/audio/transcriptions") {
   const url = new URL(endpoint);
   url.protocol = url.protocol === "wss:" ? "https:" : "http:";
-  url.pathname = "/v1/audio/transcriptions";
+  url.pathname = path;
   url.search = "";
   return url.toString();
+}
+
+/** The language select's options: "detect", then the served languages by name. codes: ISO
+ * codes (/readyz asr_languages); name(code): a display name. */
+export function languageOptions(codes, name) {
+  const named = [...new Set(codes)].map((code) => ({ value: code, label: name(code) || code }));
+  named.sort((a, b) => a.label.localeCompare(b.label));
+  return [{ value: "", label: "detect" }, ...named];
 }
 
 /** Backoff for reconnect attempt n (0, 1, 2 …): 0.5 s doubling to 8 s. */

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from shared.settings import Settings
 
@@ -32,6 +33,13 @@ def _parser() -> argparse.ArgumentParser:
         "of MODEL (tiny.en, base, a directory or a hub name); repeatable",
     )
     up.add_argument("--ready-timeout", type=float, default=120.0)
+    up.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="the embedded Redis's AOF directory (default ~/.local/share/whisper-streaming/"
+        "redis-PORT): streams survive a restart of Redis or of `up`",
+    )
     sub.add_parser("gateway", help="run one gateway (FastAPI on uvicorn)")
     sub.add_parser("vad-worker", help="run one VAD worker")
     sub.add_parser("asr-worker", help="run one ASR worker")
@@ -68,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"whisper-streaming up: {exc}", file=sys.stderr)
             return 2
-        return run_up(settings, args.vad_workers, pools, args.ready_timeout)
+        return run_up(settings, args.vad_workers, pools, args.ready_timeout, args.data_dir)
     if args.command == "gateway":
         from gateway.app import main as gateway_main
 

@@ -50,3 +50,30 @@ def librispeech(held_out_only: bool = False) -> list[Utterance]:
                 Utterance(row["utt_id"], base / row["file"], refs[row["utt_id"]], row["subset"])
             )
     return out
+
+
+@dataclass(frozen=True)
+class Recording:
+    """A recording of ``other-languages/``: its language, reference text and English reference
+    translation (``translations.tsv``; None where there is none)."""
+
+    name: str
+    path: Path
+    language: str
+    reference: str
+    english: str | None
+
+
+def other_languages() -> list[Recording]:
+    """The recordings in languages other than English, in ``transcripts.tsv`` order."""
+    base = corpus_dir() / "other-languages"
+
+    def table(name: str, column: str) -> dict[str, tuple[str, str]]:
+        with (base / name).open() as fh:
+            return {r["file"]: (r["lang"], r[column]) for r in csv.DictReader(fh, delimiter="\t")}
+
+    english = table("translations.tsv", "english")
+    return [
+        Recording(name, base / name, lang, text, english.get(name, (lang, None))[1])
+        for name, (lang, text) in table("transcripts.tsv", "text").items()
+    ]

@@ -12,6 +12,8 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from shared.text import CER_LANGUAGES
+
 _PUNCT = re.compile(r"[^\w\s']", re.UNICODE)
 _SPACES = re.compile(r"\s+")
 
@@ -52,3 +54,20 @@ def wer(pairs: Iterable[tuple[str, str]]) -> WerResult:
         errors += edit_distance(r, h)
         words += len(r)
     return WerResult(errors, words)
+
+
+def cer(pairs: Iterable[tuple[str, str]]) -> WerResult:
+    """Corpus-level character error rate over (reference, hypothesis) pairs, after
+    :func:`normalize`, spaces removed (for languages scored by characters: Chinese, Japanese,
+    Korean, shared/text.py ``CER_LANGUAGES``); ``words`` counts reference characters."""
+    errors = chars = 0
+    for ref, hyp in pairs:
+        r, h = list(normalize(ref).replace(" ", "")), list(normalize(hyp).replace(" ", ""))
+        errors += edit_distance(r, h)
+        chars += len(r)
+    return WerResult(errors, chars)
+
+
+def error_rate(language: str, pairs: Iterable[tuple[str, str]]) -> WerResult:
+    """CER for the languages scored by characters, WER for the others (same normalisation)."""
+    return cer(pairs) if language in CER_LANGUAGES else wer(pairs)

@@ -1,9 +1,11 @@
 """``whisper-streaming up``: the whole service on one machine, for development and small sites.
 
-Starts an embedded redis-server on a free port in a temporary directory (unless ``REDIS_URL`` is
-set), then one gateway, N VAD workers and the ASR workers of each model pool as child processes,
-waits until the gateway is ready and prints its address. Ctrl-C (or SIGTERM) stops the children
-in reverse order, then Redis.
+Starts an embedded redis-server on a free port (unless ``REDIS_URL`` is set) with AOF persistence
+in a data directory, then one gateway, N VAD workers and the ASR workers of each model pool as
+child processes, waits until the gateway is ready and prints its address. A child that crashes,
+and the embedded Redis, are restarted with backoff (:mod:`whisper_streaming.supervisor`); every
+child dies with ``up`` even when ``up`` itself is killed (PR_SET_PDEATHSIG). Ctrl-C (or SIGTERM)
+stops the children in reverse order, then Redis.
 
 Model pools (docs/architecture.md, "Model pools"): by default ``en`` = the bundled tiny.en
 × ``--asr-workers`` (1) for English, and ``multi`` = the bundled multilingual base × 1 for every
@@ -32,7 +34,8 @@ from pathlib import Path
 
 from shared.keys import POOL_NAME_PATTERN
 from shared.settings import Settings
-from whisper_streaming.procs import ServiceProcess, spawn, stop_all
+from whisper_streaming.procs import ServiceProcess, set_pdeathsig, spawn, stop_all
+from whisper_streaming.supervisor import Watched, supervise
 
 REDIS_MISSING = """redis-server was not found on PATH.
   Debian/Ubuntu: sudo apt-get install redis-server   (make run does this for you)
@@ -49,18 +52,48 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Whether ``host:port`` cannot be bound now (another ``up``, or any other server)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def default_data_dir(port: int) -> Path:
+    """Where ``up`` keeps the embedded Redis's append-only file between runs: one directory per
+    service port, so two ``up`` on one machine never share one."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "whisper-streaming" / f"redis-{port}"
+
+
 class EmbeddedRedis:
-    """A throw-away redis-server: free port, temporary directory, no persistence."""
+    """A redis-server of our own on a free port: by default throw-away (temporary directory, no
+    persistence); ``up`` gives it a data directory and AOF, so a restart keeps every stream."""
 
     def __init__(
-        self, port: int | None = None, appendonly: bool = False, extra_args: list[str] | None = None
+        self,
+        port: int | None = None,
+        appendonly: bool = False,
+        extra_args: list[str] | None = None,
+        data_dir: Path | None = None,
+        die_with_parent: bool = False,
     ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise SystemExit(REDIS_MISSING)
         self.binary = binary
         self.port = port or free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="whisper-streaming-redis-"))
+        self.keep_dir = data_dir is not None
+        if data_dir is not None:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            self.dir = data_dir
+        else:
+            self.dir = Path(tempfile.mkdtemp(prefix="whisper-streaming-redis-"))
+        self.die_with_parent = die_with_parent
         self.appendonly = appendonly
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen[bytes] | None = None
@@ -77,8 +110,9 @@ class EmbeddedRedis:
         ]  # fmt: skip
         # Own session: a Ctrl-C meant for `up` must not kill Redis before the workers drain.
         self.proc = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-        )
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+            preexec_fn=set_pdeathsig if self.die_with_parent else None,
+        )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -108,7 +142,7 @@ class EmbeddedRedis:
             ServiceProcess("redis-server", self.proc).stop(5)
             if self.proc.stderr is not None:
                 self.proc.stderr.close()
-        if remove_dir:
+        if remove_dir and not self.keep_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -160,12 +194,22 @@ def pools_to_start(specs: list[str], asr_workers: int | None, asr_model: str) ->
     return [PoolSpec("en", "tiny.en", n), PoolSpec("multi", "base", 1)]
 
 
+def _watch_redis(redis: EmbeddedRedis) -> Watched:
+    """The embedded Redis under supervision: restarted on its port and data directory (AOF)."""
+
+    def current() -> ServiceProcess | None:
+        return ServiceProcess("redis-server", redis.proc) if redis.proc is not None else None
+
+    return Watched("redis-server", current, redis.start)
+
+
 @dataclass
 class Stack:
     """The child processes of one ``up``."""
 
     env: dict[str, str]
     children: list[Child] = field(default_factory=list)
+    _how: dict[Child, tuple[str, int, str, dict[str, str]]] = field(default_factory=dict)
 
     def spawn(self, role: str, index: int = 0, name: str = "", **extra: str) -> Child:
         """Start ``role`` with ``extra`` settings; ``name`` (a pool's) goes in its consumer name."""
@@ -173,10 +217,27 @@ class Stack:
         label = f"{role}-{name}" if name else role
         env["CONSUMER_NAME"] = f"{socket.gethostname()}-{label}-{index}-{os.getpid()}"
         # Own process group: a Ctrl-C in the terminal reaches only this supervisor, which then
-        # stops the children in order with one SIGTERM each. Output: the terminal's.
-        child = spawn(role, env=env, own_group=True)
+        # stops the children in order with one SIGTERM each. Dies with the supervisor, even a
+        # SIGKILLed one: no orphan keeps serving the port. Output: the terminal's.
+        child = spawn(role, env=env, own_group=True, die_with_parent=True)
         self.children.append(child)
+        self._how[child] = (role, index, name, extra)
         return child
+
+    def watched(self) -> list[Watched]:
+        """Each child, for :func:`supervise`: a restart replaces it in place."""
+        out = []
+        for i, child in enumerate(self.children):
+            role, index, name, _ = self._how[child]
+
+            def restart(i: int = i) -> None:
+                role, index, name, extra = self._how.pop(self.children.pop(i))
+                self.spawn(role, index, name, **extra)
+                self.children.insert(i, self.children.pop())  # keep the start order
+
+            label = f"{role} {name} {index}" if name else f"{role} {index}"
+            out.append(Watched(label, lambda i=i: self.children[i], restart))
+        return out
 
     def dead(self) -> list[Child]:
         return [c for c in self.children if not c.alive()]
@@ -207,11 +268,21 @@ def run_up(
     vad_workers: int,
     pools: list[PoolSpec],
     ready_timeout: float,
+    data_dir: Path | None = None,
 ) -> int:
+    if port_in_use(settings.host, settings.port):
+        print(f"port {settings.port} on {settings.host} is already in use (another "
+              "`whisper-streaming up`?): stop it, or choose another with PORT=…",
+              file=sys.stderr)  # fmt: skip
+        return 2
     redis: EmbeddedRedis | None = None
     env = dict(os.environ)
     if settings.redis_url is None:
-        redis = EmbeddedRedis()
+        redis = EmbeddedRedis(
+            appendonly=True,
+            data_dir=data_dir or default_data_dir(settings.port),
+            die_with_parent=True,
+        )
         redis.start()
         env["REDIS_URL"] = redis.url
         print(f"embedded redis-server on {redis.url} (data in {redis.dir})", flush=True)
@@ -258,11 +329,10 @@ def run_up(
                 )
             else:
                 print("Authentication is on. Ctrl-C stops everything.", flush=True)
-            while not stack.dead():
-                time.sleep(0.5)
-            for c in stack.dead():
-                print(f"{c.role} exited with {c.proc.returncode}; stopping", file=sys.stderr)
-            code = 1
+            watched = stack.watched()
+            if redis is not None:
+                watched.append(_watch_redis(redis))
+            supervise(watched, lambda: stopping)
     except KeyboardInterrupt:
         print("stopping…", flush=True)
     finally:

@@ -12,9 +12,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from shared.audio import pcm16_to_float32
-from shared.schemas import AsrJob, Transcript, Word
+from shared.audio import SAMPLE_RATE, pcm16_to_float32
+from shared.capabilities import TRANSCRIBE, TRANSLATE
+from shared.schemas import AsrJob, Transcript, Translation, Word
 from shared.settings import Settings
+from workers.detection import DEFAULT_SWITCH_PROBABILITY, choose_language
 from workers.models import resolve_model
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,37 @@ class DecodeOptions:
         }
 
 
+def transcription_options(
+    opts: DecodeOptions,
+    tokenizer: Any,
+    *,
+    beam_size: int,
+    word_timestamps: bool,
+    initial_prompt: str | None = None,
+    temperatures: tuple[float, ...] | None = None,
+    max_initial_timestamp: float = 1.0,
+) -> Any:
+    """faster-whisper's ``TranscriptionOptions`` for our decoding settings, with the defaults
+    its ``transcribe`` uses for everything we do not set (for the decode paths that call its
+    ``generate_segments`` or batched pipeline directly: one encoder output, several decodes)."""
+    from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
+
+    return TranscriptionOptions(
+        beam_size=beam_size, best_of=5, patience=1, length_penalty=1, repetition_penalty=1,
+        no_repeat_ngram_size=0, log_prob_threshold=opts.log_prob_threshold,
+        no_speech_threshold=opts.no_speech_threshold,
+        compression_ratio_threshold=opts.compression_ratio_threshold,
+        temperatures=list(opts.temperatures if temperatures is None else temperatures),
+        initial_prompt=initial_prompt, prefix=None, suppress_blank=True,
+        suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+        prepend_punctuations="\"'“¿([{-", append_punctuations="\"'.。,，!！?？:：”)]}、",
+        max_new_tokens=None, hotwords=None, word_timestamps=word_timestamps,
+        hallucination_silence_threshold=None, condition_on_previous_text=False,
+        clip_timestamps="0", prompt_reset_on_temperature=0.5, multilingual=False,
+        without_timestamps=False, max_initial_timestamp=max_initial_timestamp,
+    )  # fmt: skip
+
+
 MAX_WORDS_PER_SECOND = 7.0
 """Fast speech runs at 4 to 5 words a second; a segment far above that is invented text."""
 
@@ -149,47 +182,165 @@ def stopped_early(result: Transcript, job: AsrJob) -> bool:
     return job.end - result.words[-1].end > EARLY_STOP_GAP_S
 
 
-class Transcriber:
-    """Turns :class:`AsrJob` into :class:`Transcript` with an injected Whisper model."""
+WINDOW_SAMPLES = 30 * SAMPLE_RATE
+"""Whisper's window: an utterance up to this long is one encoder pass."""
 
-    def __init__(self, model: WhisperLike, options: DecodeOptions, worker: str = "") -> None:
+
+def encode_window(model: Any, audio: Any) -> tuple[Any, Any]:
+    """The features of ``audio`` and the encoder output of its first 30 s window (one pass)."""
+    from faster_whisper.audio import pad_or_trim
+
+    features = model.feature_extractor(audio)
+    frames = min(model.feature_extractor.nb_max_frames, features.shape[-1] - 1)
+    return features, model.encode(pad_or_trim(features[:, :frames]))
+
+
+def language_probabilities(model: Any, encoder_output: Any) -> list[tuple[str, float]]:
+    """Every language's probability for one encoder output, most probable first."""
+    ranked = model.model.detect_language(encoder_output)[0]
+    return [(token[2:-2], float(p)) for token, p in ranked]
+
+
+def is_multilingual(model: object) -> bool:
+    return bool(getattr(getattr(model, "model", None), "is_multilingual", False))
+
+
+class Transcriber:
+    """Turns :class:`AsrJob` into :class:`Transcript` with an injected Whisper model.
+
+    A job of a multilingual model that detects its language or is to be translated is decoded
+    from **one** encoder pass (:meth:`_decode_shared`): the encoder output gives the language
+    probabilities (:func:`~workers.detection.choose_language` picks, with the session's
+    language), then the transcription, then the English translation (a second decode of the
+    same encoder output). faster-whisper's ``transcribe`` would encode twice for detection
+    alone (``detect_language``, then ``generate_segments``), and again for a translation."""
+
+    def __init__(
+        self,
+        model: WhisperLike,
+        options: DecodeOptions,
+        worker: str = "",
+        switch_probability: float = DEFAULT_SWITCH_PROBABILITY,
+    ) -> None:
         self._model = model
         self._opts = options
         self._worker = worker
+        self._switch = switch_probability
+        self._multilingual = is_multilingual(model)
 
     def transcribe(
-        self, job: AsrJob, prompt: str | None = None, beam_size: int | None = None
+        self,
+        job: AsrJob,
+        prompt: str | None = None,
+        beam_size: int | None = None,
+        session_language: str | None = None,
     ) -> Transcript:
         """Transcribe with the session's previous text as prompt; if the prompt made the model
-        stop early (tiny models do), transcribe again without it."""
-        return self.recover(job, prompt, self._transcribe(job, prompt, beam_size), beam_size)
+        stop early (tiny models do), transcribe again without it. ``session_language``: the
+        language of the session's latest final (detection keeps it unless another is
+        confidently detected)."""
+        first = self._transcribe(job, prompt, beam_size, session_language)
+        return self.recover(job, prompt, first, beam_size, session_language)
 
     def recover(
-        self, job: AsrJob, prompt: str | None, result: Transcript, beam_size: int | None = None
+        self,
+        job: AsrJob,
+        prompt: str | None,
+        result: Transcript,
+        beam_size: int | None = None,
+        session_language: str | None = None,
     ) -> Transcript:
         """``result`` itself, or a transcription without the prompt if the prompt made the
         model stop early (used for batched results too)."""
         if prompt and job.final and stopped_early(result, job):
             log.info("session=%s segment=%d: stopped early with a prompt; again without",
                      job.session_id, job.segment)  # fmt: skip
-            retry = self._transcribe(job, None, beam_size)
+            retry = self._transcribe(job, None, beam_size, session_language)
             if len(retry.words) > len(result.words):
                 retry.processing_time = round(retry.processing_time + result.processing_time, 4)
                 return retry
         return result
 
-    def _transcribe(self, job: AsrJob, prompt: str | None, beam_size: int | None) -> Transcript:
+    def _transcribe(
+        self,
+        job: AsrJob,
+        prompt: str | None,
+        beam_size: int | None,
+        session_language: str | None = None,
+    ) -> Transcript:
         started = time.monotonic()
         audio = pcm16_to_float32(job.pcm)
-        segments, info = self._model.transcribe(
-            audio,
-            language=job.language,
-            beam_size=beam_size or self._opts.beam_size,
-            # interim text needs no word times (their alignment pass is ~30 % of a 10 s decode)
-            word_timestamps=job.final,
-            initial_prompt=(prompt or "")[-PROMPT_MAX_CHARS:] or None,
-            **self._opts.whisper_kwargs(),
-        )
+        beam = beam_size or self._opts.beam_size
+        prompt = (prompt or "")[-PROMPT_MAX_CHARS:] or None
+        shared = (job.language is None or job.task == TRANSLATE) and len(audio) <= WINDOW_SAMPLES
+        if self._multilingual and shared:
+            result = self._decode_shared(job, audio, prompt, beam, session_language)
+        else:
+            segments, info = self._model.transcribe(
+                audio,
+                language=job.language,
+                beam_size=beam,
+                # interim text needs no word times (their alignment pass is ~30 % of a 10 s decode)
+                word_timestamps=job.final,
+                initial_prompt=prompt,
+                **self._opts.whisper_kwargs(),
+            )
+            text, words = self._collect(job, segments)
+            result = self._result(job, text, words, info.language, info.language_probability)
+        result.processing_time = round(time.monotonic() - started, 4)
+        return result
+
+    def _decode_shared(
+        self,
+        job: AsrJob,
+        audio: Any,
+        prompt: str | None,
+        beam: int,
+        session_language: str | None,
+    ) -> Transcript:
+        """Detection, transcription and (for ``translate`` finals) translation from one encoder
+        output of the utterance (at most one 30 s window)."""
+        features, encoder_output = encode_window(self._model, audio)
+        if job.language is None:
+            probabilities = language_probabilities(self._model, encoder_output)
+            language, probability = choose_language(probabilities, session_language, self._switch)
+        else:
+            language, probability = job.language, 1.0
+        segments = self._generate(features, encoder_output, language, TRANSCRIBE, prompt, beam, job.final)  # fmt: skip
+        text, words = self._collect(job, segments)
+        result = self._result(job, text, words, language, probability)
+        if job.task == TRANSLATE and job.final:
+            if language == "en" or not text:
+                result.translation = Translation(language="en", text=text)
+            else:
+                english = self._generate(features, encoder_output, language, TRANSLATE, None, beam, False)  # fmt: skip
+                result.translation = Translation(language="en", text=self._collect(job, english)[0])
+        return result
+
+    def _generate(
+        self,
+        features: Any,
+        encoder_output: Any,
+        language: str,
+        task: str,
+        prompt: str | None,
+        beam: int,
+        word_timestamps: bool,
+    ) -> Any:
+        """faster-whisper's own decoding loop over a given encoder output (its
+        ``generate_segments``: fallback, timestamps, word alignment)."""
+        from faster_whisper.tokenizer import Tokenizer
+
+        model: Any = self._model
+        tokenizer = Tokenizer(model.hf_tokenizer, True, task=task, language=language)
+        options = transcription_options(
+            self._opts, tokenizer, beam_size=beam, word_timestamps=word_timestamps,
+            initial_prompt=prompt,
+        )  # fmt: skip
+        return model.generate_segments(features, tokenizer, options, False, encoder_output)
+
+    def _collect(self, job: AsrJob, segments: Any) -> tuple[str, list[Word]]:
+        """The text and words of decoded segments, less probable hallucinations."""
         texts: list[str] = []
         words: list[Word] = []
         for seg in segments:  # the generator decodes lazily: iterate it here, in this thread
@@ -206,18 +357,23 @@ class Transcriber:
                 )
                 for w in seg.words or []
             )
+        return "".join(texts).strip(), words
+
+    def _result(
+        self, job: AsrJob, text: str, words: list[Word], language: str, probability: float
+    ) -> Transcript:
         return Transcript(
             session_id=job.session_id,
             segment=job.segment,
             start=job.start,
             end=job.end,
-            text="".join(texts).strip(),
+            text=text,
             words=words,
-            language=info.language,
-            language_probability=round(float(info.language_probability), 4),
-            processing_time=round(time.monotonic() - started, 4),
+            language=language,
+            language_probability=round(float(probability), 4),
             final=job.final,
             rev=job.rev,
             speech_final=job.reason != "max_length",
             worker=self._worker,
+            task=job.task,
         )

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared import metrics
+from shared import metrics, session_state
 from shared.capabilities import capabilities_of
 from shared.keys import ASR_GROUP, EN_POOL, Keys
 from shared.redis_util import Heartbeat, connect, ensure_group, entry, entry_data
@@ -278,10 +278,12 @@ class AsrWorker:
         segment's final came out meanwhile. Never retried, never dead-lettered."""
         entry_id, job = partial.entry_id, partial.job
         try:
-            prompt = await self._prompt(job) if self.s.asr_condition_on_previous else None
+            prompt, language = await self._context(job)
             beam = self.s.asr_partial_beam_size
             started = time.monotonic()
-            result = await asyncio.to_thread(self.transcriber.transcribe, job, prompt, beam)
+            result = await asyncio.to_thread(
+                self.transcriber.transcribe, job, prompt, beam, language
+            )
             self.state.partial_decoded(started, time.monotonic())
             (final_seg,) = await read_ints(
                 self.r, self.keys.session(job.session_id), Field.FINAL_SEG
@@ -348,9 +350,11 @@ class AsrWorker:
             await self.out.ack(entry_id)
             return
         waited = queue_wait(job)
-        prompt = await self._prompt(job) if self.s.asr_condition_on_previous else None
+        prompt, language = await self._context(job)
         try:
-            result = await asyncio.to_thread(self.transcriber.transcribe, job, prompt)
+            result = await asyncio.to_thread(
+                self.transcriber.transcribe, job, prompt, None, language
+            )
         except Exception as exc:
             log.exception(
                 "job %s (session %s segment %d) failed on delivery %d",
@@ -378,11 +382,34 @@ class AsrWorker:
         result.queue_time = round(waited, 4)
         await self.speakers.label(job, result)
         await asyncio.shield(self.out.publish_and_ack(entry_id, result, spec_rev(job)))
+        if job.language is None and result.text and result.language:
+            await self._remember_language(job.session_id, result.language)
         metrics.ASR_JOBS.labels(self.pool, "ok").inc()
         metrics.ASR_QUEUE_WAIT.labels(self.pool).observe(waited)
 
     async def _prompt(self, job: AsrJob) -> str | None:
         return await read_text(self.r, self.keys.session(job.session_id), Field.PROMPT) or None
+
+    async def _context(self, job: AsrJob) -> tuple[str | None, str | None]:
+        """The session's prompt (if prompting is on) and, for a detecting session, the
+        language of its latest final (one HMGET)."""
+        if job.language is not None and not self.s.asr_condition_on_previous:
+            return None, None
+        prompt, language = await self.r.hmget(
+            self.keys.session(job.session_id), [str(Field.PROMPT), str(Field.LANGUAGE)]
+        )
+        text = prompt.decode("utf-8", "replace") if prompt else None
+        return (text if self.s.asr_condition_on_previous else None), (
+            language.decode() if language and job.language is None else None
+        )
+
+    async def _remember_language(self, session_id: str, language: str) -> None:
+        """The session's language for the detection of its next utterances (a hint: two
+        workers finishing out of order may leave the older one, which only delays a switch)."""
+        key = self.keys.session(session_id)
+        async with self.r.pipeline(transaction=True) as pipe:
+            session_state.write(pipe, key, {Field.LANGUAGE: language}, self.s.session_ttl_s)
+            await pipe.execute()
 
 
 async def amain(settings: Settings) -> None:
@@ -392,7 +419,9 @@ async def amain(settings: Settings) -> None:
     settings = resolve_auto(settings)  # device, compute type, beam, batch size
     model = await asyncio.to_thread(load_model, settings)
     options = DecodeOptions.from_settings(settings)
-    transcriber = Transcriber(model, options, settings.consumer_name)
+    transcriber = Transcriber(
+        model, options, settings.consumer_name, settings.asr_language_switch_probability
+    )
     batcher = BatchTranscriber(model, options, settings.consumer_name)
     r = connect(settings.effective_redis_url, name=f"asr-{settings.consumer_name}")
     try:

@@ -19,15 +19,12 @@ from typing import Any
 import numpy as np
 from faster_whisper.audio import pad_or_trim
 from faster_whisper.tokenizer import Tokenizer
-from faster_whisper.transcribe import (
-    BatchedInferencePipeline,
-    TranscriptionOptions,
-    get_suppressed_tokens,
-)
+from faster_whisper.transcribe import BatchedInferencePipeline, TranscriptionOptions
 
 from shared.audio import pcm16_to_float32
+from shared.capabilities import TRANSCRIBE
 from shared.schemas import AsrJob, Transcript, Word
-from workers.asr import PROMPT_MAX_CHARS, DecodeOptions, is_hallucination
+from workers.asr import PROMPT_MAX_CHARS, DecodeOptions, is_hallucination, transcription_options
 
 
 class MultiPromptPipeline(BatchedInferencePipeline):  # type: ignore[misc]
@@ -78,7 +75,10 @@ class BatchTranscriber:
         self._worker = worker
 
     def can_batch(self, job: AsrJob) -> bool:
-        """Jobs with a known language (or any job for an English-only model)."""
+        """Transcription jobs with a known language (or any job for an English-only model):
+        detection and translation take the shared-encoder path of :class:`Transcriber`."""
+        if job.task != TRANSCRIBE:
+            return False
         return job.language is not None or not self._model.model.is_multilingual
 
     def transcribe(self, jobs: Sequence[AsrJob], prompts: Sequence[str | None]) -> list[Transcript]:
@@ -133,19 +133,9 @@ class BatchTranscriber:
         return outputs
 
     def _options(self, tokenizer: Tokenizer) -> TranscriptionOptions:
-        o = self._opts
-        return TranscriptionOptions(
-            beam_size=o.beam_size, best_of=5, patience=1, length_penalty=1, repetition_penalty=1,
-            no_repeat_ngram_size=0, log_prob_threshold=o.log_prob_threshold,
-            no_speech_threshold=o.no_speech_threshold,
-            compression_ratio_threshold=o.compression_ratio_threshold, temperatures=[0.0],
-            initial_prompt=None, prefix=None, suppress_blank=True,
-            suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
-            prepend_punctuations="\"'“¿([{-", append_punctuations="\"'.。,，!！?？:：”)]}、",
-            max_new_tokens=None, hotwords=None, word_timestamps=True,
-            hallucination_silence_threshold=None, condition_on_previous_text=False,
-            clip_timestamps="0", prompt_reset_on_temperature=0.5, multilingual=False,
-            without_timestamps=False, max_initial_timestamp=0.0,
+        return transcription_options(
+            self._opts, tokenizer, beam_size=self._opts.beam_size, word_timestamps=True,
+            temperatures=(0.0,), max_initial_timestamp=0.0,
         )  # fmt: skip
 
     def _result(

@@ -74,6 +74,7 @@ class JobWriter:
             enqueued_at=time.time(),
             speech_ended_at=owned.last_received_at,
             diarize=owned.start.diarize,
+            task=owned.start.task,
         )
 
     async def _speculate(self, owned: OwnedSession, t: Tentative) -> None:

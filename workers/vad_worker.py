@@ -315,6 +315,10 @@ class VadWorker:
             return False
         owned.last_audio_at = time.monotonic()
         if isinstance(msg, AudioChunk | AudioControl):
+            if owned.seq and msg.seq <= owned.seq:
+                # a write the gateway repeated through a Redis outage (it may have landed once)
+                log.info("session=%s stage=vad repeated entry seq %d skipped", sid, msg.seq)
+                return False
             owned.seq = msg.seq
         if isinstance(msg, AudioChunk):
             owned.last_received_at = msg.received_at

@@ -207,7 +207,8 @@ async def test_languages_the_workers_cannot_serve_are_refused(
 ) -> None:
     """With only an English pool live (the shared service runs tiny.en workers) and no other pool
     configured (``ASR_POOLS``): an ``unsupported_language`` error frame in the legacy shape naming
-    the languages served, close 1003, and no English inventions."""
+    the languages served, close 1003, and no English inventions (tests/e2e/test_languages.py has
+    the same sessions served by base)."""
     pcm = load_pcm(corpus / "other-languages" / file)
     error, others, code = await refused(f"{service.ws}{path}?{query}", pcm)
     assert error == {"type": "error", "code": "unsupported_language", "message": error["message"]}

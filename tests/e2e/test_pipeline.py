@@ -215,6 +215,7 @@ def test_health_readiness_metrics(service: Service) -> None:
         ready = json.load(r)
     assert ready["status"] == "ready" and ready["vad_workers"] == 1 and ready["asr_workers"] == 2
     assert ready["asr_languages"] == ["en"]  # what the bundled tiny.en announces
+    assert ready["asr_tasks"] == ["transcribe"]
     with urllib.request.urlopen(service.http + "/metrics") as r:
         text = r.read().decode()
     assert "whisper_sessions_active" in text and "whisper_final_latency_seconds_bucket" in text

@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,35 +22,31 @@ from shared.audio import float32_to_pcm16
 from shared.keys import ASR_GROUP, EN_POOL, MULTI_POOL, Keys
 from shared.schemas import Transcript, decode_as
 from shared.session_state import Field
-from tests.conftest import librispeech, wait_http
+from tests.conftest import Service, librispeech, running_service
 from tests.e2e.test_native import receive_all, stream
 from whisper_streaming.evaluation import wer
 from whisper_streaming.replay import load_pcm
-from whisper_streaming.up import free_port
 
 pytestmark = pytest.mark.e2e
 
-FAST = {"HEARTBEAT_INTERVAL_S": "0.5", "HEARTBEAT_TTL_S": "3", "ASR_CPU_THREADS": "1"}
 GERMAN = "de_picovoice.wav"
 ENGLISH_UTT = "8455-210777-0068"
 GERMAN_MAX_WER = 0.5
 """The bundled base model on this one sentence; the language tests bound it per language."""
 
 
-def start_pools(spawn, multi: int = 1, **env: str) -> tuple[dict[str, Any], str]:
+@contextmanager
+def pools_service(
+    redis_server: Any, tmp_path: Path, multi: int = 1, **env: str
+) -> Iterator[tuple[Service, dict[str, Any]]]:
     """One tiny.en worker (pool ``en``), ``multi`` base workers (pool ``multi``), a VAD worker
-    and a gateway; the workers derive their pool from their model (ASR_POOL unset)."""
-    procs: dict[str, Any] = {
-        "asr-en-0": spawn("asr-worker", CONSUMER_NAME="asr-en-0", **(FAST | env))
-    }
-    for i in range(multi):
-        name = f"asr-multi-{i}"
-        procs[name] = spawn("asr-worker", CONSUMER_NAME=name, ASR_MODEL="base", **(FAST | env))
-    procs["vad-0"] = spawn("vad-worker", CONSUMER_NAME="vad-0", **(FAST | env))
-    port = free_port()
-    procs["gw-0"] = spawn("gateway", CONSUMER_NAME="gw-0", PORT=str(port), **(FAST | env))
-    wait_http(f"http://127.0.0.1:{port}/readyz", 120, list(procs.values()))
-    return procs, f"ws://127.0.0.1:{port}"
+    and a gateway; the workers derive their pool from their model (ASR_POOL unset). The
+    service, and its ASR workers by consumer name."""
+    asr = [{"CONSUMER_NAME": "asr-en-0"} | env] + [
+        {"CONSUMER_NAME": f"asr-multi-{i}", "ASR_MODEL": "base"} | env for i in range(multi)
+    ]
+    with running_service(redis_server, tmp_path, asr, prefix="pools") as svc:
+        yield svc, {a["CONSUMER_NAME"]: p for a, p in zip(asr, svc.procs, strict=False)}
 
 
 async def wait_pools(r: aioredis.Redis, keys: Keys, workers: int) -> None:
@@ -94,10 +93,14 @@ async def jobs_added(r: aioredis.Redis, keys: Keys, pool: str) -> int:
 
 
 async def test_each_session_goes_to_its_pools_stream_and_workers(
-    spawn, redis_client: aioredis.Redis, key_prefix: str, corpus
+    redis_server, redis_client: aioredis.Redis, tmp_path: Path, corpus: Path
 ) -> None:
-    keys = Keys(key_prefix)
-    _procs, url = start_pools(spawn)
+    with pools_service(redis_server, tmp_path) as (svc, _workers):
+        await routed_by_language(svc, redis_client, corpus)
+
+
+async def routed_by_language(svc: Service, redis_client: aioredis.Redis, corpus: Path) -> None:
+    keys, url = Keys(svc.key_prefix), svc.ws
     await wait_pools(redis_client, keys, 2)
     german = padded(load_pcm(corpus / "other-languages" / GERMAN))
     utt = next(u for u in librispeech() if u.utt_id == ENGLISH_UTT)
@@ -130,10 +133,16 @@ async def test_each_session_goes_to_its_pools_stream_and_workers(
 
 
 async def test_a_killed_multilingual_workers_job_goes_to_another_of_its_pool_only(
-    spawn, redis_client: aioredis.Redis, key_prefix: str, corpus
+    redis_server, redis_client: aioredis.Redis, tmp_path: Path, corpus: Path
 ) -> None:
-    keys = Keys(key_prefix)
-    procs, url = start_pools(spawn, multi=2, ASR_CLAIM_IDLE_MS="2000")
+    with pools_service(redis_server, tmp_path, multi=2, ASR_CLAIM_IDLE_MS="2000") as (svc, procs):
+        await reclaimed_within_the_pool(svc, procs, redis_client, corpus)
+
+
+async def reclaimed_within_the_pool(
+    svc: Service, procs: dict[str, Any], redis_client: aioredis.Redis, corpus: Path
+) -> None:
+    keys, url = Keys(svc.key_prefix), svc.ws
     await wait_pools(redis_client, keys, 3)
     german = padded(load_pcm(corpus / "other-languages" / GERMAN))
     killed: list[str] = []

@@ -126,7 +126,12 @@ def test_silence_and_empty_audio_give_empty_text(service: Service) -> None:
         ({"language": "klingon"}, b"x", 400, "invalid_value"),
         ({"timestamp_granularities[]": "char"}, b"x", 400, "invalid_value"),
         ({}, b"RIFF\x00\x00\x00\x00WAVEnot really" + bytes(range(256)) * 8, 415, "unsupported_file"),
-        ({}, b"\x89PNG\r\n\x1a\n" + bytes(2000), 415, "unsupported_file"),
+        ({}, b"\x89PNG\r\n\x1a\n" + bytes(2000), 415, "unsupported_format"),
+        # demuxers that open further URLs or files never run: an SDP description (binds a UDP
+        # port), an ffconcat list (opens paths), an HLS playlist
+        ({}, b"v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 5004 RTP/AVP 0\n", 415, "unsupported_format"),
+        ({}, b"ffconcat version 1.0\nfile 'pyproject.toml'\n", 415, "unsupported_format"),
+        ({}, b"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nhttp://127.0.0.1:9/a.ts\n", 415, "unsupported_format"),
     ],
 )  # fmt: skip
 def test_bad_requests_get_json_errors(
@@ -136,6 +141,21 @@ def test_bad_requests_get_json_errors(
     assert resp.status_code == status, resp.text
     error = resp.json()["error"]
     assert error["code"] == code and error["message"] and error["type"] == "invalid_request_error"
+
+
+def test_translation_with_only_english_workers_is_refused(service: Service, corpus: Path) -> None:
+    """``/v1/audio/translations`` with the bundled tiny.en only: 400 ``unsupported_language``
+    naming what is served, never an English transcription passed off as a translation; a bad
+    ``temperature`` is ``invalid_value`` as in OpenAI's API."""
+    path = corpus / "other-languages" / "de_picovoice.wav"
+    files = {"file": (path.name, path.read_bytes())}
+    resp = httpx.post(service.http + "/v1/audio/translations", files=files, timeout=120)
+    assert resp.status_code == 400, resp.text
+    error = resp.json()["error"]
+    assert error["code"] == "unsupported_language" and error["message"].endswith("serve: en")
+    bad = httpx.post(service.http + "/v1/audio/translations", files=files,
+                     data={"temperature": "hot"}, timeout=120)  # fmt: skip
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "temperature"
 
 
 @pytest.fixture
@@ -172,6 +192,33 @@ def test_too_large_is_413_with_or_without_content_length(small_gateway: str) -> 
     )
     assert resp.status_code == 413, resp.text
     assert json.loads(resp.text)["error"]["code"] == "file_too_large"
+
+
+def test_an_upload_declaring_more_audio_than_the_limit_is_refused_before_decoding(
+    service: Service, spawn
+) -> None:
+    """A 170 kB FLAC that declares 15 minutes, to a gateway whose cap is 60 s (live workers of
+    the shared service, so the refusal is the cap's, not a 503)."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="flac") as out:
+        stream = out.add_stream("flac", rate=16000)
+        stream.layout = "mono"
+        for _ in range(90):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 160000), np.int16), format="s16", layout="mono")  # fmt: skip
+            frame.sample_rate = 16000
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    port = free_port()
+    gw = spawn("gateway", PORT=str(port), KEY_PREFIX=service.key_prefix, TRANSCRIPTION_MAX_SECONDS="60")  # fmt: skip
+    wait_http(f"http://127.0.0.1:{port}/readyz", 60, [gw])
+    resp = post(f"http://127.0.0.1:{port}", data=buf.getvalue(), name="long.flac")
+    assert resp.status_code == 413, resp.text
+    assert resp.json()["error"]["code"] == "audio_too_long"
+    assert "60 s" in resp.json()["error"]["message"]
 
 
 def test_no_workers_is_503(small_gateway: str) -> None:

@@ -100,6 +100,11 @@ def test_page_live_captions_file_upload_and_download(
             assert page.input_value("#endpoint") == service.ws + "/v1/listen"
             page.click("#settings-box summary")
             page.select_option("#language", "en")
+            # the language list is what the live workers serve (tiny.en: English), and the
+            # translate switch is off: no live worker announces translation
+            page.wait_for_selector("body[data-languages='1']")
+            options = page.eval_on_selector_all("#language option", "os => os.map(o => o.value)")
+            assert options == ["", "en"] and page.is_disabled("#translate")
 
             # -- live: fake microphone -> worklet -> /v1/listen -> captions -----------------
             page.evaluate(WATCH_INTERIM)

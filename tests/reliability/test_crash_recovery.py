@@ -218,3 +218,24 @@ async def test_gateway_killed_client_resumes_on_another_gateway(spawn) -> None:
         await asyncio.wait_for(rx2, 60)
     assert second[0]["resumed"] is True
     check_complete([m for m in first + second if m["type"] == "final"] + [second[-1]], reference)
+
+
+async def test_gateway_sigterm_drains_its_sessions_before_closing(spawn) -> None:
+    """A rolling update: SIGTERM used to close every socket with 1012 at once and a client of
+    `/` lost its last utterance. Now the gateway stops accepting, ends each session as at an eof,
+    sends its finals and only then closes with 1012."""
+    procs, (url,) = start_stack(spawn, asr=2)
+    pcm, reference, _ = three_utterances()
+    msgs: list[dict[str, Any]] = []
+    ws = await websockets.connect(url + "/")  # the predecessor's Locust client: no config, no eof
+    rx = asyncio.create_task(receive_all(ws, msgs))
+    await stream(ws, pcm, speed=0)
+    await asyncio.sleep(0.3)  # the last frames have reached the gateway
+    gateway = procs["gw-0"]
+    gateway.proc.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(rx, 90)
+    assert ws.close_code == 1012, msgs[-2:]
+    text = " ".join(m["text"] for m in msgs if m.get("text"))
+    assert wer([(reference, text)]).wer <= 0.2  # all three utterances, the last one too
+    # it exits by itself (uvicorn re-raises the SIGTERM it handled once the shutdown is done)
+    assert await asyncio.to_thread(gateway.proc.wait, 30) in (0, -signal.SIGTERM)

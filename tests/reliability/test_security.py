@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.conftest import librispeech
+from tests.conftest import librispeech, wait_http
 from tests.reliability.test_crash_recovery import start_stack
 from tests.reliability.test_limits import expect_error
 from whisper_streaming.evaluation import wer
@@ -236,3 +236,31 @@ async def test_live_endpoints_hold_against_odd_tokens_floods_and_huge_echoes(spa
     assert "AAAAAAAA" * 10 not in log  # clipped in the WARNING line too
     assert log.count("auth token: failed attempt from 127.0.0.1") == 5
     assert "guess-" not in log  # failed attempts are logged without the key
+
+
+def test_metrics_and_api_schema_need_credentials_and_no_docs_pages(spawn) -> None:
+    """/metrics and /openapi.json on the public port need a key when auth is on; the Swagger and
+    ReDoc pages (CDN assets) do not exist; Prometheus reads the internal METRICS_PORT."""
+    port, metrics_port = free_port(), free_port()
+    gw = spawn("gateway", PORT=str(port), METRICS_PORT=str(metrics_port), **AUTH)
+    base = f"http://127.0.0.1:{port}"
+    wait_http(base + "/healthz", 60, [gw])
+
+    def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        req = urllib.request.Request(url, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return exc.code, exc.read()
+
+    for path in ("/metrics", "/openapi.json"):
+        status, body = get(base + path)
+        assert status == 401 and json.loads(body)["error"]["code"] == "unauthorized", path
+        status, body = get(base + path, {"Authorization": "Bearer alices-secret"})
+        assert status == 200 and body, path
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        assert get(base + path)[0] == 404, path
+    status, body = get(f"http://127.0.0.1:{metrics_port}/metrics")
+    assert status == 200 and b"whisper_" in body

@@ -14,7 +14,11 @@ BOB_DIGEST = hashlib.sha256(b"bobs-secret").hexdigest()
 
 
 def auth(**kw: object) -> Authenticator:
-    base = {"api_keys": f"alice:alices-secret,bob:sha256:{BOB_DIGEST}", "auth_enabled": True}
+    base = {
+        "api_keys": f"alice:alices-secret,bob:sha256:{BOB_DIGEST}",
+        "auth_enabled": True,
+        "auth_token_secret": "shared-secret",
+    }
     return Authenticator(Settings(**(base | kw)))
 
 
@@ -54,8 +58,51 @@ def test_tokens() -> None:
     assert a.check_token(tampered, now=1100.0) is None
     other = auth(auth_token_secret="another")
     assert other.check_token(token, now=1100.0) is None
-    # replicas with the same keys (and no explicit secret) accept each other's tokens
+    # replicas with the same secret accept each other's tokens
     assert auth().check_token(token, now=1100.0) == "alice"
+
+
+def test_without_a_secret_nothing_is_minted_or_accepted_and_keys_do_not_make_one() -> None:
+    """No secret derived from the keys: whoever can read a ``name:sha256:`` file cannot sign.
+    (The gateway loads a random one shared through Redis: tests/integration/test_auth_redis.py.)"""
+    import hmac as hmac_mod
+    import json
+
+    from gateway.auth import _b64
+
+    a = auth(auth_token_secret="")
+    with pytest.raises(RuntimeError, match="secret"):
+        a.mint("alice")
+    # the derivation an earlier version used, from the digests alone
+    material = b"".join(sorted(k.digest for k in a.keys))
+    old = hmac_mod.new(b"whisper-streaming-token", material, hashlib.sha256).digest()
+    kid = next(k.fingerprint for k in a.keys if k.name == "bob")
+    payload = _b64(json.dumps({"sub": "bob", "kid": kid, "exp": 2**40}).encode())
+    forged = f"wst1.{payload}.{_b64(hmac_mod.new(old, payload.encode(), hashlib.sha256).digest())}"
+    assert a.check_token(forged) is None
+
+
+def test_a_revoked_or_replaced_keys_tokens_stop_working(tmp_path) -> None:
+    f = tmp_path / "keys"
+    f.write_text("carol:carols-secret\ndave:daves-secret\n")
+    a = auth(api_keys="", api_keys_file=str(f))
+    carol, _ = a.mint("carol")
+    dave, _ = a.mint("dave")
+    assert a.authenticate(carol).name == "carol" and a.authenticate(dave).name == "dave"
+    # the Secret is updated in place: carol revoked, dave's key replaced under the same name
+    f.write_text("dave:daves-new-secret\nerin:erins-secret\n")
+    a.refresh_keys(now=10**9)  # the file is looked at every KEYS_RECHECK_S; here at once
+    for token in (carol, dave):
+        with pytest.raises(ProtocolError):
+            a.authenticate(token)
+    with pytest.raises(ProtocolError):
+        a.authenticate("carols-secret")
+    assert a.authenticate("erins-secret").name == "erin"
+    assert a.authenticate(a.mint("dave")[0]).name == "dave"  # the new key's tokens work
+    # a broken file keeps the keys in force
+    f.write_text("dave:sha256:nothex\n")
+    a.refresh_keys(now=2 * 10**9)
+    assert a.authenticate("erins-secret").name == "erin"
 
 
 def test_authenticate() -> None:

@@ -81,10 +81,14 @@ def test_nothing_is_refused_while_it_cannot_be_known() -> None:
     assert refusal("de", "transcribe", Pool(live=2, announced=[ENGLISH])) is None
 
 
-def test_translation_is_refused_until_the_pipeline_carries_a_task() -> None:
-    for pool in (Pool(live=1, announced=[ENGLISH]), Pool(live=1, announced=[MULTI]), Pool()):
-        why = refusal("de", "translate", pool)
-        assert why is not None and "translation" in why
+def test_translation_is_served_by_a_multilingual_worker_and_refused_by_english_ones() -> None:
+    for language in ("de", None):
+        assert refusal(language, "translate", Pool(live=1, announced=[MULTI])) is None
+        assert refusal(language, "translate", Pool(live=2, announced=[ENGLISH, MULTI])) is None
+        why = refusal(language, "translate", Pool(live=1, announced=[ENGLISH]))
+        assert why is not None and "translation" in why and why.endswith("serve: en")
+    assert refusal("de", "translate", Pool()) is None  # no live worker: the job waits
+    assert refusal("de", "summarize", Pool(live=1, announced=[MULTI])) is not None
 
 
 def live(*announced: WorkerCapabilities) -> Pool:

@@ -101,7 +101,7 @@ def test_legacy_query(query: dict[str, str], language: str | None, task: str) ->
     [
         ({"lang": "klingon"}, "invalid_parameter", 1007),
         ({"lang": "en", "dest_lang": "elvish"}, "invalid_parameter", 1007),
-        ({"lang": "en", "dest_lang": "de"}, "unsupported_language", 1003),
+        ({"lang": "en", "dest_lang": "de"}, "unsupported_translation_target", 1003),
     ],
 )
 def test_bad_legacy_query(query: dict[str, str], code: str, close: int) -> None:
