@@ -202,8 +202,8 @@ def route(
         if language is None and (english := _best("en", task, candidates)) is not None:
             return Route(english.name, live=is_live, as_english=True)
     if not known and not pool.knowable:
-        english = language in (None, "en") and task == TRANSCRIBE
-        return Route(EN_POOL if english else MULTI_POOL, live=False)
+        as_en = language in (None, "en") and task == TRANSCRIBE
+        return Route(EN_POOL if as_en else MULTI_POOL, live=False)
     codes = ", ".join(sorted({c for p in [*live.values(), *idle] for c in p.languages}))
     if task == TRANSLATE and not any(TRANSLATE in p.tasks for p in [*live.values(), *idle]):
         return (
