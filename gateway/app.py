@@ -23,6 +23,7 @@ from gateway.native_protocol import parse_options
 from gateway.protocol import ProtocolError, parse_legacy_query
 from gateway.router import ResultRouter
 from gateway.web import mount_web
+from shared import tracing
 from shared.capabilities import read_pool
 from shared.keys import Keys
 from shared.redis_util import connect, live_workers
@@ -276,7 +277,8 @@ def main(settings: Settings | None = None) -> None:
     from shared.runtime import start_metrics_server
 
     settings = settings or Settings()
-    configure(settings.log_level)
+    configure(settings.log_level, settings.log_format, "gateway", settings.consumer_name)
+    tracing.configure(settings.otlp_traces_endpoint, "gateway", settings.consumer_name)
     try:
         app = create_app(settings)
     except AuthConfigError as exc:
@@ -287,12 +289,14 @@ def main(settings: Settings | None = None) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's loggers go through ours (role, worker, LOG_FORMAT)
         ws_max_size=max(2 * settings.max_frame_bytes, 1 << 20),
         timeout_graceful_shutdown=5,  # what is left after the drain
         http=protocol_class(settings.http_header_timeout_s),
         limit_concurrency=settings.max_connections,
         timeout_keep_alive=5,
     )
+    tracing.shutdown()
 
     async def drain() -> None:
         ctx = getattr(app.state, "ctx", None)

@@ -35,6 +35,8 @@ class GatewayContext:
     """Tasks that outlive a socket (a dropped native session's grace timer)."""
     active: int = 0
     """Sessions open on this gateway process."""
+    uploads: int = 0
+    """Uploads being received and decoded (spooled in /tmp) by this gateway process."""
     auth: Authenticator | None = None
     key_sessions: KeySessions | None = None
     draining: bool = False

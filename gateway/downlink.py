@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from gateway.context import GatewayContext
 from gateway.ordering import ArrivalClock, ReorderBuffer
 from gateway.router import Resync
-from shared import metrics, session_state
+from shared import metrics, session_state, tracing
 from shared.audio import SAMPLE_RATE
 from shared.redis_util import entry_data
 from shared.schemas import SchemaError, SessionDone, StreamMessage, Transcript, VadEvent, decode_as
@@ -191,5 +191,11 @@ class ResultsDownlink:
         await self._on_final(t)
         metrics.FINALS_SENT.inc()
         arrived = self._clock.arrival(int(t.end * SAMPLE_RATE))
-        if arrived is not None:
-            metrics.FINAL_LATENCY.observe(max(0.0, time.monotonic() - arrived))
+        latency = None if arrived is None else max(0.0, time.monotonic() - arrived)
+        if latency is not None:
+            metrics.FINAL_LATENCY.observe(latency)
+        if t.traceparent:  # the utterance's trace ends with its final sent to the client
+            attrs = {"session_id": t.session_id, "segment": t.segment}
+            if latency is not None:
+                attrs["latency_ms"] = round(latency * 1000)
+            tracing.record("gateway.final", t.traceparent, time.time(), attrs)

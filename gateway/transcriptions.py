@@ -264,6 +264,9 @@ async def _transcribe(request: Request, task: str) -> Response:
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
         raise too_large
+    if ctx.uploads >= ctx.settings.transcription_max_uploads:  # each one is spooled to /tmp
+        raise ApiError(503, "too_many_uploads", f"this gateway is receiving {ctx.uploads} uploads already (TRANSCRIPTION_MAX_UPLOADS); try again shortly")  # fmt: skip
+    ctx.uploads += 1
     try:
         async with _limited(request, limit).form(max_files=1, max_fields=32) as form:
             fmt, language, prompt, granularities = _options(form, task)
@@ -298,6 +301,8 @@ async def _transcribe(request: Request, task: str) -> Response:
         raise too_large from None
     except MultiPartException as exc:
         raise ApiError(400, "invalid_request", f"not a valid multipart/form-data body: {exc.message}") from exc  # fmt: skip
+    finally:
+        ctx.uploads -= 1
 
     duration = len(pcm) / 2 / SAMPLE_RATE
     session = FileSession(

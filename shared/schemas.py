@@ -106,6 +106,8 @@ class AsrJob(_Msg, tag="asr_job"):
     task: str = "transcribe"
     """``transcribe``, or ``translate``: the worker also decodes the utterance into English,
     from the same encoder output (``Transcript.translation``)."""
+    traceparent: str = ""
+    """W3C trace context of the utterance (shared/tracing.py); empty when tracing is off."""
 
 
 class Word(msgspec.Struct, kw_only=True):
@@ -148,6 +150,8 @@ class Transcript(_Msg, tag="transcript"):
     """The job's task; a ``translate`` final carries :attr:`translation`."""
     translation: Translation | None = None
     """The English translation of ``text`` (``task`` translate finals only)."""
+    traceparent: str = ""
+    """The ASR span's trace context, for the gateway's span; empty when tracing is off."""
 
 
 class SessionDone(_Msg, tag="session_done"):

@@ -7,11 +7,14 @@ fails at once with a readable message rather than at the first session.
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import socket
+from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.capabilities import parse_pools
@@ -43,6 +46,11 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="DEBUG, INFO, WARNING or ERROR."
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`text` (one readable line) or `json` (one JSON object a line: time, level, "
+        "logger, message, role, worker, and session_id, segment, stage, latency_ms where known).",
+    )
     consumer_name: str = Field(
         default_factory=_default_consumer,
         description="Stable consumer name in the Redis groups (the pod name in Kubernetes).",
@@ -54,6 +62,12 @@ class Settings(BaseSettings):
         description="Prometheus port, unauthenticated, for inside the cluster (0 = none). The "
         "gateway also answers /metrics on its public port, but only with credentials when "
         "AUTH_ENABLED.",
+    )
+    otlp_traces_endpoint: str = Field(
+        default="",
+        description="OTLP/HTTP endpoint for traces (`http://otel-collector:4318/v1/traces`): one "
+        "trace per utterance, VAD → ASR → gateway, a `traceparent` in the stream messages. "
+        "Empty = off (nothing recorded or carried). Needs the `tracing` extra.",
     )
 
     # --- gateway -------------------------------------------------------------------------------
@@ -159,6 +173,13 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest upload `POST /v1/audio/transcriptions` accepts (bytes, the whole "
         "request); larger gets 413. 25 MiB, as OpenAI's API.",
+    )
+    transcription_max_uploads: int = Field(
+        default=4,
+        ge=1,
+        description="Uploads one gateway receives and decodes at once; more get 503 "
+        "`too_many_uploads`. Each is spooled to /tmp while it is read: size the gateway's /tmp "
+        "to TRANSCRIPTION_MAX_UPLOADS × TRANSCRIPTION_MAX_BYTES (deploy/keda does).",
     )
     transcription_max_seconds: float = Field(
         default=3600.0,
@@ -454,6 +475,13 @@ class Settings(BaseSettings):
         description="Shorter segments join the closest known speaker without changing it.",
     )
 
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _case(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.upper() if info.field_name == "log_level" else value.lower()
+
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: str | None) -> str | None:
@@ -491,3 +519,80 @@ class Settings(BaseSettings):
     @property
     def effective_redis_url(self) -> str:
         return self.redis_url or DEFAULT_REDIS_URL
+
+
+# --- readable configuration errors ------------------------------------------------------------
+
+SECRET_SETTINGS = frozenset({"api_keys", "auth_token_secret", "pyannote_auth_token"})
+_URL_PASSWORD = re.compile(r"(://[^:@/]*:)[^@/]*@")
+
+
+class SettingsError(Exception):
+    """A bad configuration: one ``NAME=value: why`` line per problem (``str(exc)``)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def _shown(name: str, value: object) -> str:
+    """A value as the error line quotes it: secrets masked, URL passwords hidden, cut short."""
+    if name.lower() in SECRET_SETTINGS:
+        return "***"
+    text = _URL_PASSWORD.sub(r"\1***@", str(value))
+    return text if len(text) <= 80 else text[:80] + "…"
+
+
+def describe_errors(exc: ValidationError, environ: Mapping[str, str]) -> list[str]:
+    """``NAME=value: why`` for each error pydantic found (pure)."""
+    env = {k.upper(): v for k, v in environ.items()}
+    lines = []
+    for err in exc.errors():
+        why = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if err.get("loc"):
+            name = str(err["loc"][0]).upper()
+            why = why.removeprefix(f"{name} ")
+            value = env.get(name, err.get("input"))
+            lines.append(f"{name}={_shown(name, value)}: {why}")
+        else:  # a check across settings: name those that are set
+            names = [n for n in re.findall(r"\b[A-Z][A-Z0-9_]{2,}\b", why) if n in env]
+            shown = ", ".join(f"{n}={_shown(n, env[n])}" for n in names)
+            lines.append(f"{shown}: {why}" if shown else why)
+    return lines
+
+
+def setting_prefixes() -> frozenset[str]:
+    """The project's variable prefixes: a first word that two settings or more share
+    (``ASR_``, ``VAD_``, ``AUTH_``, ``LOG_`` …), and ``REDIS_``."""
+    words = [name.split("_")[0] for name in Settings.model_fields if "_" in name]
+    return frozenset(f"{w.upper()}_" for w in set(words) if words.count(w) > 1) | {"REDIS_"}
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each variable with one of the project's prefixes that is no setting,
+    with the closest setting's name when one is close (a misspelling is otherwise ignored)."""
+    known = [n.upper() for n in Settings.model_fields]
+    prefixes = setting_prefixes()
+    warnings = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if upper in known or not upper.startswith(tuple(prefixes)):
+            continue
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        warnings.append(f"{name} is not a setting and is ignored{hint}")
+    return warnings
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """:class:`Settings` from the environment; a bad value raises :class:`SettingsError`."""
+    env = os.environ if environ is None else environ
+    try:
+        return Settings() if environ is None else _from_mapping(env)
+    except ValidationError as exc:
+        raise SettingsError(describe_errors(exc, env)) from None
+
+
+def _from_mapping(environ: Mapping[str, str]) -> Settings:
+    fields = {k.lower(): v for k, v in environ.items() if k.lower() in Settings.model_fields}
+    return Settings.model_validate(fields)

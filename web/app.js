@@ -5,9 +5,11 @@
 import {
   FORMATS,
   backoffMs,
+  isSessionToken,
   languageOptions,
   listenUrl,
   probabilityClass,
+  tokenUrl,
   transcriptionsUrl,
 } from "./transcript.js";
 
@@ -15,6 +17,9 @@ const RATE = 16000;
 const FRAME_MS = 40; // 20–100 ms frames; 40 ms = 1,280 bytes
 const MAX_BUFFERED_S = 30; // audio kept while reconnecting (the server's RESUME_GRACE_S)
 const MAX_RECONNECTS = 8;
+// Closes that a retry cannot fix: unsupported data (1003), bad payload (1007), policy (1008: a bad
+// key or token, an origin not allowed, the key's session limit), too big (1009).
+const FATAL_CLOSES = [1003, 1007, 1008, 1009];
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -23,6 +28,7 @@ const ui = {
   token: $("token"), interim: $("interim"), translate: $("translate"), lang: $("lang"), latency: $("latency"),
   latencyMean: $("latency-mean"), count: $("count"), transcript: $("transcript"),
   drop: $("drop"), file: $("file"), fileStatus: $("file-status"), error: $("error"),
+  announcer: $("announcer"),
 };
 
 const state = {
@@ -45,6 +51,8 @@ const state = {
   elements: new Map(), // segment -> element, for the current session
   startedAt: 0,
   timer: null,
+  lastError: "", // the server's error frame on the current socket (the reason of its close)
+  session: null, // {key, token, expires}: the session token an API key was exchanged for
 };
 
 // -- settings -----------------------------------------------------------------------------------
@@ -65,7 +73,6 @@ function loadSettings() {
   }
   ui.endpoint.value = saved.endpoint || defaultEndpoint();
   ui.language.dataset.saved = saved.language ?? "";
-  ui.token.value = saved.token || "";
   ui.interim.checked = saved.interim ?? true;
   ui.translate.dataset.saved = saved.translate ? "true" : "";
 }
@@ -99,15 +106,36 @@ async function loadLanguages() {
 }
 
 function saveSettings() {
+  // never the key or token: it stays in this tab's memory (the field), not in storage
   const s = {
     endpoint: ui.endpoint.value.trim(), language: ui.language.value,
-    token: ui.token.value, interim: ui.interim.checked, translate: ui.translate.checked,
+    interim: ui.interim.checked, translate: ui.translate.checked,
   };
   try {
     localStorage.setItem("whisper-streaming", JSON.stringify(s));
   } catch {
     /* private mode: settings just are not remembered */
   }
+}
+
+/** The credential for the URL and uploads: a session token, never the API key. A key is exchanged
+ * at POST /v1/auth/token (the token lives AUTH_TOKEN_TTL_S) and again when that nears its end. */
+async function credential() {
+  const value = ui.token.value.trim();
+  if (!value || isSessionToken(value)) return value;
+  const s = state.session;
+  if (s && s.key === value && s.expires - Date.now() > 30_000) return s.token;
+  const resp = await fetch(tokenUrl(ui.endpoint.value.trim()), {
+    method: "POST", headers: { Authorization: `Bearer ${value}` },
+  });
+  const body = await resp.json().catch(() => ({}));
+  if (!resp.ok) {
+    const err = new Error(body.error ? `${body.error.code}: ${body.error.message}` : `HTTP ${resp.status}`);
+    err.fatal = resp.status === 401 || resp.status === 403;
+    throw err;
+  }
+  state.session = { key: value, token: body.token, expires: Date.now() + body.expires_in * 1000 };
+  return body.token;
 }
 
 // -- status -------------------------------------------------------------------------------------
@@ -194,14 +222,23 @@ function flushPending() {
 
 // -- the socket ---------------------------------------------------------------------------------
 
-function connect() {
+async function connect() {
   clearTimeout(state.reconnectTimer);
   state.reconnectTimer = null;
   state.ready = false;
   state.closed = false;
+  state.lastError = "";
+  let token;
+  try {
+    token = await credential();
+  } catch (err) {
+    if (err.fatal) fail(`API key: ${err.message}`);
+    else retry(`API key exchange failed (${err.message})`);
+    return;
+  }
   const params = {
     sample_rate: RATE, encoding: "linear16", interim_results: ui.interim.checked,
-    vad_events: true, language: ui.language.value, token: ui.token.value,
+    vad_events: true, language: ui.language.value, token,
     translate: ui.translate.checked ? "en" : "",
   };
   if (state.sessionId) Object.assign(params, { session_id: state.sessionId, last_segment: state.lastSegment });
@@ -251,7 +288,10 @@ function onMessage(msg) {
       break;
     case "error":
       if (msg.code === "unknown_session") state.sessionId = null; // expired: start afresh
-      else showError(`${msg.code}: ${msg.message}`);
+      else {
+        state.lastError = `${msg.code}: ${msg.message}`;
+        showError(state.lastError);
+      }
       break;
     default:
       break; // speech_started, utterance_end
@@ -266,12 +306,19 @@ function onClose(ws, event) {
     finish();
     return;
   }
-  if ([1003, 1007, 1009].includes(event.code)) {
-    fail(`the server closed the session (${event.code}${event.reason ? ": " + event.reason : ""})`);
+  if (FATAL_CLOSES.includes(event.code)) {
+    // the error frame before the close says why; keep it rather than a generic line
+    const why = state.lastError || "the server closed the session";
+    fail(`${why} (close ${event.code}${event.reason ? ": " + event.reason : ""})`);
+    document.body.dataset.closeCode = String(event.code);
     return;
   }
+  retry("the server cannot be reached");
+}
+
+function retry(why) {
   if (state.attempt >= MAX_RECONNECTS) {
-    fail("the server cannot be reached; stopped");
+    fail(`${why}; stopped`);
     return;
   }
   const delay = backoffMs(state.attempt++);
@@ -280,6 +327,15 @@ function onClose(ws, event) {
 }
 
 // -- rendering ----------------------------------------------------------------------------------
+
+/** Run `change` on the transcript; if the reader was at the bottom, keep the newest line in view
+ * (someone who scrolled up to read stays where they are). */
+function follow(change) {
+  const box = ui.transcript;
+  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+  change();
+  if (atBottom) box.scrollTop = box.scrollHeight;
+}
 
 function utteranceElement(segment) {
   let el = state.elements.get(segment);
@@ -296,13 +352,14 @@ function utteranceElement(segment) {
 }
 
 function renderPartial(msg) {
-  const el = utteranceElement(msg.segment);
-  el.className = "utt interim";
-  const stable = document.createElement("span");
-  stable.className = "stable";
-  stable.textContent = msg.stable_text;
-  el.replaceChildren(stable, document.createTextNode(msg.text.slice(msg.stable_text.length)));
-  ui.transcript.scrollTop = ui.transcript.scrollHeight;
+  follow(() => {
+    const el = utteranceElement(msg.segment);
+    el.className = "utt interim";
+    const stable = document.createElement("span");
+    stable.className = "stable";
+    stable.textContent = msg.stable_text;
+    el.replaceChildren(stable, document.createTextNode(msg.text.slice(msg.stable_text.length)));
+  });
 }
 
 function latencyOf(end) {
@@ -338,13 +395,16 @@ function meta(start, detail) {
 
 function renderFinal(msg) {
   const latency = latencyOf(msg.end);
-  const el = utteranceElement(msg.segment);
-  el.className = "utt final";
-  el.replaceChildren(
-    meta(state.offset + msg.start, latency === null ? "" : `${latency.toFixed(2)} s`),
-    wordsFragment(msg.words, msg.text),
-    ...translationLine(msg.translation),
-  );
+  follow(() => {
+    const el = utteranceElement(msg.segment);
+    el.className = "utt final";
+    el.replaceChildren(
+      meta(state.offset + msg.start, latency === null ? "" : `${latency.toFixed(2)} s`),
+      wordsFragment(msg.words, msg.text),
+      ...translationLine(msg.translation),
+    );
+  });
+  ui.announcer.textContent = msg.text.trim(); // the live region: finals only, never partials
   addFinal(state.offset + msg.start, state.offset + msg.end, msg.text);
   showLanguage(msg.language, msg.language_probability);
   if (latency !== null) {
@@ -353,7 +413,6 @@ function renderFinal(msg) {
     const mean = state.latencies.reduce((a, b) => a + b, 0) / state.latencies.length;
     ui.latencyMean.textContent = `${mean.toFixed(2)} s`;
   }
-  ui.transcript.scrollTop = ui.transcript.scrollHeight;
 }
 
 /** The English line under a final of a translated session (none otherwise). */
@@ -465,10 +524,11 @@ async function transcribeFile(file) {
     form.append("timestamp_granularities[]", "word");
     if (ui.language.value) form.append("language", ui.language.value);
   }
-  const headers = ui.token.value ? { Authorization: `Bearer ${ui.token.value}` } : {};
   const t0 = performance.now();
   let body;
   try {
+    const token = await credential();
+    const headers = token ? { Authorization: `Bearer ${token}` } : {};
     const path = translate ? "/v1/audio/translations" : "/v1/audio/transcriptions";
     const resp = await fetch(transcriptionsUrl(ui.endpoint.value.trim(), path), { method: "POST", body: form, headers });
     body = await resp.json();
@@ -483,20 +543,23 @@ async function transcribeFile(file) {
   const heading = document.createElement("p");
   heading.className = "utt file-heading muted";
   heading.textContent = `File: ${file.name}`;
-  ui.transcript.appendChild(heading);
   const words = body.words || [];
-  for (const seg of body.segments || []) {
-    const el = document.createElement("p");
-    el.className = "utt final file";
-    const own = words.filter((w) => w.start >= seg.start - 0.01 && w.start < seg.end);
-    el.replaceChildren(
-      meta(state.offset + seg.start, ""),
-      wordsFragment(own.map((w) => ({ ...w, word: " " + w.word })), seg.text),
-    );
-    ui.transcript.appendChild(el);
-    addFinal(state.offset + seg.start, state.offset + seg.end, seg.text);
-    showLanguage(seg.language, seg.language_probability);
-  }
+  follow(() => {
+    ui.transcript.appendChild(heading);
+    for (const seg of body.segments || []) {
+      const el = document.createElement("p");
+      el.className = "utt final file";
+      const own = words.filter((w) => w.start >= seg.start - 0.01 && w.start < seg.end);
+      el.replaceChildren(
+        meta(state.offset + seg.start, ""),
+        wordsFragment(own.map((w) => ({ ...w, word: " " + w.word })), seg.text),
+      );
+      ui.transcript.appendChild(el);
+      addFinal(state.offset + seg.start, state.offset + seg.end, seg.text);
+      showLanguage(seg.language, seg.language_probability);
+    }
+  });
+  ui.announcer.textContent = `${file.name} transcribed`;
   state.offset += body.duration;
 }
 
@@ -509,6 +572,12 @@ function setupDrop() {
   zone.addEventListener("dragenter", over(true));
   zone.addEventListener("dragover", over(true));
   zone.addEventListener("dragleave", over(false));
+  // the zone is focusable: Enter or Space opens the file picker, as a click on its link does
+  zone.addEventListener("keydown", (e) => {
+    if (e.target !== zone || (e.key !== "Enter" && e.key !== " ")) return;
+    e.preventDefault();
+    ui.file.click();
+  });
   zone.addEventListener("drop", (e) => {
     over(false)(e);
     const file = e.dataTransfer.files[0];

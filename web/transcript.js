@@ -49,9 +49,8 @@ export function listenUrl(endpoint, params) {
   return url.toString();
 }
 
-/** An HTTP path (the transcription endpoint by default) on the same host as the WebSocket
- * endpoint. */
-export function transcriptionsUrl(endpoint, path = "/v1/audio/transcriptions") {
+/** An HTTP endpoint (`path`) on the same host as the WebSocket endpoint. */
+export function httpUrl(endpoint, path) {
   const url = new URL(endpoint);
   url.protocol = url.protocol === "wss:" ? "https:" : "http:";
   url.pathname = path;
@@ -67,7 +66,17 @@ export function languageOptions(codes, name) {
   return [{ value: "", label: "detect" }, ...named];
 }
 
-/** Backoff for reconnect attempt n (0, 1, 2 …): 0.5 s doubling to 8 s. */
-export function backoffMs(n) {
-  return Math.min(8000, 500 * 2 ** n);
+/** The transcription endpoint (or another HTTP `path`) beside the WebSocket endpoint. */
+export const transcriptionsUrl = (endpoint, path = "/v1/audio/transcriptions") => httpUrl(endpoint, path);
+export const tokenUrl = (endpoint) => httpUrl(endpoint, "/v1/auth/token");
+
+/** Session tokens start so; anything else in the key field is an API key to exchange. */
+export const isSessionToken = (value) => value.startsWith("wst1.");
+
+/** Backoff for reconnect attempt n (0, 1, 2 …): 0.5 s doubling to 8 s, each delay drawn between
+ * half and all of that (jitter), so pages cut off by one gateway restart do not all return in
+ * the same instant. */
+export function backoffMs(n, random = Math.random) {
+  const ceiling = Math.min(8000, 500 * 2 ** n);
+  return ceiling / 2 + random() * (ceiling / 2);
 }

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import os
 import sys
 from pathlib import Path
 
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError, load_settings, unknown_variables
+
+CONFIG_ERROR = 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -15,6 +19,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Near-real-time speech to text over WebSockets (configuration: environment "
         "variables, see the README).",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="run the whole service here (embedded Redis unless REDIS_URL)")
     up.add_argument("--vad-workers", type=int, default=1)
@@ -62,12 +67,36 @@ def _parser() -> argparse.ArgumentParser:
         help="file, or directory for several inputs (default stdout)",
     )
     rp.add_argument("--timeout", type=float, default=300.0, help="per file, after the last audio")
+    cred = rp.add_mutually_exclusive_group()
+    cred.add_argument("--api-key", default=None, help="API key (sent as Authorization: Bearer)")
+    cred.add_argument("--token", default=None, help="session token from POST /v1/auth/token")
     return p
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("whisper-streaming")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown"
+
+
+def configuration() -> Settings:
+    """The settings, or exit 2 with one ``NAME=value: why`` line per bad value; variables with
+    the project's prefixes that are no setting (misspellings) are warned about."""
+    for warning in unknown_variables(os.environ):
+        print(f"whisper-streaming: warning: {warning}", file=sys.stderr)
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        for line in exc.lines:
+            print(f"whisper-streaming: {line}", file=sys.stderr)
+        print("whisper-streaming: configuration error (see the README's table)", file=sys.stderr)
+        raise SystemExit(CONFIG_ERROR) from None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings = Settings()
+    settings = configuration()
     if args.command == "up":
         from whisper_streaming.up import pools_to_start, run_up
 

@@ -4,6 +4,10 @@ Each file is decoded (any format, rate and channel count FFmpeg reads), resample
 PCM16 and sent over the predecessor-compatible protocol in ``chunk_ms`` frames, at real-time pace
 times ``speed`` (0 = as fast as the service takes it), followed by ``{"type": "eof"}``. Finals are
 collected until the server closes the socket.
+
+Output (:class:`LiveOutput`): each final's text is printed on stdout as it arrives; srt, vtt and
+json documents need every final, so they are written when a file is done (to ``-o``, or to stdout,
+which then carries only the document). On a terminal, stderr shows a progress bar redrawn in place.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import websockets
 
@@ -52,13 +57,19 @@ async def stream_pcm(
     language: str | None = None,
     send_config: bool = True,
     timeout: float = 300.0,
+    headers: dict[str, str] | None = None,
+    on_final: Callable[[dict[str, Any]], None] = lambda _msg: None,
+    on_sent: Callable[[float], None] = lambda _audio_s: None,
 ) -> ReplayResult:
-    """Stream 16 kHz PCM16 mono to ``url`` and collect what comes back."""
+    """Stream 16 kHz PCM16 mono to ``url`` and collect what comes back; ``on_final`` sees each
+    final as it arrives, ``on_sent`` the seconds of audio sent so far after each frame."""
     result = ReplayResult(audio_seconds=len(pcm) / 2 / SAMPLE_RATE)
     chunk = SAMPLE_RATE * 2 * chunk_ms // 1000
     sent_at: list[tuple[float, float]] = []  # (audio seconds sent so far, monotonic time)
     started = time.monotonic()
-    async with websockets.connect(url, max_size=None, open_timeout=30) as ws:
+    async with websockets.connect(
+        url, max_size=None, open_timeout=30, additional_headers=headers
+    ) as ws:
 
         async def receive() -> None:
             async for raw in ws:
@@ -67,6 +78,7 @@ async def stream_pcm(
                     result.errors.append(msg)
                     continue
                 result.finals.append(msg)
+                on_final(msg)
                 end = float(msg.get("end", 0.0))
                 for audio_s, t in sent_at:
                     if audio_s >= end:
@@ -86,6 +98,7 @@ async def stream_pcm(
             await ws.send(pcm[i : i + chunk])
             audio_s = (i + len(pcm[i : i + chunk])) / 2 / SAMPLE_RATE
             sent_at.append((audio_s, time.monotonic()))
+            on_sent(audio_s)
             if speed > 0:
                 delay = started + audio_s / speed - time.monotonic()
                 if delay > 0:
@@ -101,19 +114,91 @@ async def stream_pcm(
     return result
 
 
+def progress_line(name: str, sent_s: float, total_s: float, finals: int, width: int = 24) -> str:
+    """``name [#######.....]  42%  12.6/30.0 s  3 finals`` (pure)."""
+    share = min(1.0, sent_s / total_s) if total_s > 0 else 1.0
+    filled = int(share * width)
+    bar = "#" * filled + "." * (width - filled)
+    return f"{name} [{bar}] {share:4.0%} {sent_s:6.1f}/{total_s:.1f} s  {finals} finals"
+
+
+class LiveOutput:
+    """What the user sees while files stream: finals as text on ``out`` as they arrive (unless
+    ``out`` is where a document goes at the end), a progress bar on ``err`` if it is a terminal
+    (redrawn at most every ``redraw_s``)."""
+
+    def __init__(
+        self, out: TextIO, err: TextIO, live_text: bool, progress: bool, redraw_s: float = 0.2
+    ) -> None:
+        self.out, self.err = out, err
+        self.live_text, self.progress = live_text, progress
+        self.redraw_s = redraw_s
+        self.name, self.total_s, self.sent_s, self.finals = "", 0.0, 0.0, 0
+        self._drawn_at = 0.0
+        self._bar_shown = False
+
+    def start(self, path: Path, total_s: float) -> None:
+        self.name, self.total_s, self.sent_s, self.finals = path.name, total_s, 0.0, 0
+        self._draw(force=True)
+
+    def sent(self, audio_s: float) -> None:
+        self.sent_s = audio_s
+        self._draw()
+
+    def final(self, msg: dict[str, Any]) -> None:
+        self.finals += 1
+        text = str(msg.get("text", "")).strip()
+        if self.live_text and text:
+            self._clear()
+            self.out.write(text + "\n")
+            self.out.flush()
+        self._draw(force=True)
+
+    def note(self, line: str) -> None:
+        """A line on stderr (a file's summary, an error), below the bar."""
+        self._clear()
+        self.err.write(line + "\n")
+        self.err.flush()
+
+    def _draw(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.progress or (not force and now - self._drawn_at < self.redraw_s):
+            return
+        self._drawn_at = now
+        self.err.write(
+            "\r\x1b[2K" + progress_line(self.name, self.sent_s, self.total_s, self.finals)
+        )
+        self.err.flush()
+        self._bar_shown = True
+
+    def _clear(self) -> None:
+        if self._bar_shown:
+            self.err.write("\r\x1b[2K")
+            self.err.flush()
+            self._bar_shown = False
+
+
+def auth_headers(args: argparse.Namespace) -> dict[str, str] | None:
+    """``Authorization: Bearer`` from ``--api-key`` or ``--token`` (a session token)."""
+    credential = getattr(args, "token", None) or getattr(args, "api_key", None)
+    return {"Authorization": f"Bearer {credential}"} if credential else None
+
+
 async def _replay_all(
-    urls_files: list[tuple[str, Path]], args: argparse.Namespace
-) -> list[ReplayResult]:
-    results = []
+    urls_files: list[tuple[str, Path]],
+    args: argparse.Namespace,
+    live: LiveOutput,
+    done: Callable[[Path, ReplayResult], None],
+) -> None:
     for url, path in urls_files:
         pcm = await asyncio.to_thread(load_pcm, path)
-        results.append(
-            await stream_pcm(
-                url, pcm, speed=args.speed, chunk_ms=args.chunk_ms, language=args.language,
-                timeout=args.timeout,
-            )
+        live.start(path, len(pcm) / 2 / SAMPLE_RATE)
+        result = await stream_pcm(
+            url, pcm, speed=args.speed, chunk_ms=args.chunk_ms, language=args.language,
+            timeout=args.timeout, headers=auth_headers(args), on_final=live.final,
+            on_sent=live.sent,
         )  # fmt: skip
-    return results
+        done(path, result)
 
 
 def run_replay(settings: Settings, args: argparse.Namespace) -> int:
@@ -123,25 +208,34 @@ def run_replay(settings: Settings, args: argparse.Namespace) -> int:
     if missing:
         print(f"no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
-    results = asyncio.run(_replay_all([(url, f) for f in files], args))
     out_dir = Path(args.output) if args.output and len(files) > 1 else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
+    # stdout shows the text live unless a document (srt, vtt, json) is to be written there
+    document_on_stdout = not args.output and args.format != "txt"
+    live = LiveOutput(sys.stdout, sys.stderr, not document_on_stdout, sys.stderr.isatty())
     code = 0
-    for path, res in zip(files, results, strict=True):
+    everything: list[dict[str, Any]] = []
+
+    def done(path: Path, res: ReplayResult) -> None:
+        nonlocal code
         for err in res.errors:
-            print(f"{path}: server error {err.get('code')}: {err.get('message')}", file=sys.stderr)
+            live.note(f"{path}: server error {err.get('code')}: {err.get('message')}")
             code = 1
         text = render(args.format, res.finals)
         if out_dir:
             (out_dir / f"{path.stem}.{args.format}").write_text(text)
-        elif args.output:
-            Path(args.output).write_text(text)
-        else:
+        elif document_on_stdout:
             sys.stdout.write(text)
-        print(
+            sys.stdout.flush()
+        else:
+            everything.extend(res.finals)
+        live.note(
             f"{path}: {res.audio_seconds:.1f}s audio in {res.wall_seconds:.1f}s, "
-            f"{len(res.finals)} finals",
-            file=sys.stderr,
+            f"{len(res.finals)} finals"
         )
+
+    asyncio.run(_replay_all([(url, f) for f in files], args, live, done))
+    if args.output and not out_dir:  # one input, one output file, written when it is done
+        Path(args.output).write_text(render(args.format, everything))
     return code

@@ -55,6 +55,16 @@ class Totals:
     memory: list[dict[str, float]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
+    def status(self, elapsed_s: float, total_s: float) -> str:
+        """The line printed every few seconds while the soak runs."""
+        mem = self.memory[-1] if self.memory else {}
+        return (
+            f"soak {elapsed_s:5.0f}/{total_s:.0f}s: {self.sessions} sessions "
+            f"({self.failed_sessions} failed), {self.finals} finals, {self.duplicates} duplicates, "
+            f"{self.kills} kills, redis {mem.get('redis_mb', 0):.1f} MB, "
+            f"processes {mem.get('processes_rss_mb', 0):.0f} MB, {len(self.errors)} errors"
+        )
+
 
 def playlists(n: int) -> list[tuple[bytes, str]]:
     """Three held-out utterances per session, 1.5 s apart, and their reference."""
@@ -202,6 +212,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                         "keys": await r.dbsize(),
                     }
                 )
+                elapsed = time.monotonic() - started
+                print(totals.status(elapsed, args.minutes * 60), file=sys.stderr, flush=True)
                 await asyncio.sleep(5)
 
         sampler = asyncio.create_task(sample())

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared import metrics, session_state
+from shared import metrics, session_state, tracing
 from shared.capabilities import capabilities_of
 from shared.keys import ASR_GROUP, EN_POOL, Keys
 from shared.redis_util import Heartbeat, connect, ensure_group, entry, entry_data
@@ -380,6 +380,11 @@ class AsrWorker:
     ) -> None:
         """A final is done: label its speaker, publish, store and ack it (never half-done)."""
         result.queue_time = round(waited, 4)
+        result.traceparent = tracing.record(
+            "asr.transcribe", job.traceparent, job.enqueued_at or time.time(),
+            {"session_id": job.session_id, "segment": job.segment, "worker": self.name,
+             "queue_ms": round(waited * 1000), "processing_ms": round(result.processing_time * 1000)},
+        )  # fmt: skip
         await self.speakers.label(job, result)
         await asyncio.shield(self.out.publish_and_ack(entry_id, result, spec_rev(job)))
         if job.language is None and result.text and result.language:
@@ -444,8 +449,12 @@ def main(settings: Settings | None = None) -> None:
     from shared.logs import configure
 
     settings = settings or Settings()
-    configure(settings.log_level)
-    asyncio.run(amain(settings))
+    configure(settings.log_level, settings.log_format, "asr-worker", settings.consumer_name)
+    tracing.configure(settings.otlp_traces_endpoint, "asr-worker", settings.consumer_name)
+    try:
+        asyncio.run(amain(settings))
+    finally:
+        tracing.shutdown()
 
 
 if __name__ == "__main__":

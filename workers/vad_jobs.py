@@ -14,7 +14,7 @@ import time
 
 import redis.asyncio as aioredis
 
-from shared import metrics
+from shared import metrics, tracing
 from shared.audio import SAMPLE_RATE, float32_to_pcm16
 from shared.keys import ASR_GROUP, Keys
 from shared.redis_util import ensure_group, entry
@@ -116,6 +116,12 @@ class JobWriter:
     async def _final_job(self, owned: OwnedSession, seg: Segment) -> None:
         job = self._job(owned, seg.index, seg.start, seg.end, float32_to_pcm16(seg.audio))
         job.reason = seg.reason
+        # the utterance's trace starts here: from its last audio's arrival to its job (endpointing)
+        job.traceparent = tracing.record(
+            "vad.segment", "", owned.last_received_at or job.enqueued_at,
+            {"session_id": job.session_id, "segment": job.segment, "reason": seg.reason,
+             "audio_s": round(job.end - job.start, 3)},
+        )  # fmt: skip
         sid = owned.start.session_id
         async with self.r.pipeline(transaction=False) as pipe:
             pipe.xadd(

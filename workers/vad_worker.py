@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared import metrics
+from shared import metrics, tracing
 from shared.audio import SAMPLE_RATE, pcm16_to_float32
 from shared.capabilities import parse_pools
 from shared.keys import EN_POOL, MULTI_POOL, VAD_GROUP, Keys
@@ -391,8 +391,12 @@ def main(settings: Settings | None = None) -> None:
     from shared.logs import configure
 
     settings = settings or Settings()
-    configure(settings.log_level)
-    asyncio.run(amain(settings))
+    configure(settings.log_level, settings.log_format, "vad-worker", settings.consumer_name)
+    tracing.configure(settings.otlp_traces_endpoint, "vad-worker", settings.consumer_name)
+    try:
+        asyncio.run(amain(settings))
+    finally:
+        tracing.shutdown()
 
 
 if __name__ == "__main__":

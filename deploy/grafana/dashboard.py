@@ -1,4 +1,6 @@
-"""Generates whisper-streaming.json, the Grafana dashboard (run: python deploy/grafana/dashboard.py).
+"""Generates the Grafana dashboards (run: python deploy/grafana/dashboard.py): whisper-streaming.json,
+and gpu/whisper-streaming-gpu.json for the GPU overlay (the same panels and a GPU row read from
+NVIDIA's DCGM exporter).
 
 The JSON is committed (Grafana and the ConfigMap read it); tests/deploy checks that it is what this
 script makes and that every metric its queries use exists: ours in shared/metrics.py, the others in
@@ -17,6 +19,11 @@ POOLS = sorted(
     p.name for p in (Path(__file__).parents[1] / "keda" / "base" / "pools").iterdir() if p.is_dir()
 )
 """The model pools deploy/keda runs (one folder each under base/pools): a row of panels each."""
+GPU_OUT = Path(__file__).parent / "gpu" / "whisper-streaming-gpu.json"
+SCHEMA_VERSION = 42
+"""The classic JSON model as Grafana 12 writes it (older versions are migrated on load, so a
+dashboard written for 39 kept being upgraded on every open)."""
+ASR_PODS = 'namespace="$namespace", pod=~"asr-worker.*"'
 NS = 'namespace="$namespace"'
 STREAMS = "asr:jobs:.+|asr:partials:.+|asr:dead:.+|sessions"
 SCALED = "gateway|vad-worker|asr-worker-.+"
@@ -311,14 +318,47 @@ def panels() -> list[dict[str, Any]]:
     ]
 
 
-def dashboard() -> dict[str, Any]:
+def gpu_panels(y: int) -> list[dict[str, Any]]:
+    """GPU utilisation and memory of the ASR workers, from dcgm-exporter (the GPU operator's, with
+    its Kubernetes pod mapping: the workload's namespace and pod labels)."""
+    return [
+        row(101, "GPU (NVIDIA DCGM exporter)", y),
+        panel(
+            102,
+            "GPU utilisation",
+            [
+                (f"avg by (pod, gpu) (DCGM_FI_DEV_GPU_UTIL{{{ASR_PODS}}})", "{{pod}} gpu {{gpu}}"),
+                (f"avg(DCGM_FI_DEV_GPU_UTIL{{{ASR_PODS}}})", "mean"),
+            ],
+            (0, y + 1, 12, 8),
+            "percent",
+            "Busy time of each ASR worker's GPU. Low while its pool's asr:jobs:<pool> has lag: the batch size or "
+            "the CPU side (decoding, VAD) is the bottleneck; near 100 % with lag: add replicas.",
+        ),
+        panel(
+            103,
+            "GPU memory used",
+            [(f"max by (pod, gpu) (DCGM_FI_DEV_FB_USED{{{ASR_PODS}}})", "{{pod}} gpu {{gpu}}")],
+            (12, y + 1, 12, 8),
+            "decmbytes",
+            "Frame buffer in use (MiB): the model plus a batch of ASR_BATCH_SIZE windows.",
+        ),
+    ]
+
+
+def dashboard(gpu: bool = False) -> dict[str, Any]:
+    body = panels()
+    if gpu:
+        bottom = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in body)
+        body += gpu_panels(bottom)
     return {
-        "uid": "whisper-streaming",
-        "title": "Whisper Streaming",
-        "description": "Stream lag and pending, KEDA scaling, latency, real-time factor, errors.",
-        "tags": ["whisper-streaming", "keda", "redis"],
+        "uid": "whisper-streaming-gpu" if gpu else "whisper-streaming",
+        "title": "Whisper Streaming (GPU)" if gpu else "Whisper Streaming",
+        "description": "Stream lag and pending, KEDA scaling, latency, real-time factor, errors"
+        + (", GPU utilisation." if gpu else "."),
+        "tags": ["whisper-streaming", "keda", "redis"] + (["gpu"] if gpu else []),
         "timezone": "browser",
-        "schemaVersion": 39,
+        "schemaVersion": SCHEMA_VERSION,
         "version": 1,
         "editable": True,
         "refresh": "10s",
@@ -340,14 +380,15 @@ def dashboard() -> dict[str, Any]:
             ]
         },
         "annotations": {"list": []},
-        "panels": panels(),
+        "panels": body,
     }
 
 
-def render() -> str:
-    return json.dumps(dashboard(), indent=2, sort_keys=False) + "\n"
+def render(gpu: bool = False) -> str:
+    return json.dumps(dashboard(gpu), indent=2, sort_keys=False) + "\n"
 
 
 if __name__ == "__main__":
-    OUT.write_text(render())
-    sys.stdout.write(f"wrote {OUT}\n")
+    for gpu, out in ((False, OUT), (True, GPU_OUT)):
+        out.write_text(render(gpu))
+        sys.stdout.write(f"wrote {out}\n")

@@ -46,7 +46,7 @@ resource "kubectl_manifest" "nodeclass_default" {
     kind       = "EC2NodeClass"
     metadata   = { name = "default" }
     spec = {
-      amiSelectorTerms           = [{ alias = "al2023@latest" }]
+      amiSelectorTerms           = [{ alias = "al2023@${var.node_ami_version}" }]
       role                       = module.karpenter.node_iam_role_name
       subnetSelectorTerms        = [{ tags = { "karpenter.sh/discovery" = var.cluster_name } }]
       securityGroupSelectorTerms = [{ tags = { "karpenter.sh/discovery" = var.cluster_name } }]
@@ -73,7 +73,7 @@ resource "kubectl_manifest" "nodeclass_gpu" {
     kind       = "EC2NodeClass"
     metadata   = { name = "gpu" }
     spec = {
-      amiSelectorTerms           = [{ alias = "al2023@latest" }]
+      amiSelectorTerms           = [{ alias = "al2023@${var.node_ami_version}" }]
       role                       = module.karpenter.node_iam_role_name
       subnetSelectorTerms        = [{ tags = { "karpenter.sh/discovery" = var.cluster_name } }]
       securityGroupSelectorTerms = [{ tags = { "karpenter.sh/discovery" = var.cluster_name } }]

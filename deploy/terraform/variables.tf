@@ -21,9 +21,11 @@ variable "cluster_name" {
 }
 
 variable "kubernetes_version" {
+  # In standard support until 27 Mar 2027 (EKS: 14 months from release, then extended-support
+  # fees for 12 more); plan the move to 1.36 before then.
   description = "EKS Kubernetes version."
   type        = string
-  default     = "1.33"
+  default     = "1.35"
 
   validation {
     condition     = can(regex("^1\\.(3[0-9])$", var.kubernetes_version))
@@ -130,6 +132,20 @@ variable "redis_replicas" {
   }
 }
 
+variable "node_ami_version" {
+  # Karpenter advises against al2023@latest in production: every new EKS AMI would roll every
+  # node (drift) the week it is published, untested. Pin a release of awslabs/amazon-eks-ami and
+  # bump it deliberately.
+  description = "EKS-optimized AL2023 AMI release for Karpenter's EC2NodeClasses (alias al2023@<this>)."
+  type        = string
+  default     = "v20260903"
+
+  validation {
+    condition     = can(regex("^v[0-9]{8}$", var.node_ami_version))
+    error_message = "node_ami_version must be an amazon-eks-ami release such as v20260903 (never latest)."
+  }
+}
+
 variable "chart_versions" {
   description = "Helm chart versions (bump deliberately; keda must match the CRD schemas the manifests are validated against)."
   type = object({
@@ -141,7 +157,7 @@ variable "chart_versions" {
     aws_load_balancer_controller = string
   })
   default = {
-    karpenter                    = "1.6.3"
+    karpenter                    = "1.15.0"
     keda                         = "2.20.2"
     kube_prometheus_stack        = "77.6.2"
     prometheus_redis_exporter    = "6.16.0"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+from pathlib import Path
 
 from prometheus_client import REGISTRY
 from prometheus_client.metrics_core import Metric
@@ -31,11 +32,21 @@ KUBE_STATE_METRICS = {  # kube-state-metrics docs/metrics/workload/horizontalpod
     "kube_horizontalpodautoscaler_spec_max_replicas",
     "kube_horizontalpodautoscaler_spec_min_replicas",
 }
+DCGM = {  # NVIDIA dcgm-exporter's default counters (etc/default-counters.csv)
+    "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE",
+    "DCGM_FI_DEV_MEM_COPY_UTIL", "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_GPU_TEMP",
+}  # fmt: skip
 PROMQL_WORDS = {
     "sum", "max", "min", "avg", "count", "by", "without", "rate", "increase", "irate",
     "histogram_quantile", "le", "on", "ignoring", "group_left", "group_right", "and", "or",
     "unless", "offset", "bool", "topk", "bottomk", "clamp_min", "clamp_max", "abs", "vector",
+    "deriv", "absent", "delta",
 }  # fmt: skip
+KNOWN_METRICS_EXTRA = REDIS_EXPORTER | KEDA | KUBE_STATE_METRICS | DCGM
+DASHBOARDS = (
+    DEPLOY / "grafana" / "whisper-streaming.json",
+    DEPLOY / "grafana" / "gpu" / "whisper-streaming-gpu.json",
+)
 
 
 def our_metric_names() -> set[str]:
@@ -64,12 +75,17 @@ def metrics_in(expr: str) -> set[str]:
     return {i for i in idents if i not in PROMQL_WORDS}
 
 
-def dashboard() -> dict:
-    return json.loads((DEPLOY / "grafana" / "whisper-streaming.json").read_text())
+def dashboard(path: Path = DASHBOARDS[0]) -> dict:
+    return json.loads(path.read_text())
 
 
 def queries() -> list[str]:
-    return [t["expr"] for p in dashboard()["panels"] for t in p.get("targets", [])]
+    return [
+        t["expr"]
+        for path in DASHBOARDS
+        for p in dashboard(path)["panels"]
+        for t in p.get("targets", [])
+    ]
 
 
 def test_dashboard_is_what_the_generator_makes() -> None:
@@ -77,13 +93,24 @@ def test_dashboard_is_what_the_generator_makes() -> None:
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.render() == (DEPLOY / "grafana" / "whisper-streaming.json").read_text(), (
-        "run: python deploy/grafana/dashboard.py"
-    )
+    for gpu, path in zip((False, True), DASHBOARDS, strict=True):
+        assert module.render(gpu) == path.read_text(), "run: python deploy/grafana/dashboard.py"
+
+
+def test_gpu_dashboard_adds_dcgm_panels_on_a_current_schema() -> None:
+    plain, gpu = (dashboard(p) for p in DASHBOARDS)
+    for d in (plain, gpu):
+        assert d["schemaVersion"] >= 41  # Grafana 12's classic model
+    gpu_exprs = [t["expr"] for p in gpu["panels"] for t in p.get("targets", [])]
+    assert any("DCGM_FI_DEV_GPU_UTIL" in e for e in gpu_exprs)
+    assert not any("DCGM" in q for p in plain["panels"] for q in json.dumps(p.get("targets", [])))
+    assert len(gpu["panels"]) > len(plain["panels"]) and gpu["uid"] != plain["uid"]
+    ids = [p["id"] for p in gpu["panels"]]
+    assert len(ids) == len(set(ids))
 
 
 def test_every_query_metric_exists() -> None:
-    known = our_metric_names() | REDIS_EXPORTER | KEDA | KUBE_STATE_METRICS
+    known = our_metric_names() | KNOWN_METRICS_EXTRA
     assert "whisper_sessions_active" in known and "whisper_final_latency_seconds_bucket" in known
     unknown = {m: q for q in queries() for m in metrics_in(q) if m not in known}
     assert not unknown, unknown

@@ -17,8 +17,11 @@ from shared.capabilities import parse_pools
 from shared.settings import Settings
 from tests.deploy.conftest import DEPLOY, KUSTOMIZATIONS, OVERLAYS, find, one, schemas_dir
 
-K8S_VERSION = "1.33.0"  # deploy/terraform's default kubernetes_version
-CRD_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor"}
+K8S_VERSION = "1.35.0"  # deploy/terraform's default kubernetes_version
+CRD_KINDS = {
+    "ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule", "Gateway",
+    "HTTPRoute",
+}  # fmt: skip
 KEDA_CRDS = {
     "ScaledObject": "keda.sh_scaledobjects.yaml",
     "TriggerAuthentication": "keda.sh_triggerauthentications.yaml",
@@ -29,7 +32,10 @@ def test_every_kustomization_builds(rendered) -> None:
     kinds = {name: {d["kind"] for d in docs} for name, docs in rendered.items()}
     for name in KUSTOMIZATIONS:
         assert {"Deployment", "Service", "ScaledObject", "TriggerAuthentication"} <= kinds[name]
-        assert {"PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor", "Ingress"} <= kinds[name]
+        assert {"PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor"} <= kinds[name]
+        # the way in: Gateway API (ingress-nginx is retired), or the ALB Ingress on EKS
+        way_in = {"Ingress"} if name == "eks-gpu" else {"Gateway", "HTTPRoute"}
+        assert way_in <= kinds[name] and not ({"Ingress", "HTTPRoute"} - way_in) & kinds[name]
 
 
 @pytest.mark.parametrize("name", list(KUSTOMIZATIONS))
@@ -208,10 +214,16 @@ def test_readiness_cannot_deadlock_scale_from_zero(rendered, name: str) -> None:
         for p in pools(docs)
     )
     gw = one(docs, "Deployment", "gateway")["spec"]["template"]["spec"]["containers"][0]
-    path = gw["readinessProbe"]["httpGet"]["path"]
-    assert path in ("/readyz", "/healthz")
+    # always /readyz: a gateway that lost Redis must leave the load balancer
+    assert gw["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    require_asr = config(docs).get("READY_REQUIRE_ASR", "true").lower() in ("true", "1", "yes")
     if asr_min == 0:
-        assert path != "/readyz"
+        assert not require_asr, "an ASR pool at zero needs READY_REQUIRE_ASR=false"
+    for ing in find(docs, "Ingress"):
+        assert (
+            ing["metadata"]["annotations"]["alb.ingress.kubernetes.io/healthcheck-path"]
+            == "/readyz"
+        )
 
 
 def _env(container: dict[str, Any]) -> dict[str, Any]:
@@ -300,11 +312,20 @@ def test_selectors_and_references_resolve(rendered, name: str) -> None:
         assert so["spec"]["scaleTargetRef"]["name"] in pods
         for t in so["spec"]["triggers"]:
             assert "authenticationRef" not in t or t["authenticationRef"]["name"] in auths
-    ing = one(docs, "Ingress", "gateway")
-    backend = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
-    assert backend["name"] == "gateway" and any(
-        s["metadata"]["name"] == "gateway" for s in services
-    )
+    gateway_svc = one(docs, "Service", "gateway")
+    svc_ports = {p["port"] for p in gateway_svc["spec"]["ports"]}
+    for ing in find(docs, "Ingress"):
+        backend = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+        assert backend["name"] == "gateway"
+    for route in find(docs, "HTTPRoute"):
+        parents = {g["metadata"]["name"]: g for g in find(docs, "Gateway")}
+        for ref in route["spec"]["parentRefs"]:
+            listeners = {ln["name"] for ln in parents[ref["name"]]["spec"]["listeners"]}
+            assert ref.get("sectionName", next(iter(listeners))) in listeners
+        for rule in route["spec"]["rules"]:
+            assert rule["timeouts"]["request"] == "0s"  # hour-long WebSockets
+            for b in rule["backendRefs"]:
+                assert b["name"] == "gateway" and b["port"] in svc_ports
 
 
 @pytest.mark.parametrize("name", list(KUSTOMIZATIONS))
@@ -339,11 +360,19 @@ def test_gpu_placement_matches_the_karpenter_gpu_pool(rendered) -> None:
 
 
 def test_grafana_dashboard_configmap(rendered) -> None:
+    """One dashboard per cluster: the GPU overlay's has the DCGM row, the others the plain one."""
     for name in KUSTOMIZATIONS:
-        cm = one(rendered[name], "ConfigMap", "whisper-streaming-dashboard")
+        gpu = name == "eks-gpu"
+        cm_name = "whisper-streaming-gpu-dashboard" if gpu else "whisper-streaming-dashboard"
+        file = "gpu/whisper-streaming-gpu.json" if gpu else "whisper-streaming.json"
+        dashboards = [
+            d for d in find(rendered[name], "ConfigMap") if "dashboard" in d["metadata"]["name"]
+        ]
+        assert [d["metadata"]["name"] for d in dashboards] == [cm_name], name
+        cm = dashboards[0]
         assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
-        shipped = cm["data"]["whisper-streaming.json"]
-        assert shipped == (DEPLOY / "grafana" / "whisper-streaming.json").read_text()
+        shipped = cm["data"][file.rsplit("/", 1)[-1]]
+        assert shipped == (DEPLOY / "grafana" / file).read_text()
 
 
 def test_overlays_set_namespace(rendered) -> None:

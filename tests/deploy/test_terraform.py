@@ -200,3 +200,39 @@ def test_variables_validated_and_outputs_described() -> None:
     readme = (TF / "README.md").read_text()
     for step in ("terraform init", "terraform apply", "kubectl apply -k"):
         assert step in readme
+
+
+# End of EKS standard support (docs.aws.amazon.com/eks/latest/userguide/kubernetes-versions.html:
+# 14 months from the EKS release); after it a cluster pays extended-support fees per hour.
+EKS_STANDARD_SUPPORT_ENDS = {
+    "1.33": "2026-07-29",
+    "1.34": "2026-12-02",
+    "1.35": "2027-03-27",
+}
+# Newest Kubernetes minor each Karpenter minor supports (karpenter.sh compatibility matrix).
+KARPENTER_SUPPORTS = {(1, 6): "1.34", (1, 8): "1.34", (1, 9): "1.35", (1, 11): "1.35"}
+
+
+def test_versions_are_current_and_pinned() -> None:
+    """The default cluster is in standard support today (past it, EKS bills extended support:
+    moving on is due well before; docs/deployment.md), Karpenter supports it, and node AMIs are
+    a pinned release (never al2023@latest)."""
+    from datetime import date
+
+    variables = blocks("variable")
+    version = s(variables["kubernetes_version"]["default"])
+    ends = EKS_STANDARD_SUPPORT_ENDS.get(version)
+    assert ends, f"add {version}'s end of standard support to EKS_STANDARD_SUPPORT_ENDS"
+    assert date.fromisoformat(ends) > date.today(), (
+        f"EKS {version} leaves standard support on {ends}: move kubernetes_version on"
+    )
+    karpenter = tuple(
+        int(x) for x in s(variables["chart_versions"]["default"]["karpenter"]).split(".")[:2]
+    )
+    newest = KARPENTER_SUPPORTS[max(k for k in KARPENTER_SUPPORTS if k <= karpenter)]
+    as_tuple = lambda v: tuple(int(x) for x in v.split("."))  # noqa: E731
+    assert as_tuple(newest) >= as_tuple(version), f"Karpenter {karpenter} predates EKS {version}"
+    ami = s(variables["node_ami_version"]["default"])
+    assert re.fullmatch(r"v\d{8}", ami)
+    text = (TF / "karpenter.tf").read_text()
+    assert "@latest" not in text and text.count("al2023@${var.node_ami_version}") == 2

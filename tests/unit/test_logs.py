@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
 
 from gateway.native_protocol import parse_native_frame
 from gateway.protocol import ProtocolError, parse_text_frame
-from shared.logs import RedactTokens, clip, configure, redact
+from shared.logs import (
+    DropHealthProbes,
+    JsonFormatter,
+    ProcessIdentity,
+    RedactTokens,
+    clip,
+    configure,
+    log_context,
+    redact,
+)
 
 
 def test_clip_keeps_short_input_and_cuts_long() -> None:
@@ -45,3 +55,58 @@ def test_uvicorn_access_log_does_not_carry_tokens(caplog: pytest.LogCaptureFixtu
         # uvicorn's own call: the path with its query string is an argument
         access.info('%s - "%s %s HTTP/%s" %d', "1.2.3.4:5", "GET", "/?token=alices-secret", "1.1", 101)  # fmt: skip
     assert "alices-secret" not in caplog.text and "token=***" in caplog.text
+
+
+def record(msg: str, *args: object, **extra: object) -> logging.LogRecord:
+    rec = logging.LogRecord("workers.asr_worker", logging.INFO, __file__, 1, msg, args, None)
+    for key, value in extra.items():
+        setattr(rec, key, value)
+    return rec
+
+
+def json_line(rec: logging.LogRecord) -> dict[str, object]:
+    ProcessIdentity("asr-worker", "asr-1").filter(rec)
+    line = JsonFormatter().format(rec)
+    assert "\n" not in line
+    parsed = json.loads(line)
+    assert isinstance(parsed, dict)
+    return parsed
+
+
+def test_json_line_carries_role_worker_and_the_fields_of_the_message() -> None:
+    line = json_line(
+        record("session=%s segment=%d stage=asr latency_ms=%d text=%r", "s1", 3, 412, "hi")
+    )
+    assert line["role"] == "asr-worker" and line["worker"] == "asr-1"
+    assert line["level"] == "INFO" and line["logger"] == "workers.asr_worker"
+    assert (line["session_id"], line["segment"], line["stage"], line["latency_ms"]) == (
+        "s1", 3, "asr", 412,
+    )  # fmt: skip
+    assert str(line["time"]).endswith("Z") and "session=s1" in str(line["message"])
+
+
+def test_json_line_fields_from_extra_and_context() -> None:
+    with log_context(session_id="ctx", stage="vad"):
+        line = json_line(record("cut", segment=7))
+    assert (line["session_id"], line["stage"], line["segment"]) == ("ctx", "vad", 7)
+    assert "session_id" not in json_line(record("no session here"))
+
+
+def test_json_line_with_an_exception_is_still_one_line() -> None:
+    try:
+        raise ValueError("boom\nsecond line")
+    except ValueError:
+        import sys
+
+        rec = record("failed")
+        rec.exc_info = sys.exc_info()
+    line = json_line(rec)
+    assert "ValueError" in str(line["exc"])
+
+
+def test_health_probes_leave_no_access_line() -> None:
+    drop = DropHealthProbes()
+    access = '%s - "%s %s HTTP/%s" %d'
+    for path in ("/healthz", "/readyz", "/metrics", "/readyz?x=1"):
+        assert not drop.filter(record(access, "1.2.3.4:5", "GET", path, "1.1", 200))
+    assert drop.filter(record(access, "1.2.3.4:5", "GET", "/v1/listen", "1.1", 101))
