@@ -1,5 +1,7 @@
-"""A benchmark client of ``/v1/listen``: streams PCM at a given pace like a microphone would and
-records, for every message, when it arrived, and for every frame, when it left."""
+"""A benchmark client of ``/v1/listen`` (Deepgram's live protocol with our extensions): streams PCM
+at a given pace like a microphone would and records, for every message, when it arrived, and for
+every frame, when it left; optionally sends ``Finalize`` at given points of the audio (the end of
+each utterance, as a voice agent with its own end-of-turn detection does)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import websockets
 
 from bench.stats import Message
 from shared.audio import SAMPLE_RATE
+from whisper_streaming.listen import CLOSE_STREAM, FINALIZE, flatten
 
 
 @dataclass
@@ -31,6 +34,8 @@ class StreamRun:
     finished: float = 0.0
     max_send_lag_s: float = 0.0
     """How far the client fell behind its own real-time schedule (a loaded client skews latency)."""
+    finalized: list[tuple[float, float]] = field(default_factory=list)
+    """(audio seconds, monotonic clock) of each ``Finalize`` sent."""
 
     @property
     def finals(self) -> list[Message]:
@@ -57,11 +62,13 @@ async def stream(
     delay: float = 0.0,
     timeout: float = 300.0,
     extra: dict[str, str] | None = None,
+    finalize_at: list[float] | None = None,
 ) -> StreamRun:
     """Stream ``pcm`` (16 kHz PCM16 mono). At ``speed`` > 0 a frame leaves when its last sample
-    would have been captured (real time × speed); at 0, as fast as the socket takes it. Then
-    ``eof``, and everything until ``closed`` and the server's close. ``language`` None:
-    detection; ``extra``: more query parameters (``translate``)."""
+    would have been captured (real time × speed); at 0, as fast as the socket takes it. After
+    the frame that reaches each second of ``finalize_at``, ``Finalize``. Then ``CloseStream``,
+    and everything until ``Metadata`` and the server's close. ``language`` None: detection;
+    ``extra``: more query parameters (``translate``)."""
     if delay:
         await asyncio.sleep(delay)
     run = StreamRun(name, len(pcm) / 2 / SAMPLE_RATE)
@@ -70,6 +77,7 @@ async def stream(
         params["language"] = language
     query = urlencode(params | (extra or {}))
     chunk = SAMPLE_RATE * 2 * chunk_ms // 1000
+    pending = sorted(finalize_at or [])
     async with websockets.connect(f"{url}?{query}", max_size=None, open_timeout=60) as ws:
 
         async def receive() -> None:
@@ -92,8 +100,12 @@ async def stream(
                 break
             await ws.send(part)
             run.sent.append((audio_s, time.monotonic()))
+            while pending and pending[0] <= audio_s:
+                pending.pop(0)
+                await ws.send(FINALIZE)
+                run.finalized.append((audio_s, time.monotonic()))
         if not receiver.done():
-            await ws.send(json.dumps({"type": "eof"}))
+            await ws.send(CLOSE_STREAM)
         try:
             await asyncio.wait_for(receiver, timeout)
         except websockets.ConnectionClosed:
@@ -106,7 +118,7 @@ async def stream(
 
 
 def _record(run: StreamRun, raw: str | bytes, now: float) -> None:
-    msg = json.loads(raw)
+    msg = flatten(json.loads(raw))
     kind = msg.get("type")
     if kind == "final":
         run.final_messages.append(msg)
@@ -120,6 +132,7 @@ def _record(run: StreamRun, raw: str | bytes, now: float) -> None:
                 msg.get("text", ""),
                 now,
                 float(msg.get("processing_time") or 0.0),
+                bool(msg.get("from_finalize")),
             )
         )
     elif kind == "error":

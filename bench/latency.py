@@ -1,9 +1,16 @@
-"""``make bench-latency`` (issue 3): first-partial and final latency over ``/v1/listen`` at real-
-time pace, at 1, 2, 4 and 8 concurrent streams, and WER with interim results on and off.
+"""``make bench-latency`` (issue 3): first-partial and final latency over ``/v1/listen`` (Deepgram's
+live protocol) at real-time pace, at 1, 2, 4 and 8 concurrent streams, and WER with interim
+results on and off; and (issue 17) final latency after ``Finalize`` at 1 and 4 streams, against
+the final latency after end of speech (the server's own endpointing).
 
 Each stream is ~35 s of held-out LibriSpeech utterances joined with 1.5 s of silence; latency is
 measured from when the client sent the ground-truth onset / end of speech (bench/corpus.py) to
 when the first partial / the final of that speech arrived.
+
+``--endpoint realtime`` measures the same streams through OpenAI's Realtime transcription
+endpoint (``/v1/realtime?intent=transcription``, 24 kHz PCM appends, server VAD): how long after
+``input_audio_buffer.speech_stopped`` each item's ``...transcription.completed`` arrives
+(bench/realtime_client.py); its results go to ``latency-realtime.json`` and their own section.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from bench.cli import (
     wait_quiet,
 )
 from bench.corpus import librispeech, rotating_streams, to_pcm16
-from bench.runs import full_speed, realtime
+from bench.realtime_client import REALTIME_HEADER, realtime_endpoint, realtime_rows
+from bench.runs import full_speed, realtime, wait_idle
 from bench.stack import BenchStack
 
 PLOT = report.DOC.parent / "benchmarks-latency-native.png"
@@ -46,8 +54,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__)
     p.add_argument("--levels", default="1,2,4,8", help="concurrent streams, comma-separated")
     p.add_argument("--off-levels", default="1,4", help="levels repeated with interim results off")
+    p.add_argument(
+        "--finalize-levels",
+        default="1,4",
+        help="levels repeated with a Finalize at each ground-truth end of speech",
+    )
     p.add_argument("--seconds", type=float, default=35.0, help="audio per stream")
     p.add_argument("--chunk-ms", type=int, default=20, help="audio per WebSocket frame")
+    p.add_argument(
+        "--endpoint",
+        choices=("native", "realtime"),
+        default="native",
+        help="native: /v1/listen; realtime: OpenAI's /v1/realtime (completed after speech_stopped)",
+    )
     p.add_argument("--name", default="latency", help="JSON name; 'latency' also updates the docs")
     p.add_argument("--no-docs", action="store_true")
     p.add_argument(
@@ -55,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_stack_args(p)  # what `make run` starts: one ASR worker
     args = p.parse_args(argv)
+    if args.endpoint == "realtime":
+        return main_realtime(args)
     if args.from_json:
         publish(json.loads((report.RESULTS / f"{args.name}.json").read_text()))
         return 0
@@ -65,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     utts = librispeech(held_out_only=True)
     levels = [int(x) for x in args.levels.split(",") if x]
     off_levels = [int(x) for x in args.off_levels.split(",") if x]
-    out: dict[str, Any] = {"meta": m, "targets": TARGETS, "levels": [], "interim_off": []}
+    finalize_levels = [int(x) for x in args.finalize_levels.split(",") if x]
+    out: dict[str, Any] = {
+        "meta": m, "targets": TARGETS, "levels": [], "interim_off": [], "finalize": []
+    }  # fmt: skip
     try:
         with BenchStack(cfg) as stack:
             warm_up(stack, utts)
@@ -78,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
                 streams = rotating_streams(utts, n, args.seconds)
                 res = realtime(stack, streams, interim=False, chunk_ms=args.chunk_ms)
                 out["interim_off"].append(res)
+                _progress(res)
+            for n in finalize_levels:
+                streams = rotating_streams(utts, n, args.seconds)
+                res = realtime(stack, streams, chunk_ms=args.chunk_ms, finalize=True)
+                out["finalize"].append(res)
                 _progress(res)
     except KeyboardInterrupt:
         finish(m)
@@ -92,6 +121,64 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def main_realtime(args: argparse.Namespace) -> int:
+    name = "latency-realtime" if args.name == "latency" else args.name
+    if args.from_json:
+        publish_realtime(json.loads((report.RESULTS / f"{name}.json").read_text()))
+        return 0
+    sigterm_as_interrupt()
+    cfg = stack_config(args)
+    m = meta(cfg) | {"quiet": wait_quiet(args)}
+    utts = librispeech(held_out_only=True)
+    out: dict[str, Any] = {"meta": m, "levels": []}
+    try:
+        with BenchStack(cfg) as stack:
+            warm_up(stack, utts)
+            for n in [int(x) for x in args.levels.split(",") if x]:
+                streams = rotating_streams(utts, n, args.seconds)
+                idle = wait_idle(stack)
+                pcms = [to_pcm16(s.pcm) for s in streams]
+                res = realtime_endpoint(stack, streams, pcms, chunk_ms=args.chunk_ms)
+                res["waited_for_idle_s"] = idle
+                out["levels"].append(res)
+                lat = res["completed_after_stopped_s"]
+                print(
+                    f"{n:>2} streams (realtime): completed after speech_stopped p50 {lat['p50']} "
+                    f"p95 {lat['p95']} (n={lat['n']}); {res['items_without_completed']} of "
+                    f"{res['items']} items not completed; WER {res['wer']}%; "
+                    f"lag {res['client_max_send_lag_s']}s; errors {len(res['errors'])}",
+                    flush=True,
+                )
+    except KeyboardInterrupt:
+        finish(m)
+        m["interrupted"] = True
+        print(f"interrupted; service stopped; {report.save_json(name, out)}", file=sys.stderr)
+        return 130
+    finish(m)
+    print(f"wrote {report.save_json(name, out)}")
+    if not args.no_docs and name == "latency-realtime":
+        publish_realtime(out)
+    return 0
+
+
+def publish_realtime(out: dict[str, Any]) -> None:
+    m = out["meta"]
+    lines = [
+        "### `completed` after `speech_stopped` through the OpenAI Realtime endpoint "
+        "(`python -m bench.latency --endpoint realtime --levels 1,4`)",
+        "",
+        report.provenance(m),
+        "",
+        report.table(REALTIME_HEADER, realtime_rows(out["levels"])),
+        "",
+        "24 kHz PCM appends of 20 ms at real-time pace, `server_vad` with "
+        "`silence_duration_ms` 500; the clock runs on the client from the arrival of "
+        "`input_audio_buffer.speech_stopped` to that of the item's `completed`.",
+    ]
+    report.replace_section("latency-realtime", "\n".join(lines))
+    print(f"updated {report.DOC}")
+
+
 def publish(out: dict[str, Any]) -> None:
     m = out["meta"]
     title = f"{m['command']} · {m['date']} · {report.describe_short(m)}"
@@ -102,7 +189,8 @@ def publish(out: dict[str, Any]) -> None:
 
 def _progress(res: dict[str, Any]) -> None:
     print(
-        f"{res['streams']:>2} streams interim={res['interim']}: first partial "
+        f"{res['streams']:>2} streams interim={res['interim']} finalize={res.get('finalize')}: "
+        "first partial "
         f"p50 {res['first_partial_s']['p50']} p95 {res['first_partial_s']['p95']}; final "
         f"p50 {res['final_s']['p50']} p95 {res['final_s']['p95']}; WER {res['wer']}%; "
         f"cpu {res['resources']['cores_busy']} cores; lag {res['client_max_send_lag_s']}s",
@@ -143,7 +231,43 @@ def render(out: dict[str, Any]) -> str:
                 f"{off['wer']} % off — {'equal' if on[n]['wer'] == off['wer'] else '**different**'}"
                 f" ({'identical' if same else 'not identical'} transcripts)"
             )
+    lines += finalize_section(out)
     return "\n".join(lines)
+
+
+def finalize_section(out: dict[str, Any]) -> list[str]:
+    """Final latency through ``/v1/listen`` after end of speech (the server's endpointing) and
+    after the client's ``Finalize`` (sent with the last frame of each utterance)."""
+    finalize = out.get("finalize") or []
+    if not finalize:
+        return []
+    n_levels = {lv["streams"] for lv in finalize}
+    rows = []
+    for lv in [x for x in out["levels"] if x["streams"] in n_levels] + finalize:
+        rows.append(
+            [
+                lv["streams"],
+                "Finalize" if lv.get("finalize") else "end of speech (endpointing)",
+                lv["final_s"]["p50"],
+                lv["final_s"]["p95"],
+                f"{lv['regions'] - lv['regions_without_final']}/{lv['regions']}",
+                lv.get("finals_from_finalize", 0),
+                lv["wer"],
+            ]
+        )
+    header = [
+        "streams", "final after", "final p50 (s)", "final p95 (s)", "utterances finalised",
+        "finals from_finalize", "WER %",
+    ]  # fmt: skip
+    return [
+        "",
+        "#### Final latency after end of speech and after `Finalize` (issue 17)",
+        "",
+        "Deepgram's live protocol on `/v1/listen`; latency from the frame carrying the "
+        "ground-truth end of speech (with `Finalize` right after it in the second kind of run).",
+        "",
+        report.table(header, rows),
+    ]
 
 
 if __name__ == "__main__":

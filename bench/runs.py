@@ -32,8 +32,11 @@ def realtime(
     interim: bool = True,
     chunk_ms: int = 20,
     stagger_s: float = 0.25,
+    finalize: bool = False,
 ) -> dict[str, Any]:
-    """All ``streams`` at once at real-time pace (stream i starts ``i × stagger_s`` late)."""
+    """All ``streams`` at once at real-time pace (stream i starts ``i × stagger_s`` late); with
+    ``finalize``, each stream sends ``Finalize`` right after the ground-truth end of each
+    utterance (a client that knows when its speaker stopped)."""
     idle_wait = wait_idle(stack)
     pcms = [to_pcm16(s.pcm) for s in streams]
 
@@ -43,6 +46,7 @@ def realtime(
                 stream(
                     stack.ws_url, s.name, pcm, speed=1.0, chunk_ms=chunk_ms, interim=interim,
                     delay=i * stagger_s, timeout=DRAIN_TIMEOUT_S,
+                    finalize_at=[r.end for r in s.regions] if finalize else None,
                 )
                 for i, (s, pcm) in enumerate(zip(streams, pcms, strict=True))
             )
@@ -52,6 +56,7 @@ def realtime(
         runs = asyncio.run(go())
     return summarize_realtime(streams, runs) | {
         "interim": interim,
+        "finalize": finalize,
         "resources": sampler.result(),
         "waited_for_idle_s": idle_wait,
     }
@@ -91,6 +96,7 @@ def summarize_realtime(streams: list[Stream], runs: list[StreamRun]) -> dict[str
         "partials": sum(1 for r in runs for m in r.messages if m.type == "partial"),
         "asr_final_busy_s": round(sum(m.processing_time for r in runs for m in r.finals), 2),
         "finals": sum(1 for r in runs for m in r.messages if m.type == "final"),
+        "finals_from_finalize": sum(1 for r in runs for m in r.finals if m.from_finalize),
         "wer": round(w.wer * 100, 2),
         "wer_errors": w.errors,
         "wer_words": w.words,

@@ -52,6 +52,8 @@ class Message:
     received: float
     processing_time: float = 0.0
     """The ASR worker's own time for this result (finals and partials carry it)."""
+    from_finalize: bool = False
+    """A final of a segment the client's ``Finalize`` closed."""
 
 
 @dataclass(frozen=True)

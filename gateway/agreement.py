@@ -21,7 +21,8 @@ from shared.text import units
 _STRIP = re.compile(r"[^\w']+", re.UNICODE)
 
 
-def _key(word: str) -> str:
+def word_key(word: str) -> str:
+    """A word as agreement compares it (case and punctuation ignored)."""
     return _STRIP.sub("", word.lower())
 
 
@@ -46,13 +47,13 @@ class LocalAgreement:
         if self._previous is not None:
             n = 0
             for a, b in zip(self._previous, words, strict=False):
-                if _key(a) != _key(b):
+                if word_key(a) != word_key(b):
                     break
                 n += 1
             agreed = words[:n]
             if len(agreed) > len(self._stable) and [
-                _key(w) for w in agreed[: len(self._stable)]
-            ] == [_key(w) for w in self._stable]:
+                word_key(w) for w in agreed[: len(self._stable)]
+            ] == [word_key(w) for w in self._stable]:
                 self._stable = agreed
         self._previous = words
         return self.stable_text

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,13 +16,15 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from gateway import transcriptions
+from gateway import listen_rest, native_protocol, transcriptions
 from gateway.auth import AuthConfigError, Authenticator, KeySessions, Principal, credential_from
 from gateway.context import GatewayContext, admission_error
 from gateway.legacy import LegacySession
+from gateway.listen_rest import deepgram_error
 from gateway.native import NativeSession
 from gateway.native_protocol import parse_options
 from gateway.protocol import ProtocolError, parse_legacy_query
+from gateway.realtime import RealtimeSession, open_realtime
 from gateway.router import ResultRouter
 from gateway.web import mount_web
 from shared import tracing
@@ -47,7 +51,7 @@ async def authorize(ws: WebSocket, session_id: str | None = None) -> Principal |
 
 
 async def run_session(
-    ws: WebSocket, session: LegacySession | NativeSession, principal: Principal
+    ws: WebSocket, session: LegacySession | NativeSession | RealtimeSession, principal: Principal
 ) -> None:
     ctx: GatewayContext = ws.app.state.ctx
     assert ctx.key_sessions is not None
@@ -55,8 +59,8 @@ async def run_session(
     try:
         await ctx.key_sessions.acquire(principal, session.session_id)
     except ProtocolError as exc:
-        await ws.send_json(exc.frame())
-        await ws.close(exc.close_code)
+        await ws.send_json(session.error_frame(exc))
+        await ws.close(*session.close_for(exc))
         return
     try:
         await session.run()
@@ -126,37 +130,92 @@ async def legacy_ws(ws: WebSocket) -> None:
     await legacy(ws, "/ws")
 
 
-async def listen(ws: WebSocket) -> None:
-    """The native endpoint; see docs/protocol.md."""
-    await ws.accept()
-    principal = await authorize(ws)
-    if principal is None:
-        return
-    ctx: GatewayContext = ws.app.state.ctx
+HANDSHAKE_STATUS = {
+    "unauthorized": (401, "INVALID_AUTH"),
+    "origin_not_allowed": (403, "FORBIDDEN"),
+    "too_many_sessions": (429, "TOO_MANY_REQUESTS"),
+    "key_session_limit": (429, "TOO_MANY_REQUESTS"),
+    "overloaded": (503, "SERVICE_UNAVAILABLE"),
+}
+"""Deepgram refuses a live session before the upgrade: an HTTP status and its JSON error."""
+
+
+async def deny(ws: WebSocket, exc: ProtocolError, request_id: str) -> None:
+    """Refuse the upgrade with Deepgram's HTTP error; a server that cannot answer a handshake
+    with HTTP gets the ``Error`` message and close code after an accept instead."""
+    status, err_code = HANDSHAKE_STATUS.get(exc.code, (400, "Bad Request"))
     try:
-        options = parse_options(dict(ws.query_params), None, ctx.settings.endpointing_min_ms)
+        await ws.send_denial_response(deepgram_error(status, err_code, exc.message, request_id))
+    except RuntimeError:
+        await ws.accept()
+        await ws.send_json(native_protocol.error(exc))
+        await ws.close(*native_protocol.close_for(exc))
+
+
+def listen_query(ws: WebSocket) -> dict[str, Any]:
+    values: dict[str, Any] = dict(ws.query_params)
+    if "keyterm" in values:
+        values["keyterm"] = ws.query_params.getlist("keyterm")  # it repeats
+    return values
+
+
+async def listen(ws: WebSocket) -> None:
+    """Deepgram's live endpoint with our extensions; see docs/protocol.md. Everything that can
+    be refused before the upgrade (credentials, parameters, capacity) is refused with
+    Deepgram's HTTP error, as Deepgram's SDKs expect."""
+    ctx: GatewayContext = ws.app.state.ctx
+    assert ctx.auth is not None and ctx.key_sessions is not None
+    offered = list(ws.scope.get("subprotocols") or [])
+    try:
+        ctx.auth.check_origin(ws.headers.get("origin"))
+        principal = ctx.auth.authenticate(
+            credential_from(dict(ws.headers), dict(ws.query_params), offered)
+        )
+        options = parse_options(listen_query(ws), None, ctx.settings.endpointing_min_ms)
+        if options.session_id is None:
+            refused = await admission_error(ctx)
+            if refused is not None:
+                raise refused
+        session = NativeSession(ws, ctx, options)
+        session.uplink.owner = principal.name
+        await ctx.key_sessions.acquire(principal, session.session_id)
     except ProtocolError as exc:
-        await ws.send_json(exc.frame())
-        await ws.close(exc.close_code)
+        await deny(ws, exc, native_protocol.request_id(uuid.uuid4().hex))
         return
-    if options.session_id is None and await refuse(ws):
-        return
-    await run_session(ws, NativeSession(ws, ctx, options), principal)
+    try:
+        subprotocol = offered[0] if len(offered) >= 2 and offered[0].lower() in ("token", "bearer") else None  # fmt: skip
+        rid = native_protocol.request_id(session.session_id).encode()
+        await ws.accept(subprotocol=subprotocol, headers=[(b"dg-request-id", rid)])
+        await session.run()
+    finally:
+        await ctx.key_sessions.release(principal, session.session_id)
 
 
-async def mint_token(request: Request) -> JSONResponse:
-    """Exchange an API key for a short-lived session token (for web pages)."""
+async def realtime(ws: WebSocket) -> None:
+    """OpenAI's Realtime transcription (``?intent=transcription``); see gateway/realtime.py."""
+    opened = await open_realtime(ws)
+    if opened is not None:
+        await run_session(ws, *opened)
+
+
+class GrantRefused(Exception):
+    """No token: ``too_many_attempts`` (``retry_after`` seconds) or ``unauthorized``."""
+
+    def __init__(self, code: str, message: str, retry_after: int = 0) -> None:
+        super().__init__(message)
+        self.code, self.message, self.retry_after = code, message, retry_after
+
+
+async def _grant(request: Request, ttl: int | None) -> tuple[str, int]:
+    """Exchange the request's API key for a short-lived session token (throttled per address):
+    the token and its lifetime, or :class:`GrantRefused`."""
     auth: Authenticator = request.app.state.ctx.auth
     address = request.client.host if request.client else "unknown"
     now = time.monotonic()
     wait = auth.failures.retry_after(address, now)
     if wait:
         log.warning("auth token: %s throttled after failed attempts (%d s)", address, wait)
-        return JSONResponse(
-            {"error": {"code": "too_many_attempts", "message": f"retry in {wait} s"}},
-            status_code=429,
-            headers={"Retry-After": str(wait)},
-        )
+        raise GrantRefused("too_many_attempts", f"retry in {wait} s", wait)
     presented = credential_from(dict(request.headers), {})
     name = auth.check_key(presented) if presented else None
     if not auth.enabled:
@@ -168,13 +227,58 @@ async def mint_token(request: Request) -> JSONResponse:
             address,
             "a wrong key" if presented else "no key",
         )  # never the key itself
-        return JSONResponse(
-            {"error": {"code": "unauthorized", "message": "an API key is required"}},
-            status_code=401,
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    token, ttl = auth.mint(name)
+        raise GrantRefused("unauthorized", "an API key is required")
+    return auth.mint(name, ttl=ttl)
+
+
+async def mint_token(request: Request) -> JSONResponse:
+    """Exchange an API key for a short-lived session token (for web pages)."""
+    try:
+        token, ttl = await _grant(request, None)
+    except GrantRefused as exc:
+        body = {"error": {"code": exc.code, "message": exc.message}}
+        if exc.retry_after:
+            return JSONResponse(body, status_code=429, headers={"Retry-After": str(exc.retry_after)})  # fmt: skip
+        return JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})
     return JSONResponse({"token": token, "token_type": "bearer", "expires_in": ttl})
+
+
+def _ttl_seconds(body: bytes) -> int | None:
+    """The optional ``ttl_seconds`` (1 to 3600) of a grant request; ValueError if invalid."""
+    if not body.strip():
+        return None
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, RecursionError, UnicodeDecodeError) as exc:
+        raise ValueError("the body is not JSON") from exc
+    value = data.get("ttl_seconds") if isinstance(data, dict) else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise ValueError("ttl_seconds must be an integer")
+    if not 1 <= value <= 3600:
+        raise ValueError("ttl_seconds must be between 1 and 3600")
+    return int(value)
+
+
+async def grant_token(request: Request) -> JSONResponse:
+    """Deepgram's ``POST /v1/auth/grant``: ``{"ttl_seconds"}`` (optional; the token lives at
+    most ``AUTH_TOKEN_TTL_S``) in, ``{"access_token", "expires_in"}`` out; the token is used
+    as ``Authorization: Bearer <token>``."""
+    rid = native_protocol.request_id(uuid.uuid4().hex)
+    try:
+        ttl = _ttl_seconds(await request.body())
+    except ValueError as exc:
+        return deepgram_error(400, "Bad Request", str(exc), rid)
+    try:
+        token, expires = await _grant(request, ttl)
+    except GrantRefused as exc:
+        if exc.retry_after:
+            response = deepgram_error(429, "TOO_MANY_REQUESTS", exc.message, rid)
+            response.headers["Retry-After"] = str(exc.retry_after)
+            return response
+        return deepgram_error(401, "INVALID_AUTH", "Invalid credentials.", rid)
+    return JSONResponse({"access_token": token, "expires_in": expires})
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -221,9 +325,11 @@ def create_app(settings: Settings) -> FastAPI:
     )
 
     app.add_api_websocket_route("/v1/listen", listen)
+    app.add_api_websocket_route("/v1/realtime", realtime)
     app.add_api_websocket_route("/", legacy_root)
     app.add_api_websocket_route("/ws", legacy_ws)
     app.add_api_route("/v1/auth/token", mint_token, methods=["POST"])
+    app.add_api_route("/v1/auth/grant", grant_token, methods=["POST"])
 
     @app.middleware("http")
     async def require_auth(request: Request, call_next: Any) -> Response:
@@ -231,7 +337,9 @@ def create_app(settings: Settings) -> FastAPI:
         WebSockets; the page, health and readiness do not. Prometheus scrapes the unauthenticated
         copy of /metrics on the internal ``METRICS_PORT``, which no Ingress routes."""
         path = request.url.path
-        if (path.startswith("/v1/") and path != "/v1/auth/token") or path in PRIVATE_PATHS:
+        if (
+            path.startswith("/v1/") and path not in ("/v1/auth/token", "/v1/auth/grant")
+        ) or path in PRIVATE_PATHS:
             auth: Authenticator = authenticator
             try:
                 auth.check_origin(request.headers.get("origin"))
@@ -239,6 +347,10 @@ def create_app(settings: Settings) -> FastAPI:
                     credential_from(dict(request.headers), dict(request.query_params))
                 )
             except ProtocolError as exc:
+                if path == "/v1/listen":  # Deepgram's pre-recorded API: its error shape
+                    status, err_code = HANDSHAKE_STATUS.get(exc.code, (400, "Bad Request"))
+                    rid = native_protocol.request_id(uuid.uuid4().hex)
+                    return deepgram_error(status, err_code, exc.message, rid)
                 return JSONResponse(
                     {"error": {"code": exc.code, "message": exc.message}},
                     status_code=403 if exc.code == "origin_not_allowed" else 401,
@@ -249,6 +361,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     mount_web(app)
     app.include_router(transcriptions.router)
+    app.include_router(listen_rest.router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -11,8 +11,10 @@
   reader of a ``name:sha256:`` keys file could recompute. A token names its key and the key's
   fingerprint: once the key is removed from the key set (``API_KEYS_FILE`` is re-read when it
   changes, as a mounted Secret does) or replaced under the same name, its tokens stop working.
-- Credentials travel as ``Authorization: Bearer <key or token>`` or, since browsers cannot set
-  headers on WebSockets, a ``token`` query parameter.
+- Credentials travel as ``Authorization: Bearer <key or token>`` (or Deepgram's ``Token <key>``)
+  or, since browsers cannot set headers on WebSockets, a ``token`` query parameter or the
+  ``Sec-WebSocket-Protocol`` pair ``token, <key>`` that Deepgram's browser SDK sends.
+  ``POST /v1/auth/grant`` is Deepgram's name for the token exchange (``access_token``).
 - **Origins**: with ``ALLOWED_ORIGINS`` set, a browser connection from any other Origin is refused.
 - **Limits**: at most ``API_KEY_MAX_SESSIONS`` concurrent sessions per key, across all gateways
   (a sorted set per key in Redis). Each entry is a lease of ``API_KEY_LEASE_S`` that its gateway
@@ -201,12 +203,14 @@ class Authenticator:
             raise RuntimeError("no token secret yet (load_secret not awaited)")
         return _b64(hmac.new(self._secret, payload.encode(), hashlib.sha256).digest())
 
-    def mint(self, name: str, now: float | None = None) -> tuple[str, int]:
+    def mint(self, name: str, now: float | None = None, ttl: int | None = None) -> tuple[str, int]:
+        """A token for ``name`` and its lifetime: ``ttl`` seconds, at most ``AUTH_TOKEN_TTL_S``."""
+        ttl = self.token_ttl if ttl is None else max(1, min(ttl, self.token_ttl))
         key = next((k for k in self.keys if k.name == name), None)
-        exp = int((now or time.time()) + self.token_ttl)
+        exp = int((now or time.time()) + ttl)
         claims = {"sub": name, "kid": key.fingerprint if key else "", "exp": exp}
         payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
-        return f"{TOKEN_PREFIX}{payload}.{self._sign(payload)}", self.token_ttl
+        return f"{TOKEN_PREFIX}{payload}.{self._sign(payload)}", ttl
 
     def check_token(self, token: str, now: float | None = None) -> str | None:
         if not token.startswith(TOKEN_PREFIX) or not self._secret:
@@ -254,10 +258,18 @@ class Authenticator:
         )
 
 
-def credential_from(headers: dict[str, str], query: dict[str, str]) -> str | None:
-    auth = headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip() or None
+def credential_from(
+    headers: dict[str, str], query: dict[str, str], subprotocols: list[str] | None = None
+) -> str | None:
+    """``Authorization: Bearer <key or token>`` (or Deepgram's ``Token <key>``); else
+    ``Sec-WebSocket-Protocol: token, <key>`` (Deepgram's browser SDK; ``bearer, <token>``
+    likewise); else the ``token`` query parameter."""
+    scheme, _, value = headers.get("authorization", "").partition(" ")
+    if scheme.lower() in ("bearer", "token"):
+        return value.strip() or None
+    offered = subprotocols or []
+    if len(offered) >= 2 and offered[0].lower() in ("token", "bearer"):
+        return offered[1] or None
     return query.get("token") or None
 
 

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from gateway.context import GatewayContext, counted
@@ -65,6 +65,7 @@ class FileSession:
         timeout_s: float | None = None,
         task: str = TRANSCRIBE,
         session_id: str | None = None,
+        on_final: Callable[[Transcript], Awaitable[None]] | None = None,
     ) -> None:
         self.ctx = ctx
         if task == TRANSLATE:
@@ -79,6 +80,8 @@ class FileSession:
             ctx, self.session_id, on_final=self._final, clock=self.uplink.clock
         )
         self.finals: list[Transcript] = []
+        self.on_final = on_final
+        """Called with each final, in order, as it arrives (a streamed response)."""
         self.complete = False
         self.errors: list[dict[str, Any]] = []
         """Error frames the session raised (e.g. ``overloaded``, ``session_too_long``)."""
@@ -154,3 +157,5 @@ class FileSession:
 
     async def _final(self, t: Transcript) -> None:
         self.finals.append(t)
+        if self.on_final is not None:
+            await self.on_final(t)

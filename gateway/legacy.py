@@ -22,7 +22,7 @@ from starlette.websockets import WebSocket
 
 from gateway.context import GatewayContext, final_message
 from gateway.downlink import ResultsDownlink
-from gateway.protocol import ClientConfig, Eof, LegacyQuery, parse_text_frame
+from gateway.protocol import ClientConfig, Eof, LegacyQuery, ProtocolError, parse_text_frame
 from gateway.session import ClientSocket, run_socket
 from gateway.uplink import AudioUplink
 from shared.capabilities import TRANSCRIBE
@@ -83,6 +83,12 @@ class LegacySession:
 
     async def closing(self) -> None:
         return None
+
+    def error_frame(self, exc: ProtocolError) -> dict[str, Any]:
+        return exc.frame()
+
+    def close_for(self, exc: ProtocolError) -> tuple[int, str]:
+        return exc.close_code, ""
 
     async def _final(self, t: Transcript) -> None:
         await self.client.send(legacy_final(t))

@@ -1,30 +1,35 @@
-"""The native endpoint ``/v1/listen``: interim results, VAD events, control messages, resumable
-sessions. Protocol reference with examples: docs/protocol.md."""
+"""``/v1/listen``: Deepgram's live protocol with our extensions (interim results with their stable
+prefix, VAD events, Finalize, resumable sessions, diarization). Protocol reference with
+examples: docs/protocol.md; message shapes: :mod:`gateway.native_protocol`."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.websockets import WebSocket
 
+from gateway import native_protocol as dg
 from gateway.agreement import LocalAgreement
-from gateway.context import GatewayContext, final_message
+from gateway.context import GatewayContext
 from gateway.downlink import ResultsDownlink
+from gateway.encodings import parse_input_format
 from gateway.native_protocol import (
     PROTOCOL_VERSION,
+    CloseStream,
+    Configure,
     Finalize,
     KeepAlive,
-    NativeConfig,
-    NativeEof,
-    NativeOptions,
-    parse_native_frame,
-    parse_options,
+    ListenOptions,
+    parse_frame,
 )
-from gateway.protocol import CLOSE_INVALID_PAYLOAD, CLOSE_POLICY, ProtocolError, translation_task
+from gateway.protocol import CLOSE_POLICY, ProtocolError, translation_task
 from gateway.session import ClientSocket, run_socket
 from gateway.uplink import AudioUplink
 from shared import metrics, session_state
@@ -37,14 +42,35 @@ log = logging.getLogger(__name__)
 KEEPALIVE_EVERY_S = 5.0
 
 
+VadHandler = Callable[["NativeSession", VadEvent], Awaitable[None]]
+
+
+async def _speech_started(session: NativeSession, event: VadEvent) -> None:
+    if session.options.vad_events:
+        await session.client.send(dg.speech_started(session.session_id, event.segment, event.time))
+
+
+async def _utterance_end(session: NativeSession, event: VadEvent) -> None:
+    if session.options.utterance_end_ms is not None:
+        await session.client.send(dg.utterance_end(session.session_id, event.segment, event.time))
+
+
+VAD_MESSAGES: dict[str, VadHandler] = {
+    "speech_started": _speech_started,
+    "utterance_end": _utterance_end,
+}
+"""The server messages of each VAD event kind. More kinds (turn-taking: an eager end of turn)
+add an entry here; a kind without one is not sent."""
+
+
 class NativeSession:
-    """The native protocol over an :class:`AudioUplink` and a :class:`ResultsDownlink`; keeps
-    the partials' LocalAgreement per segment and holds a later segment's partial until the
-    earlier segment's final was sent."""
+    """Deepgram's live protocol over an :class:`AudioUplink` and a :class:`ResultsDownlink`;
+    keeps the partials' LocalAgreement per segment (their ``stable_transcript``) and holds a
+    later segment's partial until the earlier segment's final was sent."""
 
     endpoint = "/v1/listen"
 
-    def __init__(self, ws: WebSocket, ctx: GatewayContext, options: NativeOptions) -> None:
+    def __init__(self, ws: WebSocket, ctx: GatewayContext, options: ListenOptions) -> None:
         self.ctx = ctx
         self.session_id = options.session_id or uuid.uuid4().hex
         self.client = ClientSocket(ws)
@@ -66,18 +92,22 @@ class NativeSession:
         self._held: dict[int, dict[str, Any]] = {}
         self._last_keepalive = 0.0
         self._attach = 1
+        self._received: str | None = None
+        self.model = ctx.settings.asr_model or "tiny.en"
+        self.created = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         self._apply(options)
 
-    def _apply(self, options: NativeOptions) -> None:
+    def _apply(self, options: ListenOptions) -> None:
         self.options = options
         up = self.uplink
         up.language = options.language
         up.task = translation_task(options.translate, options.language, "translate")
         up.interim_results = options.interim_results
-        up.vad_events = options.vad_events
+        up.vad_events = options.vad_events or options.utterance_end_ms is not None
         up.diarize = options.diarize
         up.min_silence_ms = options.endpointing
-        up.set_input_rate(options.sample_rate)
+        up.set_input_format(parse_input_format(options.encoding, options.sample_rate))
+        up.keyterms = list(options.keyterms)  # within the bounds already (parse_options)
 
     async def run(self) -> None:
         await run_socket(self.ctx, self)
@@ -87,15 +117,17 @@ class NativeSession:
     async def open(self) -> None:
         if self.resuming:
             await self._resume_state()
-        await self.client.send(
-            {
-                "type": "session",
-                "session_id": self.session_id,
-                "protocol_version": PROTOCOL_VERSION,
-                "resumed": self.resuming,
-                "settings": self.options.public(self.ctx.settings.vad_min_silence_ms),
-            }
-        )
+        if self.options.session_started:
+            await self.client.send(
+                {
+                    "type": "SessionStarted",
+                    "session_id": self.session_id,
+                    "request_id": dg.request_id(self.session_id),
+                    "protocol_version": PROTOCOL_VERSION,
+                    "resumed": self.resuming,
+                    "settings": self.options.public(self.ctx.settings.vad_min_silence_ms),
+                }
+            )
         if self.resuming:
             await self.downlink.catch_up()
 
@@ -154,8 +186,10 @@ class NativeSession:
     # -- input -----------------------------------------------------------------------------------
 
     async def handle_text(self, text: str) -> bool:
-        msg = parse_native_frame(text)
-        if isinstance(msg, NativeEof):
+        self._received = text
+        msg = parse_frame(text)
+        self._received = None
+        if isinstance(msg, CloseStream):
             return True
         if isinstance(msg, Finalize):
             await self.uplink.control("finalize")
@@ -164,25 +198,31 @@ class NativeSession:
             if now - self._last_keepalive >= KEEPALIVE_EVERY_S:
                 self._last_keepalive = now
                 await self.uplink.control("keepalive")
-        elif isinstance(msg, NativeConfig):
-            if self.uplink.announced:
-                raise ProtocolError(
-                    "late_config",
-                    "a config frame must come before any audio",
-                    CLOSE_INVALID_PAYLOAD,
-                )
-            values = {
-                k: v for k, v in msg.values.items() if k not in ("session_id", "last_segment")
-            }
-            self._apply(parse_options(values, self.options, self.ctx.settings.endpointing_min_ms))
+        elif isinstance(msg, Configure):
+            if msg.keyterms is not None:
+                self.options = dataclasses.replace(self.options, keyterms=msg.keyterms)
+                await self.uplink.set_keyterms(list(msg.keyterms))  # for what is cut from here
+            await self.client.send(
+                {
+                    "type": "ConfigureSuccess",
+                    "request_id": dg.request_id(self.session_id),
+                    "keyterms": list(self.options.keyterms),
+                }
+            )
         return False
+
+    def error_frame(self, exc: ProtocolError) -> dict[str, Any]:
+        return dg.error(exc, self._received)
+
+    def close_for(self, exc: ProtocolError) -> tuple[int, str]:
+        return dg.close_for(exc)
 
     # -- output ----------------------------------------------------------------------------------
 
     async def _final(self, t: Transcript) -> None:
-        msg = final_message(t)
-        msg["speech_final"] = t.speech_final
-        await self.client.send(msg)
+        await self.client.send(
+            dg.results(t, text=t.text, is_final=True, options=self.options, model=self.model)
+        )
 
     async def _partial(self, t: Transcript) -> None:
         if not self.options.interim_results:
@@ -193,15 +233,14 @@ class NativeSession:
         self._partial_rev[seg] = t.rev
         agreement = self._agreements.setdefault(seg, LocalAgreement())
         stable = agreement.update(t.text)
-        msg = {
-            "type": "partial",
-            "session_id": self.session_id,
-            "segment": seg,
-            "text": agreement.display(t.text),
-            "stable_text": stable,
-            "start": t.start,
-            "end": t.end,
-        }
+        msg = dg.results(
+            t,
+            text=agreement.display(t.text),
+            is_final=False,
+            options=self.options,
+            model=self.model,
+            stable_text=stable,
+        )
         if seg == self.downlink.reorder.next:
             await self._send_partial(msg)
         else:  # an earlier segment's final is still on its way: keep order per the display
@@ -224,22 +263,18 @@ class NativeSession:
             await self._send_partial(held)
 
     async def _vad_event(self, event: VadEvent) -> None:
-        if self.options.vad_events:
-            await self.client.send(
-                {
-                    "type": event.kind,
-                    "session_id": self.session_id,
-                    "segment": event.segment,
-                    "timestamp": event.time,
-                }
-            )
+        handler = VAD_MESSAGES.get(event.kind)
+        if handler is not None:
+            await handler(self, event)
 
     async def closing(self) -> None:
         await self.client.send(
-            {
-                "type": "closed",
-                "session_id": self.session_id,
-                "segments": self.downlink.total,
-                "audio_seconds": self.downlink.audio_seconds,
-            }
+            dg.metadata(
+                self.session_id,
+                model=self.model,
+                sha256=self.uplink.received.hexdigest(),
+                created=self.created,
+                duration=self.downlink.audio_seconds,
+                segments=self.downlink.total,
+            )
         )

@@ -52,11 +52,11 @@ class ClientSocket:
             except (WebSocketDisconnect, RuntimeError, OSError):
                 self.gone = True
 
-    async def close(self, code: int) -> None:
+    async def close(self, code: int, reason: str = "") -> None:
         if self.gone or self.ws.client_state != WebSocketState.CONNECTED:
             return
         try:
-            await self.ws.close(code)
+            await self.ws.close(code, reason or None)
         except (RuntimeError, OSError):
             pass
 
@@ -82,34 +82,40 @@ class SocketProtocol(Protocol):
     async def closing(self) -> None:
         """All finals were sent; the socket is about to close normally."""
 
+    def error_frame(self, exc: ProtocolError) -> dict[str, Any]:
+        """The error message in this protocol's shape."""
+
+    def close_for(self, exc: ProtocolError) -> tuple[int, str]:
+        """The close code and reason after ``exc``."""
+
 
 async def run_socket(ctx: GatewayContext, proto: SocketProtocol) -> None:
     """Run one WebSocket session to its end and close the socket."""
     client, uplink, downlink = proto.client, proto.uplink, proto.downlink
     downlink.open()
-    close_code = CLOSE_NORMAL
+    close: tuple[int, str] = (CLOSE_NORMAL, "")
     try:
         with counted(ctx, proto.endpoint):
             try:
                 try:
                     await proto.open()
                 except ProtocolError as exc:  # e.g. resuming an unknown session
-                    await client.send(exc.frame())
-                    close_code = exc.close_code
+                    await client.send(proto.error_frame(exc))
+                    close = proto.close_for(exc)
                     return
                 downlink.start()
                 ticker = asyncio.create_task(uplink.tick(), name=f"tick-{proto.session_id}")
                 reason = "eof"
                 try:
                     if not uplink.ended:
-                        close_code, reason = await _receive_until_drained(ctx, proto)
+                        close, reason = await _receive_until_drained(ctx, proto)
                 finally:
                     await _stop(ticker, proto.session_id)
                     await _end(ctx, proto, reason)
             finally:
                 downlink.close()
     finally:
-        await client.close(close_code)
+        await client.close(*close)
 
 
 async def _stop(ticker: asyncio.Task[None], session_id: str) -> None:
@@ -120,7 +126,9 @@ async def _stop(ticker: asyncio.Task[None], session_id: str) -> None:
         log.error("session=%s coalescing ticker failed", session_id, exc_info=outcome)
 
 
-async def _receive_until_drained(ctx: GatewayContext, proto: SocketProtocol) -> tuple[int, str]:
+async def _receive_until_drained(
+    ctx: GatewayContext, proto: SocketProtocol
+) -> tuple[tuple[int, str], str]:
     """:func:`_receive`, as a task the gateway's drain can stop (SIGTERM): then the session ends
     as at an eof, and closes with 1012 once its finals are out."""
     receiving = asyncio.create_task(_receive(proto, ctx.settings.first_audio_timeout_s))
@@ -132,7 +140,7 @@ async def _receive_until_drained(ctx: GatewayContext, proto: SocketProtocol) -> 
         if not (ctx.draining and receiving.cancelled()) or (current and current.cancelling()):
             raise
         log.info("session=%s drained (gateway shutting down)", proto.session_id)
-        return CLOSE_SERVICE_RESTART, "shutdown"
+        return (CLOSE_SERVICE_RESTART, "service restart"), "shutdown"
     finally:
         ctx.receivers.discard(receiving)
         if not receiving.done():
@@ -158,7 +166,10 @@ async def _next_message(proto: SocketProtocol, deadline: float) -> Any:
         ) from None
 
 
-async def _receive(proto: SocketProtocol, first_audio_timeout_s: float) -> tuple[int, str]:
+async def _receive(
+    proto: SocketProtocol, first_audio_timeout_s: float
+) -> tuple[tuple[int, str], str]:
+    """Frames until the session ends: the close (code, reason) and why it ended."""
     client = proto.client
     deadline = asyncio.get_running_loop().time() + first_audio_timeout_s
     try:
@@ -166,7 +177,7 @@ async def _receive(proto: SocketProtocol, first_audio_timeout_s: float) -> tuple
             msg = await _next_message(proto, deadline)
             if msg["type"] == "websocket.disconnect":
                 client.gone = True
-                return CLOSE_NORMAL, "disconnect"
+                return (CLOSE_NORMAL, ""), "disconnect"
             data = msg.get("bytes")
             if data is not None:
                 await proto.uplink.push(data)
@@ -176,21 +187,21 @@ async def _receive(proto: SocketProtocol, first_audio_timeout_s: float) -> tuple
                 continue
             proto.uplink.check_text_rate()
             if await proto.handle_text(text):
-                return CLOSE_NORMAL, "eof"
+                return (CLOSE_NORMAL, ""), "eof"
     except ProtocolError as exc:
         metrics.FRAMES_REJECTED.labels(exc.code).inc()
         log.warning("session=%s protocol error %s: %s", proto.session_id, exc.code, exc.message)
-        await client.send(exc.frame())
-        return exc.close_code, exc.code
+        await client.send(proto.error_frame(exc))
+        return proto.close_for(exc), exc.code
     except WebSocketDisconnect:
         client.gone = True
-        return CLOSE_NORMAL, "disconnect"
+        return (CLOSE_NORMAL, ""), "disconnect"
     except RedisUnavailable as exc:
         log.error("session=%s ends: %s", proto.session_id, exc)
         err = ProtocolError("service_unavailable", f"{exc}; reconnect later", CLOSE_TRY_AGAIN_LATER)
         metrics.FRAMES_REJECTED.labels(err.code).inc()
-        await client.send(err.frame())
-        return err.close_code, err.code
+        await client.send(proto.error_frame(err))
+        return proto.close_for(err), err.code
 
 
 async def _end(ctx: GatewayContext, proto: SocketProtocol, reason: str) -> None:

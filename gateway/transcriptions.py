@@ -1,8 +1,11 @@
 """``POST /v1/audio/transcriptions`` and ``POST /v1/audio/translations``: a recorded file
 transcribed (or translated into English) through the pipeline, shaped like OpenAI's API
 (multipart ``file``, ``model``, ``language`` (transcriptions), ``prompt``, ``response_format``,
-``temperature``, ``timestamp_granularities[]`` (transcriptions)), so its SDKs and ``curl``
-recipes work against this service.
+``temperature``, ``timestamp_granularities[]`` (transcriptions), ``stream``), so its SDKs and
+``curl`` recipes work against this service. ``stream=true`` answers with server-sent events: a
+``transcript.text.delta`` as each segment's final arrives, in order, then
+``transcript.text.done`` (an error after the stream has begun is a ``data: {"error": …}`` event,
+as OpenAI's streams end).
 
 The upload is decoded with PyAV (any container and codec FFmpeg reads, any rate and channel
 count) and fed through Redis as one session (:mod:`gateway.file_session`): the VAD worker cuts it
@@ -13,15 +16,17 @@ shape, ``{"error": {"message", "type", "param", "code"}}``. docs/clients.md has 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import IO, Any
 
 import msgspec
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.types import Message
@@ -177,6 +182,16 @@ def _field(form: Any, name: str) -> str | None:
     return str(value).strip() or None
 
 
+def _stream(form: Any, fmt: str) -> bool:
+    value = (_field(form, "stream") or "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise ApiError(400, "invalid_value", "stream must be true or false", "stream")
+    stream = value in ("true", "1")
+    if stream and fmt not in ("json", "text"):
+        raise ApiError(400, "invalid_value", "stream=true takes response_format json or text", "stream")  # fmt: skip
+    return stream
+
+
 def _options(form: Any, task: str) -> tuple[str, str | None, str | None, list[str]]:
     fmt = _field(form, "response_format") or "json"
     if fmt not in RESPONSE_FORMATS:
@@ -216,6 +231,7 @@ def _form_schema(task: str) -> dict[str, Any]:
         "file": {"type": "string", "format": "binary"},
         "model": {"type": "string", "description": "accepted, ignored"},
         "prompt": {"type": "string"},
+        "stream": {"type": "boolean", "description": "server-sent events"},
         "response_format": {"type": "string", "enum": list(RESPONSE_FORMATS)},
         "temperature": {"type": "number", "description": "accepted (0 to 1), ignored"},
     }
@@ -257,48 +273,119 @@ async def _answer(request: Request, task: str) -> Response:
         return exc.response()
 
 
+def too_large(limit: int) -> ApiError:
+    return ApiError(413, "file_too_large", f"the request exceeds the limit of {limit} bytes (TRANSCRIPTION_MAX_BYTES)", "file")  # fmt: skip
+
+
+def check_length(request: Request, limit: int) -> None:
+    """A declared ``Content-Length`` over ``limit`` is refused before anything is read."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise too_large(limit)
+
+
+async def check_capacity(ctx: GatewayContext) -> None:
+    """Live workers, and the same admission control as the sockets (503 otherwise)."""
+    await _check_workers(ctx)
+    refused = await admission_error(ctx)
+    if refused is not None:
+        raise ApiError(503, refused.code, refused.message)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw request body, at most ``limit`` bytes (413 beyond, however it is sent)."""
+    check_length(request, limit)
+    chunks, seen = [], 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A file session's place in its key's session limit, taken before any decoding (a key at
+    its limit spends no CPU or memory); :func:`run_file` gives it back."""
+
+    principal: Principal
+    session_id: str
+
+
+async def take_slot(request: Request) -> Slot:
+    ctx: GatewayContext = request.app.state.ctx
+    slot = Slot(getattr(request.state, "principal", None) or Principal("dev", "open"), uuid.uuid4().hex)  # fmt: skip
+    assert ctx.key_sessions is not None
+    try:
+        await ctx.key_sessions.acquire(slot.principal, slot.session_id)
+    except ProtocolError as exc:
+        raise ApiError(429, exc.code, exc.message) from exc
+    return slot
+
+
+async def release_slot(request: Request, slot: Slot) -> None:
+    ctx: GatewayContext = request.app.state.ctx
+    assert ctx.key_sessions is not None
+    await ctx.key_sessions.release(slot.principal, slot.session_id)
+
+
+async def decode_in_slot(request: Request, slot: Slot, file: IO[bytes]) -> bytes:
+    """:func:`decode_upload` in a thread, within the upload caps; the slot is given back if it
+    fails."""
+    ctx: GatewayContext = request.app.state.ctx
+    try:
+        return await asyncio.to_thread(
+            decode_upload,
+            file,
+            max_seconds=min(ctx.settings.transcription_max_seconds, ctx.settings.max_session_s),
+            deadline_s=ctx.settings.transcription_timeout_s,
+        )
+    except BaseException:
+        await release_slot(request, slot)
+        raise
+
+
+async def run_file(
+    request: Request, session: FileSession, started: float, slot: Slot
+) -> list[Transcript]:
+    """Run a file session in its slot of the caller's key (given back at the end); its finals,
+    or the :class:`ApiError` for what went wrong (a broken limit, a timeout)."""
+    ctx: GatewayContext = request.app.state.ctx
+    session.uplink.owner = slot.principal.name  # counted against the key's limit like a socket
+    try:
+        finals = await session.transcribe()
+    finally:
+        await release_slot(request, slot)
+    _raise_failure(ctx, session)
+    log.info(
+        "session=%s stage=gateway file transcribed: %.1fs audio, %d segments in %.1fs",
+        session.session_id, len(session.pcm) / 2 / SAMPLE_RATE, len(finals),
+        time.monotonic() - started,
+    )  # fmt: skip
+    return finals
+
+
 async def _transcribe(request: Request, task: str) -> Response:
     ctx: GatewayContext = request.app.state.ctx
     limit = ctx.settings.transcription_max_bytes
-    too_large = ApiError(413, "file_too_large", f"the request exceeds the limit of {limit} bytes (TRANSCRIPTION_MAX_BYTES)", "file")  # fmt: skip
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        raise too_large
+    check_length(request, limit)
     if ctx.uploads >= ctx.settings.transcription_max_uploads:  # each one is spooled to /tmp
         raise ApiError(503, "too_many_uploads", f"this gateway is receiving {ctx.uploads} uploads already (TRANSCRIPTION_MAX_UPLOADS); try again shortly")  # fmt: skip
     ctx.uploads += 1
     try:
         async with _limited(request, limit).form(max_files=1, max_fields=32) as form:
             fmt, language, prompt, granularities = _options(form, task)
+            stream = _stream(form, fmt)
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
                 raise ApiError(400, "missing_file", "a multipart field 'file' with the audio is required", "file")  # fmt: skip
-            await _check_workers(ctx)
-            refused = await admission_error(ctx)  # the same admission control as the sockets
-            if refused is not None:
-                raise ApiError(503, refused.code, refused.message)
+            await check_capacity(ctx)
             started = time.monotonic()
-            # the per-key limit before any decoding: a key at its limit spends no CPU or memory
-            session_id = uuid.uuid4().hex
-            principal = getattr(request.state, "principal", None) or Principal("dev", "open")
-            assert ctx.key_sessions is not None
-            try:
-                await ctx.key_sessions.acquire(principal, session_id)
-            except ProtocolError as exc:
-                raise ApiError(429, exc.code, exc.message) from exc
-            try:
-                max_s = min(ctx.settings.transcription_max_seconds, ctx.settings.max_session_s)
-                pcm = await asyncio.to_thread(
-                    decode_upload,
-                    upload.file,
-                    max_seconds=max_s,
-                    deadline_s=ctx.settings.transcription_timeout_s,
-                )
-            except BaseException:
-                await ctx.key_sessions.release(principal, session_id)
-                raise
+            slot = await take_slot(request)
+            pcm = await decode_in_slot(request, slot, upload.file)
     except _TooLarge:
-        raise too_large from None
+        raise too_large(limit) from None
     except MultiPartException as exc:
         raise ApiError(400, "invalid_request", f"not a valid multipart/form-data body: {exc.message}") from exc  # fmt: skip
     finally:
@@ -306,24 +393,65 @@ async def _transcribe(request: Request, task: str) -> Response:
 
     duration = len(pcm) / 2 / SAMPLE_RATE
     session = FileSession(
-        ctx, pcm, language=language, prompt=prompt, task=task, session_id=session_id
+        ctx, pcm, language=language, prompt=prompt, task=task, session_id=slot.session_id
     )
-    session.uplink.owner = principal.name  # counted against the key's session limit like a socket
-    try:
-        finals = await session.transcribe()
-    finally:
-        await ctx.key_sessions.release(principal, session.session_id)
-    for err in session.errors:
-        status = {"session_too_long": 413, "overloaded": 503, "too_many_sessions": 503, "unsupported_language": 400}  # fmt: skip
-        raise ApiError(status.get(err.get("code", ""), 500), err.get("code", "error"), err.get("message", ""))  # fmt: skip
-    if not session.complete:
-        raise ApiError(504, "timeout", f"the file was not transcribed within {ctx.settings.transcription_timeout_s:.0f} s (TRANSCRIPTION_TIMEOUT_S); segments {session.downlink.reorder.next} of {session.downlink.total} arrived")  # fmt: skip
-    log.info(
-        "session=%s stage=gateway file transcribed: %.1fs audio, %d segments in %.1fs",
-        session.session_id, duration, len(finals), time.monotonic() - started,
-    )  # fmt: skip
+    if stream:
+        session.uplink.owner = slot.principal.name  # counted against the key like a socket
+        events = _events(ctx, session, slot.principal, duration)
+        headers = {"X-Session-Id": session.session_id, "Cache-Control": "no-cache"}
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+    finals = await run_file(request, session, started, slot)
     response = render(
         fmt, finals, duration=duration, language=language, granularities=granularities, task=task
     )
     response.headers["X-Session-Id"] = session.session_id  # its finals on transcript:{session}
     return response
+
+
+def _raise_failure(ctx: GatewayContext, session: FileSession) -> None:
+    """The session's error (or its timeout) as the :class:`ApiError` to answer with."""
+    for err in session.errors:
+        status = {"session_too_long": 413, "overloaded": 503, "too_many_sessions": 503, "unsupported_language": 400}  # fmt: skip
+        raise ApiError(status.get(err.get("code", ""), 500), err.get("code", "error"), err.get("message", ""))  # fmt: skip
+    if not session.complete:
+        raise ApiError(504, "timeout", f"the file was not transcribed within {ctx.settings.transcription_timeout_s:.0f} s (TRANSCRIPTION_TIMEOUT_S); segments {session.downlink.reorder.next} of {session.downlink.total} arrived")  # fmt: skip
+
+
+def sse(obj: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(obj)}\n\n".encode()
+
+
+async def _events(
+    ctx: GatewayContext, session: FileSession, principal: Principal, duration: float
+) -> AsyncIterator[bytes]:
+    """``stream=true``: a delta per final as it arrives (text joined by spaces), then done."""
+    queue: asyncio.Queue[Transcript | None] = asyncio.Queue()
+    session.on_final = queue.put
+
+    async def run() -> None:
+        try:
+            await session.transcribe()
+        finally:
+            await queue.put(None)
+
+    task = asyncio.create_task(run(), name=f"stream-{session.session_id}")
+    texts: list[str] = []
+    try:
+        while (t := await queue.get()) is not None:
+            text = t.text.strip()
+            if text:
+                yield sse({"type": "transcript.text.delta", "delta": (" " if texts else "") + text, "logprobs": None})  # fmt: skip
+                texts.append(text)
+        await task
+        try:
+            _raise_failure(ctx, session)
+        except ApiError as exc:
+            yield sse(json.loads(bytes(exc.response().body)))
+            return
+        usage = {"type": "duration", "seconds": round(duration, 3)}
+        yield sse({"type": "transcript.text.done", "text": " ".join(texts), "logprobs": None, "usage": usage})  # fmt: skip
+    finally:
+        if not task.done():
+            task.cancel()
+        assert ctx.key_sessions is not None
+        await ctx.key_sessions.release(principal, session.session_id)

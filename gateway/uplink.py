@@ -1,9 +1,10 @@
 """The audio half of a gateway session: client audio in, entries on ``audio:{session}`` out.
 
 :class:`AudioUplink` takes the session's audio as the client sends it (any frame size, any sample
-rate, odd byte counts) and, in this order: checks the frame-size, frame-rate and session-length
-limits; joins odd bytes across frames (:class:`~shared.audio.PcmCarry`); resamples to 16 kHz
-(:class:`~shared.audio.StreamResampler`); coalesces into ~``COALESCE_MS`` entries
+rate, odd byte counts, any of the encodings of :mod:`gateway.encodings`) and, in this order:
+checks the frame-size, frame-rate and session-length limits; decodes it to 16 kHz PCM16 (odd
+bytes joined across frames, G.711 expanded, Ogg/WebM Opus demuxed and decoded, resampled:
+:meth:`AudioUplink.set_input_format`); coalesces into ~``COALESCE_MS`` entries
 (:class:`~gateway.ordering.Coalescer`); announces the session on ``sessions`` with its first
 audio, with the model pool its jobs go to (or refuses a language no pool serves);
 XADDs the entries with the session TTL; and holds the caller back while the session's VAD worker
@@ -14,14 +15,17 @@ feed it alike, and a limit broken is a :class:`~gateway.protocol.ProtocolError` 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from gateway.context import GatewayContext, overloaded
+from gateway.encodings import EncodingError, InputFormat
 from gateway.ordering import ArrivalClock, Coalescer, FrameCounter
 from gateway.protocol import (
+    CLOSE_INVALID_PAYLOAD,
     CLOSE_POLICY,
     CLOSE_TOO_BIG,
     CLOSE_TRY_AGAIN_LATER,
@@ -29,8 +33,9 @@ from gateway.protocol import (
     ProtocolError,
 )
 from shared import metrics, session_state
-from shared.audio import SAMPLE_RATE, PcmCarry, StreamResampler
+from shared.audio import SAMPLE_RATE
 from shared.capabilities import TRANSCRIBE, parse_pools, read_pool, route
+from shared.keyterms import KeytermError, check_keyterms
 from shared.redis_util import entry, ride_through
 from shared.schemas import AudioChunk, AudioControl, AudioEnd, SessionStart, encode
 from shared.session_state import Field, State
@@ -51,8 +56,9 @@ BACKPRESSURE_POLL_S = 0.05
 
 class AudioUplink:
     """One session's audio path to Redis. Set the ``SessionStart`` options (``language``,
-    ``interim_results``, ``vad_events``, ``diarize``, ``min_silence_ms``) and ``owner`` before
-    the first :meth:`push`; they are announced with the first audio."""
+    ``interim_results``, ``vad_events``, ``diarize``, ``min_silence_ms``), ``owner`` and the
+    input format (:meth:`set_input_format`) before the first :meth:`push`; they are announced
+    with the first audio. Key terms (:meth:`set_keyterms`) may change at any time."""
 
     def __init__(self, ctx: GatewayContext, session_id: str, endpoint: str) -> None:
         s = ctx.settings
@@ -70,6 +76,11 @@ class AudioUplink:
         self.vad_events = False
         self.diarize = False
         self.min_silence_ms: int | None = None
+        self.keyterms: list[str] = []
+        """Decoded with as ``hotwords`` (bounded: shared/keyterms.py); see :meth:`set_keyterms`."""
+        self.text_audio = False
+        """The protocol sends its audio in text frames (OpenAI's base64 appends): text frames
+        are then held to the audio frame-rate limit, not the control-frame one."""
         self.announced = False
         """``session_start`` is on ``sessions`` (the session exists for the workers)."""
         self.ended = False
@@ -78,10 +89,12 @@ class AudioUplink:
         """16 kHz samples received so far."""
         self.seq = 0
         """Sequence number of the last entry put on the audio stream."""
+        self.received = hashlib.sha256()
+        """Of the audio bytes this uplink took, as the client sent them (Deepgram's ``sha256``)."""
         self.clock = ArrivalClock()
         """When each stretch of audio arrived (the downlink measures latency from it)."""
-        self._carry = PcmCarry()
-        self._resampler: StreamResampler | None = None
+        self.input_format = InputFormat()
+        self._decoder = self.input_format.decoder()
         self._coalescer = Coalescer(SAMPLE_RATE * 2 * s.coalesce_ms // 1000, s.coalesce_ms / 1000)
         self._audio_frames = FrameCounter()
         self._text_frames = FrameCounter()
@@ -97,7 +110,24 @@ class AudioUplink:
         return self.ctx.keys.session(self.session_id)
 
     def set_input_rate(self, rate: int) -> None:
-        self._resampler = None if rate == SAMPLE_RATE else StreamResampler(rate, SAMPLE_RATE)
+        """PCM16 (``linear16``) at ``rate``."""
+        self.set_input_format(InputFormat("linear16", rate))
+
+    def set_input_format(self, fmt: InputFormat) -> None:
+        """The encoding and rate of what :meth:`push` gets (before the first audio: a decoder's
+        state does not carry over); :func:`gateway.encodings.parse_input_format` makes one
+        from a client's ``encoding`` and ``sample_rate``."""
+        self.input_format = fmt
+        self._decoder = fmt.decoder()
+
+    async def set_keyterms(self, terms: list[str]) -> None:
+        """The session's key terms, checked against the bounds (``invalid_keyterms`` beyond
+        them); once the session is announced, for the utterances cut from here on."""
+        try:
+            self.keyterms = check_keyterms(terms)
+        except KeytermError as exc:
+            raise ProtocolError("invalid_keyterms", str(exc), CLOSE_INVALID_PAYLOAD) from exc
+        await self.control("keyterms")
 
     def resume(self, *, samples: int, seq: int, ended: bool, pool: str = "") -> None:
         """Continue a session announced by an earlier socket (it saved ``samples`` and ``seq``;
@@ -122,9 +152,15 @@ class AudioUplink:
             )
         await self._throttle()
         metrics.AUDIO_BYTES.inc(len(data))
-        pcm = self._carry.push(data)
-        if self._resampler is not None:
-            pcm = self._resampler.push(pcm)
+        self.received.update(data)  # the SHA-256 of what the client sent (Metadata)
+        try:
+            pcm = self._decoder.push(data)
+        except EncodingError as exc:
+            raise ProtocolError(
+                "invalid_audio",
+                f"the audio is not {self.input_format.encoding}: {exc}",
+                CLOSE_INVALID_PAYLOAD,
+            ) from exc
         if not pcm:
             return
         now = time.monotonic()
@@ -155,8 +191,10 @@ class AudioUplink:
 
     def check_text_rate(self) -> None:
         """Every text frame (any endpoint, before it is parsed): at most
-        ``MAX_TEXT_FRAMES_PER_SECOND``, or ``rate_limited`` and close 1008 like binary frames."""
-        limit = self.ctx.settings.max_text_frames_per_second
+        ``MAX_TEXT_FRAMES_PER_SECOND``, or ``rate_limited`` and close 1008 like binary frames
+        (``MAX_FRAMES_PER_SECOND`` where the audio comes in text frames)."""
+        s = self.ctx.settings
+        limit = s.max_frames_per_second if self.text_audio else s.max_text_frames_per_second
         if self._text_frames.count(time.monotonic()) > limit:
             raise ProtocolError(
                 "rate_limited", f"more than {limit} text frames a second", CLOSE_POLICY
@@ -170,6 +208,8 @@ class AudioUplink:
             await self._flush_locked()
             self.seq += 1
             ctl = AudioControl(session_id=self.session_id, seq=self.seq, kind=kind)
+            if kind == "keyterms":
+                ctl.keyterms = self.keyterms
             await self._ride(lambda: self.ctx.redis.xadd(self.audio_key, entry(encode(ctl))))
 
     async def flush(self) -> None:
@@ -253,6 +293,7 @@ class AudioUplink:
             diarize=self.diarize,
             pool=self.pool,
             task=self.task,
+            keyterms=self.keyterms,
         )
         fields: dict[Field, session_state.Value] = {
             Field.STATE: State.ATTACHED,

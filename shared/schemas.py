@@ -43,6 +43,9 @@ class SessionStart(_Msg, tag="session_start"):
     task: str = "transcribe"
     """``transcribe``, or ``translate``: each final also carries its English translation (copied
     onto each job; shared/capabilities.py)."""
+    keyterms: list[str] = []
+    """Names and jargon to decode with (faster-whisper ``hotwords``; shared/keyterms.py bounds
+    them), copied onto each job; a ``keyterms`` control entry replaces them mid-stream."""
 
 
 class AudioChunk(_Msg, tag="audio"):
@@ -63,10 +66,12 @@ class AudioEnd(_Msg, tag="audio_end"):
 
 class AudioControl(_Msg, tag="audio_control"):
     """A client control on ``audio:{session}``, in order with the audio: ``finalize`` (close the
-    open utterance now) or ``keepalive`` (the client is there, just quiet)."""
+    open utterance now), ``keepalive`` (the client is there, just quiet) or ``keyterms`` (the
+    session's key terms are ``keyterms`` from here on)."""
 
     seq: int
     kind: str
+    keyterms: list[str] | None = None
 
 
 class VadEvent(_Msg, tag="vad_event"):
@@ -108,6 +113,8 @@ class AsrJob(_Msg, tag="asr_job"):
     from the same encoder output (``Transcript.translation``)."""
     traceparent: str = ""
     """W3C trace context of the utterance (shared/tracing.py); empty when tracing is off."""
+    keyterms: list[str] = []
+    """The session's key terms (faster-whisper ``hotwords``)."""
 
 
 class Word(msgspec.Struct, kw_only=True):
@@ -142,6 +149,8 @@ class Transcript(_Msg, tag="transcript"):
     final: bool = True
     rev: int = 0
     speech_final: bool = True
+    from_finalize: bool = False
+    """The segment was closed by the client's ``Finalize`` (not by silence or length)."""
     error: str | None = None
     worker: str = ""
     speaker: str | None = None

@@ -194,6 +194,12 @@ class Settings(BaseSettings):
         description="How long `POST /v1/audio/transcriptions` waits for the last segment of a "
         "file before it answers 504.",
     )
+    listen_url_hosts: str = Field(
+        default="",
+        description="Hosts (comma-separated) whose audio `POST /v1/listen` with a JSON "
+        '`{"url": …}` body may fetch (https or http, no redirects, at most '
+        "`TRANSCRIPTION_MAX_BYTES`, 30 s); empty = no server-side fetches at all.",
+    )
 
     # --- authentication ------------------------------------------------------------------------
     auth_enabled: bool = Field(

@@ -5,6 +5,7 @@
 import {
   FORMATS,
   backoffMs,
+  fromListen,
   isSessionToken,
   languageOptions,
   listenUrl,
@@ -217,7 +218,7 @@ function flushPending() {
     state.pendingBytes -= pcm.byteLength;
     ws.send(pcm);
   }
-  if (state.stopping && ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "eof" }));
+  if (state.stopping && ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "CloseStream" }));
 }
 
 // -- the socket ---------------------------------------------------------------------------------
@@ -238,7 +239,7 @@ async function connect() {
   }
   const params = {
     sample_rate: RATE, encoding: "linear16", interim_results: ui.interim.checked,
-    vad_events: true, language: ui.language.value, token,
+    vad_events: true, language: ui.language.value, token, session_started: true,
     translate: ui.translate.checked ? "en" : "",
   };
   if (state.sessionId) Object.assign(params, { session_id: state.sessionId, last_segment: state.lastSegment });
@@ -252,7 +253,7 @@ async function connect() {
   ws.binaryType = "arraybuffer";
   state.ws = ws;
   setState(state.sessionId ? "reconnecting" : "connecting");
-  ws.onmessage = (e) => onMessage(JSON.parse(e.data));
+  ws.onmessage = (e) => onMessage(fromListen(JSON.parse(e.data)));
   ws.onclose = (e) => onClose(ws, e);
 }
 
@@ -306,7 +307,7 @@ function onClose(ws, event) {
     finish();
     return;
   }
-  if (FATAL_CLOSES.includes(event.code)) {
+  if (FATAL_CLOSES.includes(event.code) || (event.reason || "").startsWith("DATA-0000")) {
     // the error frame before the close says why; keep it rather than a generic line
     const why = state.lastError || "the server closed the session";
     fail(`${why} (close ${event.code}${event.reason ? ": " + event.reason : ""})`);
@@ -614,6 +615,6 @@ for (const b of document.querySelectorAll("[data-download]")) {
   b.addEventListener("click", () => download(b.dataset.download));
 }
 window.addEventListener("beforeunload", () => {
-  if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify({ type: "eof" }));
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify({ type: "CloseStream" }));
 });
 document.body.dataset.loaded = "true";

@@ -40,6 +40,47 @@ export function toVtt(finals) {
 
 export const FORMATS = { txt: toTxt, srt: toSrt, vtt: toVtt };
 
+/**
+ * A /v1/listen message (Deepgram's live protocol with our extensions, docs/protocol.md) as the
+ * page reads it: Results -> {type: "final" | "partial", segment, start, end, text, stable_text,
+ * words: [{word, start, end, probability}], language, language_probability}; Metadata ->
+ * {type: "closed", audio_seconds}; Error -> {type: "error", code, message}; SessionStarted ->
+ * {type: "session", session_id, resumed}; SpeechStarted / UtteranceEnd -> speech_started /
+ * utterance_end. (whisper_streaming/listen.py reads it the same way for the Python clients.)
+ */
+export function fromListen(msg) {
+  switch (msg.type) {
+    case "Results": {
+      const alt = msg.channel.alternatives[0];
+      return {
+        type: msg.is_final ? "final" : "partial",
+        segment: msg.segment,
+        start: msg.start,
+        end: msg.end ?? msg.start + msg.duration,
+        text: alt.transcript,
+        stable_text: msg.stable_transcript ?? "",
+        words: (alt.words || []).map((w) => ({
+          word: " " + (w.punctuated_word ?? w.word), start: w.start, end: w.end, probability: w.confidence,
+        })),
+        language: msg.language,
+        language_probability: msg.language_probability,
+      };
+    }
+    case "Metadata":
+      return { type: "closed", audio_seconds: msg.duration, segments: msg.segments };
+    case "Error":
+      return { type: "error", code: msg.code || msg.variant, message: msg.description };
+    case "SessionStarted":
+      return { ...msg, type: "session" };
+    case "SpeechStarted":
+      return { type: "speech_started", segment: msg.segment, timestamp: msg.timestamp };
+    case "UtteranceEnd":
+      return { type: "utterance_end", segment: msg.segment, timestamp: msg.last_word_end };
+    default:
+      return msg;
+  }
+}
+
 /** ws://host/v1/listen plus query parameters (resume adds session_id and last_segment). */
 export function listenUrl(endpoint, params) {
   const url = new URL(endpoint);

@@ -50,7 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("asr-worker", help="run one ASR worker")
     rp = sub.add_parser("replay", help="stream recorded files through the live WebSocket")
     rp.add_argument("files", nargs="+", help="audio files (anything FFmpeg decodes)")
-    rp.add_argument("--url", default=None, help="WebSocket URL (default ws://HOST:PORT/)")
+    rp.add_argument(
+        "--url",
+        default=None,
+        help="WebSocket URL: /v1/listen (the default, ws://HOST:PORT/v1/listen) or the "
+        "predecessor-compatible / or /ws",
+    )
     rp.add_argument(
         "--speed",
         type=float,

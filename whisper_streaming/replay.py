@@ -1,9 +1,10 @@
 """Replay recorded files through the live WebSocket, as a client would stream them.
 
 Each file is decoded (any format, rate and channel count FFmpeg reads), resampled to 16 kHz mono
-PCM16 and sent over the predecessor-compatible protocol in ``chunk_ms`` frames, at real-time pace
-times ``speed`` (0 = as fast as the service takes it), followed by ``{"type": "eof"}``. Finals are
-collected until the server closes the socket.
+PCM16 and sent in ``chunk_ms`` frames, at real-time pace times ``speed`` (0 = as fast as the
+service takes it), to ``/v1/listen`` (the default: Deepgram's live protocol, then
+``CloseStream``) or to the predecessor-compatible ``/`` or ``/ws`` (a config frame, then
+``{"type": "eof"}``). Finals are collected until the server closes the socket.
 
 Output (:class:`LiveOutput`): each final's text is printed on stdout as it arrives; srt, vtt and
 json documents need every final, so they are written when a file is done (to ``-o``, or to stdout,
@@ -21,12 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlencode
 
 import websockets
 
 from shared.audio import SAMPLE_RATE, decode_file, float32_to_pcm16
 from shared.formats import render
 from shared.settings import Settings
+from whisper_streaming.listen import CLOSE_STREAM, flatten, is_listen
 
 
 @dataclass
@@ -48,6 +51,38 @@ def load_pcm(path: str | Path) -> bytes:
     return float32_to_pcm16(decode_file(path))
 
 
+def listen_url(url: str, language: str | None) -> str:
+    """``/v1/listen`` with this client's audio format (and language) as query parameters."""
+    params: dict[str, Any] = {"encoding": "linear16", "sample_rate": SAMPLE_RATE}
+    if language:
+        params["language"] = language
+    return url + ("&" if "?" in url else "?") + urlencode(params)
+
+
+def _keep(result: ReplayResult, msg: dict[str, Any], sent_at: list[tuple[float, float]]) -> bool:
+    """File an error or a final; whether it was a final."""
+    if msg.get("type") == "error":
+        result.errors.append(msg)
+        return False
+    if msg.get("type") == "ignored":
+        return False
+    result.finals.append(msg)
+    end = float(msg.get("end", 0.0))
+    for audio_s, t in sent_at:
+        if audio_s >= end:
+            result.final_latencies.append(time.monotonic() - t)
+            break
+    return True
+
+
+def _message(raw: str | bytes, listen: bool) -> dict[str, Any]:
+    """A final or an error as this client keeps it (the rest of /v1/listen is ``ignored``)."""
+    if not listen:
+        return dict(json.loads(raw))
+    msg = flatten(json.loads(raw))
+    return msg if msg.get("type") in ("final", "error") else {"type": "ignored"}
+
+
 async def stream_pcm(
     url: str,
     pcm: bytes,
@@ -64,6 +99,9 @@ async def stream_pcm(
     """Stream 16 kHz PCM16 mono to ``url`` and collect what comes back; ``on_final`` sees each
     final as it arrives, ``on_sent`` the seconds of audio sent so far after each frame."""
     result = ReplayResult(audio_seconds=len(pcm) / 2 / SAMPLE_RATE)
+    listen = is_listen(url)
+    if listen:  # Deepgram's protocol: the settings are query parameters, not a config frame
+        url, send_config = listen_url(url, language), False
     chunk = SAMPLE_RATE * 2 * chunk_ms // 1000
     sent_at: list[tuple[float, float]] = []  # (audio seconds sent so far, monotonic time)
     started = time.monotonic()
@@ -73,17 +111,9 @@ async def stream_pcm(
 
         async def receive() -> None:
             async for raw in ws:
-                msg = json.loads(raw)
-                if msg.get("type") == "error":
-                    result.errors.append(msg)
-                    continue
-                result.finals.append(msg)
-                on_final(msg)
-                end = float(msg.get("end", 0.0))
-                for audio_s, t in sent_at:
-                    if audio_s >= end:
-                        result.final_latencies.append(time.monotonic() - t)
-                        break
+                msg = _message(raw, listen)
+                if _keep(result, msg, sent_at):
+                    on_final(msg)
 
         receiver = asyncio.create_task(receive())
         if send_config:
@@ -104,7 +134,7 @@ async def stream_pcm(
                 if delay > 0:
                     await asyncio.sleep(delay)
         if not receiver.done():
-            await ws.send(json.dumps({"type": "eof"}))
+            await ws.send(CLOSE_STREAM if listen else json.dumps({"type": "eof"}))
         try:
             await asyncio.wait_for(receiver, timeout)
         except websockets.ConnectionClosed:
@@ -202,7 +232,7 @@ async def _replay_all(
 
 
 def run_replay(settings: Settings, args: argparse.Namespace) -> int:
-    url = args.url or f"ws://{settings.host}:{settings.port}/"
+    url = args.url or f"ws://{settings.host}:{settings.port}/v1/listen"
     files = [Path(f) for f in args.files]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:

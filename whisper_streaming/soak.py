@@ -32,6 +32,7 @@ import websockets
 from shared.audio import decode_file, float32_to_pcm16
 from whisper_streaming.corpus import librispeech
 from whisper_streaming.evaluation import wer
+from whisper_streaming.listen import CLOSE_STREAM, flatten
 from whisper_streaming.procs import ServiceProcess, process_tree, spawn, stop_all
 from whisper_streaming.up import EmbeddedRedis, free_port
 
@@ -127,14 +128,14 @@ async def one_session(url: str, pcm: bytes, reference: str, totals: Totals) -> N
 
             async def rx() -> None:
                 async for raw in ws:
-                    msgs.append(json.loads(raw))
+                    msgs.append(flatten(json.loads(raw)))
 
             task = asyncio.create_task(rx())
             t0 = time.monotonic()
             for i in range(0, len(pcm), 3200):
                 await ws.send(pcm[i : i + 3200])
                 await asyncio.sleep(max(0.0, t0 + (i + 3200) / 32000 - time.monotonic()))
-            await ws.send(json.dumps({"type": "eof"}))
+            await ws.send(CLOSE_STREAM)
             await asyncio.wait_for(task, 180)
     except (OSError, websockets.WebSocketException, TimeoutError) as exc:
         totals.failed_sessions += 1

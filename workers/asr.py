@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from shared.audio import SAMPLE_RATE, pcm16_to_float32
 from shared.capabilities import TRANSCRIBE, TRANSLATE
+from shared.keyterms import hotwords as hotwords_of
 from shared.schemas import AsrJob, Transcript, Translation, Word
 from shared.settings import Settings
 from workers.detection import DEFAULT_SWITCH_PROBABILITY, choose_language
@@ -121,6 +122,7 @@ def transcription_options(
     beam_size: int,
     word_timestamps: bool,
     initial_prompt: str | None = None,
+    hotwords: str | None = None,
     temperatures: tuple[float, ...] | None = None,
     max_initial_timestamp: float = 1.0,
 ) -> Any:
@@ -138,7 +140,7 @@ def transcription_options(
         initial_prompt=initial_prompt, prefix=None, suppress_blank=True,
         suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
         prepend_punctuations="\"'“¿([{-", append_punctuations="\"'.。,，!！?？:：”)]}、",
-        max_new_tokens=None, hotwords=None, word_timestamps=word_timestamps,
+        max_new_tokens=None, hotwords=hotwords, word_timestamps=word_timestamps,
         hallucination_silence_threshold=None, condition_on_previous_text=False,
         clip_timestamps="0", prompt_reset_on_temperature=0.5, multilingual=False,
         without_timestamps=False, max_initial_timestamp=max_initial_timestamp,
@@ -235,8 +237,9 @@ class Transcriber:
         beam_size: int | None = None,
         session_language: str | None = None,
     ) -> Transcript:
-        """Transcribe with the session's previous text as prompt; if the prompt made the model
-        stop early (tiny models do), transcribe again without it. ``session_language``: the
+        """Transcribe with the session's previous text as prompt (and its key terms as
+        ``hotwords``); if they made the model stop early (tiny models do), transcribe again
+        without them. ``session_language``: the
         language of the session's latest final (detection keeps it unless another is
         confidently detected)."""
         first = self._transcribe(job, prompt, beam_size, session_language)
@@ -250,12 +253,12 @@ class Transcriber:
         beam_size: int | None = None,
         session_language: str | None = None,
     ) -> Transcript:
-        """``result`` itself, or a transcription without the prompt if the prompt made the
-        model stop early (used for batched results too)."""
-        if prompt and job.final and stopped_early(result, job):
+        """``result`` itself, or a transcription without the prompt and key terms if they made
+        the model stop early (used for batched results too)."""
+        if (prompt or job.keyterms) and job.final and stopped_early(result, job):
             log.info("session=%s segment=%d: stopped early with a prompt; again without",
                      job.session_id, job.segment)  # fmt: skip
-            retry = self._transcribe(job, None, beam_size, session_language)
+            retry = self._transcribe(job, None, beam_size, session_language, with_keyterms=False)
             if len(retry.words) > len(result.words):
                 retry.processing_time = round(retry.processing_time + result.processing_time, 4)
                 return retry
@@ -267,14 +270,16 @@ class Transcriber:
         prompt: str | None,
         beam_size: int | None,
         session_language: str | None = None,
+        with_keyterms: bool = True,
     ) -> Transcript:
         started = time.monotonic()
         audio = pcm16_to_float32(job.pcm)
         beam = beam_size or self._opts.beam_size
         prompt = (prompt or "")[-PROMPT_MAX_CHARS:] or None
+        terms = hotwords_of(job.keyterms) if with_keyterms else None
         shared = (job.language is None or job.task == TRANSLATE) and len(audio) <= WINDOW_SAMPLES
         if self._multilingual and shared:
-            result = self._decode_shared(job, audio, prompt, beam, session_language)
+            result = self._decode_shared(job, audio, prompt, beam, session_language, terms)
         else:
             segments, info = self._model.transcribe(
                 audio,
@@ -283,6 +288,7 @@ class Transcriber:
                 # interim text needs no word times (their alignment pass is ~30 % of a 10 s decode)
                 word_timestamps=job.final,
                 initial_prompt=prompt,
+                hotwords=terms,
                 **self._opts.whisper_kwargs(),
             )
             text, words = self._collect(job, segments)
@@ -297,6 +303,7 @@ class Transcriber:
         prompt: str | None,
         beam: int,
         session_language: str | None,
+        terms: str | None = None,
     ) -> Transcript:
         """Detection, transcription and (for ``translate`` finals) translation from one encoder
         output of the utterance (at most one 30 s window)."""
@@ -306,7 +313,7 @@ class Transcriber:
             language, probability = choose_language(probabilities, session_language, self._switch)
         else:
             language, probability = job.language, 1.0
-        segments = self._generate(features, encoder_output, language, TRANSCRIBE, prompt, beam, job.final)  # fmt: skip
+        segments = self._generate(features, encoder_output, language, TRANSCRIBE, prompt, beam, job.final, terms)  # fmt: skip
         text, words = self._collect(job, segments)
         result = self._result(job, text, words, language, probability)
         if job.task == TRANSLATE and job.final:
@@ -326,6 +333,7 @@ class Transcriber:
         prompt: str | None,
         beam: int,
         word_timestamps: bool,
+        terms: str | None = None,
     ) -> Any:
         """faster-whisper's own decoding loop over a given encoder output (its
         ``generate_segments``: fallback, timestamps, word alignment)."""
@@ -335,7 +343,7 @@ class Transcriber:
         tokenizer = Tokenizer(model.hf_tokenizer, True, task=task, language=language)
         options = transcription_options(
             self._opts, tokenizer, beam_size=beam, word_timestamps=word_timestamps,
-            initial_prompt=prompt,
+            initial_prompt=prompt, hotwords=terms,
         )  # fmt: skip
         return model.generate_segments(features, tokenizer, options, False, encoder_output)
 
@@ -374,6 +382,7 @@ class Transcriber:
             final=job.final,
             rev=job.rev,
             speech_final=job.reason != "max_length",
+            from_finalize=job.reason == "finalize",
             worker=self._worker,
             task=job.task,
         )

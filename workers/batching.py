@@ -75,9 +75,11 @@ class BatchTranscriber:
         self._worker = worker
 
     def can_batch(self, job: AsrJob) -> bool:
-        """Transcription jobs with a known language (or any job for an English-only model):
-        detection and translation take the shared-encoder path of :class:`Transcriber`."""
-        if job.task != TRANSCRIBE:
+        """Transcription jobs with a known language (or any job for an English-only model) and
+        without key terms: detection and translation take the shared-encoder path of
+        :class:`Transcriber`, and key terms (``hotwords``) make each prompt different in length,
+        so those jobs go one by one."""
+        if job.task != TRANSCRIBE or job.keyterms:
             return False
         return job.language is not None or not self._model.model.is_multilingual
 
@@ -175,5 +177,6 @@ class BatchTranscriber:
             final=job.final,
             rev=job.rev,
             speech_final=job.reason != "max_length",
+            from_finalize=job.reason == "finalize",
             worker=self._worker,
         )

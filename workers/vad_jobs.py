@@ -75,6 +75,7 @@ class JobWriter:
             speech_ended_at=owned.last_received_at,
             diarize=owned.start.diarize,
             task=owned.start.task,
+            keyterms=owned.start.keyterms,
         )
 
     async def _speculate(self, owned: OwnedSession, t: Tentative) -> None:

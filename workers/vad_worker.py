@@ -332,6 +332,8 @@ class VadWorker:
         if isinstance(msg, AudioControl):
             if msg.kind == "finalize":
                 await self.jobs.write(owned, owned.segmenter.finalize())
+            elif msg.kind == "keyterms":  # for the utterances cut from here on
+                owned.start.keyterms = list(msg.keyterms or [])
             return False
         if isinstance(msg, AudioEnd):
             await self._finish(owned, msg.reason)

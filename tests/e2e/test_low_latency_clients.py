@@ -251,14 +251,13 @@ async def test_native_and_rest_refuse_what_the_workers_cannot_serve(
     path = corpus / "other-languages" / "de_picovoice.wav"
     pcm = load_pcm(path)
     async with websockets.connect(f"{service.ws}/v1/listen?language=de", max_size=None) as ws:
-        session = json.loads(await asyncio.wait_for(ws.recv(), 10))
-        assert session["type"] == "session"
         await ws.send(pcm[:32000])
         error = json.loads(await asyncio.wait_for(ws.recv(), 10))
         with pytest.raises(websockets.ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 10)
-    assert error["code"] == "unsupported_language" and "'de'" in error["message"]
-    assert ws.close_code == 1003
+    assert error["type"] == "Error" and error["code"] == "unsupported_language"
+    assert "'de'" in error["description"]
+    assert ws.close_code == 1008 and ws.close_reason == "DATA-0000 unsupported_language"
 
     resp = await asyncio.to_thread(
         httpx.post,

@@ -1,5 +1,7 @@
-"""The native endpoint /v1/listen end to end: session message, interim results with stable text,
-VAD events, finals with speech_final, finalize, closed summary, resumable sessions."""
+"""/v1/listen end to end with a plain WebSocket client, for our extensions of Deepgram's protocol:
+the SessionStarted message, interim results with their stable prefix, VAD events, finals with
+speech_final and from_finalize, Finalize, the Metadata summary, resumable sessions. Messages are
+read through whisper_streaming.listen.flatten (tests/e2e/test_deepgram.py uses Deepgram's SDK)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import websockets
 from shared.audio import decode_file, float32_to_pcm16
 from tests.conftest import Service, librispeech, wait_http
 from whisper_streaming.evaluation import normalize, wer
+from whisper_streaming.listen import CLOSE_STREAM, FINALIZE, KEEPALIVE, flatten
 from whisper_streaming.replay import load_pcm
 from whisper_streaming.up import free_port
 
@@ -36,7 +39,7 @@ async def stream(
 async def receive_all(ws: Any, into: list[dict[str, Any]]) -> None:
     try:
         async for raw in ws:
-            into.append(json.loads(raw))
+            into.append(flatten(json.loads(raw)))
     except websockets.ConnectionClosed:
         pass
 
@@ -64,18 +67,18 @@ async def test_partials_then_final_per_segment_with_events_and_summary(
     service: Service, corpus
 ) -> None:
     pcm = load_pcm(corpus / "long" / "jfk.flac")
-    url = f"{service.ws}/v1/listen?interim_results=true&vad_events=true&language=en"
+    url = f"{service.ws}/v1/listen?interim_results=true&vad_events=true&language=en&session_started=true"
     msgs: list[dict[str, Any]] = []
     async with websockets.connect(url) as ws:
         rx = asyncio.create_task(receive_all(ws, msgs))
         await stream(ws, pcm, speed=1.0)
-        await ws.send(json.dumps({"type": "eof"}))
+        await ws.send(CLOSE_STREAM)
         await asyncio.wait_for(rx, 60)
         assert ws.close_code == 1000
     kinds = [m["type"] for m in msgs]
     assert kinds[0] == "session" and kinds[-1] == "closed"
     session = msgs[0]
-    assert session["protocol_version"] == 1 and session["settings"]["interim_results"] is True
+    assert session["protocol_version"] == 2 and session["settings"]["interim_results"] is True
     assert session["settings"]["language"] == "en" and session["settings"]["endpointing"] == 500
     finals = [m for m in msgs if m["type"] == "final"]
     partials = [m for m in msgs if m["type"] == "partial"]
@@ -117,7 +120,7 @@ async def test_finals_are_the_same_with_and_without_interim_results(
         async with websockets.connect(f"{service.ws}/v1/listen?interim_results={interim}") as ws:
             rx = asyncio.create_task(receive_all(ws, msgs))
             await stream(ws, pcm, speed=1.5)
-            await ws.send(json.dumps({"type": "eof"}))
+            await ws.send(CLOSE_STREAM)
             await asyncio.wait_for(rx, 60)
         if interim == "false":
             assert not any(m["type"] == "partial" for m in msgs)
@@ -140,16 +143,17 @@ async def test_finalize_returns_the_open_utterance_now(service: Service) -> None
         rx = asyncio.create_task(receive_all(ws, msgs))
         cut = len(pcm) // 2 // 2 * 2
         await stream(ws, pcm, speed=0, stop_at=cut)  # mid-utterance: no silence yet
-        await ws.send(json.dumps({"type": "finalize"}))
+        await ws.send(FINALIZE)
         deadline = time.monotonic() + 30
         while not any(m["type"] == "final" for m in msgs):
             assert time.monotonic() < deadline, "finalize returned nothing"
             await asyncio.sleep(0.05)
         first = next(m for m in msgs if m["type"] == "final")
-        assert first["speech_final"] is True and first["end"] <= cut / 32000 + 0.01
+        assert first["speech_final"] is True and first["from_finalize"] is True
+        assert first["end"] <= cut / 32000 + 0.01
         await ws.send(pcm[cut:])
-        await ws.send(json.dumps({"type": "keepalive"}))
-        await ws.send(json.dumps({"type": "eof"}))
+        await ws.send(KEEPALIVE)
+        await ws.send(CLOSE_STREAM)
         await asyncio.wait_for(rx, 60)
     finals = [m for m in msgs if m["type"] == "final"]
     assert len(finals) >= 2 and [f["segment"] for f in finals] == list(range(len(finals)))
@@ -162,7 +166,9 @@ async def test_resume_after_dropped_socket_delivers_every_final_exactly_once(
     pcm, reference, offsets = three_utterances()
     drop_at = (offsets[1] + (offsets[2] - offsets[1]) // 2) // 2 * 2  # inside the second utterance
     first: list[dict[str, Any]] = []
-    ws = await websockets.connect(f"{service.ws}/v1/listen?interim_results=true")
+    ws = await websockets.connect(
+        f"{service.ws}/v1/listen?interim_results=true&session_started=true"
+    )
     rx = asyncio.create_task(receive_all(ws, first))
     await stream(ws, pcm, speed=2.0, stop_at=drop_at)
     deadline = time.monotonic() + 30
@@ -177,11 +183,11 @@ async def test_resume_after_dropped_socket_delivers_every_final_exactly_once(
 
     await asyncio.sleep(1.0)
     second: list[dict[str, Any]] = []
-    url = f"{service.ws}/v1/listen?session_id={session_id}&last_segment={last}"
+    url = f"{service.ws}/v1/listen?session_id={session_id}&last_segment={last}&session_started=true"
     async with websockets.connect(url) as ws2:
         rx2 = asyncio.create_task(receive_all(ws2, second))
         await stream(ws2, pcm[drop_at:], speed=2.0)
-        await ws2.send(json.dumps({"type": "eof"}))
+        await ws2.send(CLOSE_STREAM)
         await asyncio.wait_for(rx2, 60)
         assert ws2.close_code == 1000
     assert second[0]["type"] == "session" and second[0]["resumed"] is True
@@ -197,14 +203,15 @@ async def test_resume_after_dropped_socket_delivers_every_final_exactly_once(
 async def test_resuming_a_finished_session_replays_its_finals(service: Service) -> None:
     utt = next(u for u in librispeech() if u.utt_id == "2830-3980-0043")
     msgs: list[dict[str, Any]] = []
-    async with websockets.connect(f"{service.ws}/v1/listen") as ws:
+    async with websockets.connect(f"{service.ws}/v1/listen?session_started=true") as ws:
         rx = asyncio.create_task(receive_all(ws, msgs))
         await stream(ws, load_pcm(utt.path), speed=0)
-        await ws.send(json.dumps({"type": "eof"}))
+        await ws.send(CLOSE_STREAM)
         await asyncio.wait_for(rx, 60)
     sid = msgs[0]["session_id"]
     again: list[dict[str, Any]] = []
-    async with websockets.connect(f"{service.ws}/v1/listen?session_id={sid}&last_segment=-1") as ws:
+    resume = f"{service.ws}/v1/listen?session_id={sid}&last_segment=-1&session_started=true"
+    async with websockets.connect(resume) as ws:
         await asyncio.wait_for(receive_all(ws, again), 30)
     assert [m["type"] for m in again] == [m["type"] for m in msgs if m["type"] != "partial"]
     assert [m.get("text") for m in again if m["type"] == "final"] == [
@@ -216,11 +223,11 @@ async def test_native_rate_is_resampled(service: Service, corpus) -> None:
     audio44 = decode_file(corpus / "long" / "jfk.flac", sample_rate=44100)
     msgs: list[dict[str, Any]] = []
     async with websockets.connect(
-        f"{service.ws}/v1/listen?sample_rate=44100&interim_results=false"
+        f"{service.ws}/v1/listen?sample_rate=44100&interim_results=false&session_started=true"
     ) as ws:
         rx = asyncio.create_task(receive_all(ws, msgs))
         await stream(ws, float32_to_pcm16(audio44), speed=0, chunk=8821)  # odd frame sizes too
-        await ws.send(json.dumps({"type": "eof"}))
+        await ws.send(CLOSE_STREAM)
         await asyncio.wait_for(rx, 60)
     assert msgs[0]["settings"]["sample_rate"] == 44100
     finals = [m for m in msgs if m["type"] == "final"]
@@ -232,42 +239,62 @@ async def test_native_rate_is_resampled(service: Service, corpus) -> None:
 
 
 @pytest.mark.parametrize(
-    ("query", "code", "close"),
+    ("query", "message"),
     [
-        ("encoding=opus", "unsupported_encoding", 1003),
-        ("sample_rate=fast", "invalid_parameter", 1007),
-        ("interim_results=maybe", "invalid_parameter", 1007),
-        ("endpointing=5", "invalid_parameter", 1007),
-        ("session_id=../../etc", "invalid_parameter", 1007),
-        ("session_id=0123456789abcdef0123456789abcdef", "unknown_session", 1008),
+        ("encoding=opus", "not supported"),
+        ("encoding=wav49", "not an encoding"),
+        ("channels=2", "mono"),
+        ("sample_rate=fast", "'sample_rate' must be an integer"),
+        ("interim_results=maybe", "'interim_results' must be true or false"),
+        ("session_id=../../etc", "'session_id' is not a session id"),
+        ("language=klingon", "'language'"),
     ],
 )
-async def test_bad_parameters(service: Service, query: str, code: str, close: int) -> None:
-    async with websockets.connect(f"{service.ws}/v1/listen?{query}") as ws:
+async def test_bad_parameters_refuse_the_upgrade(
+    service: Service, query: str, message: str
+) -> None:
+    """As Deepgram: HTTP 400 before the upgrade, ``{"err_code", "err_msg", "request_id"}``."""
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(f"{service.ws}/v1/listen?{query}")
+    response = refused.value.response
+    assert response.status_code == 400
+    body = json.loads(response.body)
+    assert body["err_code"] == "Bad Request" and message in body["err_msg"] and body["request_id"]
+
+
+async def test_unknown_session_and_clamped_endpointing(service: Service) -> None:
+    url = f"{service.ws}/v1/listen?session_id=0123456789abcdef0123456789abcdef"
+    async with websockets.connect(url) as ws:
         msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
-        assert msg["type"] == "error" and msg["code"] == code and msg["message"]
+        assert msg["type"] == "Error" and msg["code"] == "unknown_session" and msg["description"]
         with pytest.raises(websockets.ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 10)
-        assert ws.close_code == close
+        assert ws.close_code == 1008
+    # Deepgram's default endpointing (10 ms) is raised to ENDPOINTING_MIN_MS, not refused
+    async with websockets.connect(
+        f"{service.ws}/v1/listen?endpointing=10&session_started=true"
+    ) as ws:
+        session = flatten(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+        assert session["type"] == "session" and session["settings"]["endpointing"] == 100
 
 
 @pytest.mark.parametrize(
-    ("frame", "code", "close"),
+    ("frame", "code"),
     [
-        ("nope", "invalid_json", 1007),
-        ('{"type":"pause"}', "unsupported_message", 1003),
-        ('{"type":"config","language":"klingon"}', "invalid_parameter", 1007),
+        ("nope", "invalid_json"),
+        ('{"type":"pause"}', "unsupported_message"),
+        ('{"type":"Configure","keyterms":[1]}', "invalid_parameter"),
     ],
 )
-async def test_bad_control_frames(service: Service, frame: str, code: str, close: int) -> None:
-    async with websockets.connect(f"{service.ws}/v1/listen") as ws:
-        assert json.loads(await ws.recv())["type"] == "session"
+async def test_bad_control_frames(service: Service, frame: str, code: str) -> None:
+    async with websockets.connect(f"{service.ws}/v1/listen?session_started=true") as ws:
+        assert json.loads(await ws.recv())["type"] == "SessionStarted"
         await ws.send(frame)
-        msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        msg = flatten(json.loads(await asyncio.wait_for(ws.recv(), 10)))
         assert msg["type"] == "error" and msg["code"] == code
         with pytest.raises(websockets.ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 10)
-        assert ws.close_code == close
+        assert ws.close_code == 1008 and ws.close_reason == f"DATA-0000 {code}"
 
 
 async def test_speculative_finals_are_the_ordinary_finals_sooner(
@@ -288,11 +315,11 @@ async def test_speculative_finals_are_the_ordinary_finals_sooner(
         vad = spawn("vad-worker", SPECULATIVE_FINALS=flag)
         wait_http(f"http://127.0.0.1:{port}/readyz", 90, [asr, gw, vad])
         msgs: list[dict[str, Any]] = []
-        url = f"ws://127.0.0.1:{port}/v1/listen?interim_results=false&language=en"
+        url = f"ws://127.0.0.1:{port}/v1/listen?interim_results=false&language=en&session_started=true"
         async with websockets.connect(url) as ws:
             rx = asyncio.create_task(receive_all(ws, msgs))
             await stream(ws, pcm, speed=1.0)
-            await ws.send(json.dumps({"type": "eof"}))
+            await ws.send(CLOSE_STREAM)
             await asyncio.wait_for(rx, 90)
         vad.stop()
         sid = msgs[0]["session_id"]

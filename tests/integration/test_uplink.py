@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 
 import gateway.uplink
 from gateway.context import GatewayContext
+from gateway.encodings import InputFormat
 from gateway.protocol import CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN_LATER, ProtocolError
 from gateway.uplink import AudioUplink
 from shared import session_state
@@ -298,3 +299,34 @@ async def test_nothing_is_refused_without_announcements(ctx: GatewayContext) -> 
     await up2.push(b"\x00" * MS100)
     assert up2.announced
     await old.remove()
+
+
+async def test_key_terms_are_announced_then_changed_in_order_with_the_audio(
+    ctx: GatewayContext,
+) -> None:
+    up = uplink(ctx)
+    await up.set_keyterms(["Bartley", " "])
+    await up.push(b"\0" * 640)
+    (start_entry,) = await ctx.redis.xrange(ctx.keys.sessions)
+    assert decode_as(entry_data(start_entry[1]), SessionStart).keyterms == ["Bartley"]
+    await up.set_keyterms(["Beaumont"])
+    *_, ctl = await audio_entries(ctx, up)
+    assert isinstance(ctl, AudioControl) and (ctl.kind, ctl.keyterms) == ("keyterms", ["Beaumont"])
+    with pytest.raises(ProtocolError) as info:
+        await up.set_keyterms(["x" * 501])
+    assert info.value.code == "invalid_keyterms" and "500" in info.value.message
+
+
+async def test_mulaw_at_8k_is_expanded_and_resampled(ctx: GatewayContext) -> None:
+    up = uplink(ctx)
+    up.set_input_format(InputFormat("mulaw", 8000))
+    await up.push(b"\xff" * 800)  # 100 ms of μ-law silence
+    await up.flush()
+    chunks = [e for e in await audio_entries(ctx, up) if isinstance(e, AudioChunk)]
+    pcm = b"".join(c.pcm for c in chunks)
+    assert abs(len(pcm) - MS100) <= 64 and set(pcm) <= {0}
+    with pytest.raises(ProtocolError) as info:
+        bad = uplink(ctx)
+        bad.set_input_format(InputFormat("opus"))
+        await bad.push(b"RIFF....WAVE")
+    assert info.value.code == "invalid_audio"

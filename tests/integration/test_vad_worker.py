@@ -14,6 +14,7 @@ from shared.redis_util import entry
 from shared.schemas import (
     AsrJob,
     AudioChunk,
+    AudioControl,
     AudioEnd,
     SessionDone,
     SessionStart,
@@ -32,14 +33,20 @@ async def stream_session(
     start: SessionStart | None = None,
     end: bool = True,
     seq: int = 0,
+    controls: dict[int, AudioControl] | None = None,
 ) -> int:
-    """``session_start`` (unless ``start`` is None after a first call: pass ``seq``), the audio
-    entries, and ``audio_end`` if ``end``; the last sequence number."""
+    """The session's entries as the gateway writes them: ``session_start`` (unless continuing
+    after a first call: pass its ``seq``), the audio (``controls`` go before audio byte n), and
+    ``audio_end`` if ``end``; the last sequence number."""
     if seq == 0:
         start = start or SessionStart(session_id=sid, language="en")
         await r.xadd(keys.sessions, entry(encode(start)))
     for i in range(0, len(pcm), chunk):
         seq += 1
+        if controls and i in controls:
+            controls[i].seq = seq
+            await r.xadd(keys.audio(sid), entry(encode(controls[i])))
+            seq += 1
         await r.xadd(
             keys.audio(sid),
             entry(encode(AudioChunk(session_id=sid, seq=seq, pcm=pcm[i : i + chunk]))),
@@ -136,6 +143,28 @@ async def test_segments_cover_the_speech_and_session_is_released(
     assert await redis_client.xlen(keys.sessions) == 0
     assert not await redis_client.exists(keys.audio("jfk"))
     await pubsub.aclose()
+
+
+async def test_key_terms_go_on_every_job_and_change_in_order_with_the_audio(
+    spawn, redis_client: aioredis.Redis, key_prefix: str, corpus
+) -> None:
+    keys = Keys(key_prefix)
+    spawn("vad-worker")
+    pcm = float32_to_pcm16(decode_file(corpus / "long" / "jfk.flac"))
+    start = SessionStart(session_id="kt", language="en", keyterms=["Kennedy"])
+    change = AudioControl(session_id="kt", seq=0, kind="keyterms", keyterms=["Americans"])
+    at = 6 * 32000  # after the first utterance, before the last
+    await stream_session(redis_client, keys, "kt", pcm, start=start, controls={at: change})
+    jobs: list[AsrJob] = []
+    deadline = time.monotonic() + 60
+    while not (jobs and jobs[-1].end > 10.0) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        jobs = [
+            decode_as(f[b"d"], AsrJob)
+            for _id, f in await redis_client.xrange(keys.asr_jobs(EN_POOL))
+        ]
+    assert jobs[0].end < 6.0 and jobs[0].keyterms == ["Kennedy"]
+    assert jobs[-1].start > 6.0 and jobs[-1].keyterms == ["Americans"]
 
 
 async def test_session_is_pending_while_owned_and_bad_entries_are_skipped(

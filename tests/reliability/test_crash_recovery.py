@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import time
 from typing import Any
@@ -18,6 +17,7 @@ from shared.schemas import AsrJob, Transcript, decode_as, encode
 from tests.conftest import wait_http
 from tests.e2e.test_native import receive_all, stream, three_utterances
 from whisper_streaming.evaluation import wer
+from whisper_streaming.listen import CLOSE_STREAM
 from whisper_streaming.up import free_port
 
 pytestmark = pytest.mark.e2e
@@ -60,7 +60,7 @@ async def run_session(ws_url: str, pcm: bytes, on_progress=None, speed: float = 
         if on_progress is not None:
             await on_progress()
         await stream(ws, pcm[half:], speed=speed)
-        await ws.send(json.dumps({"type": "eof"}))
+        await ws.send(CLOSE_STREAM)
         await asyncio.wait_for(rx, 120)
     return msgs
 
@@ -200,7 +200,7 @@ async def test_gateway_killed_client_resumes_on_another_gateway(spawn) -> None:
     procs, (url_a, url_b) = start_stack(spawn, vad=1, asr=2, gateways=2)
     pcm, reference, offsets = three_utterances()
     first: list[dict[str, Any]] = []
-    ws = await websockets.connect(f"{url_a}/v1/listen?interim_results=false")
+    ws = await websockets.connect(f"{url_a}/v1/listen?interim_results=false&session_started=true")
     rx = asyncio.create_task(receive_all(ws, first))
     cut = offsets[2] // 2 * 2
     await stream(ws, pcm, speed=2.0, stop_at=cut)
@@ -211,10 +211,11 @@ async def test_gateway_killed_client_resumes_on_another_gateway(spawn) -> None:
     finals = [m["segment"] for m in first if m["type"] == "final"]
     last = max(finals, default=-1)
     second: list[dict[str, Any]] = []
-    async with websockets.connect(f"{url_b}/v1/listen?session_id={sid}&last_segment={last}") as ws2:
+    resume = f"{url_b}/v1/listen?session_id={sid}&last_segment={last}&session_started=true"
+    async with websockets.connect(resume) as ws2:
         rx2 = asyncio.create_task(receive_all(ws2, second))
         await stream(ws2, pcm[cut:], speed=2.0)
-        await ws2.send(json.dumps({"type": "eof"}))
+        await ws2.send(CLOSE_STREAM)
         await asyncio.wait_for(rx2, 60)
     assert second[0]["resumed"] is True
     check_complete([m for m in first + second if m["type"] == "final"] + [second[-1]], reference)

@@ -20,6 +20,7 @@ from tests.conftest import librispeech, wait_http
 from tests.e2e.test_native import receive_all
 from tests.reliability.test_crash_recovery import start_stack
 from whisper_streaming.evaluation import wer
+from whisper_streaming.listen import CLOSE_STREAM, flatten
 from whisper_streaming.replay import load_pcm, stream_pcm
 from whisper_streaming.up import free_port
 
@@ -33,7 +34,7 @@ def metrics_text(http: str) -> str:
 
 async def expect_error(ws: Any, code: str, close: int) -> None:
     while True:
-        msg = json.loads(await asyncio.wait_for(ws.recv(), 30))
+        msg = flatten(json.loads(await asyncio.wait_for(ws.recv(), 30)))  # either protocol
         if msg.get("type") == "error":
             break
     assert msg["code"] == code and msg["message"]
@@ -61,14 +62,14 @@ async def test_admission_control_refuses_new_sessions_and_keeps_existing_ones(
     async with websockets.connect(url) as c:
         await expect_error(c, "too_many_sessions", 1013)
     # the two admitted sessions are served normally
-    for ws in (a, b):
+    for ws, end in ((a, CLOSE_STREAM), (b, json.dumps({"type": "eof"}))):
         await ws.send(pcm[16000:])
-        await ws.send(json.dumps({"type": "eof"}))
+        await ws.send(end)
     msgs_a: list[dict] = []
     msgs_b: list[dict] = []
     await asyncio.gather(receive_all(a, msgs_a), receive_all(b, msgs_b))
     for msgs in (msgs_a, msgs_b):
-        text = " ".join(m["text"] for m in msgs if m.get("type") == "final")
+        text = " ".join(m["text"] for m in map(flatten, msgs) if m.get("type") == "final")
         assert wer([(utt.reference, text)]).wer <= 0.2
 
     # a saturated ASR pool: its worker is frozen while jobs pile up
@@ -77,8 +78,12 @@ async def test_admission_control_refuses_new_sessions_and_keeps_existing_ones(
     try:
         for _ in range(3):
             await redis_client.xadd(keys.asr_jobs(EN_POOL), {b"d": b"backlog"})
-        async with websockets.connect(f"{url}/v1/listen") as d:
+        async with websockets.connect(url) as d:
             await expect_error(d, "overloaded", 1013)
+        with pytest.raises(websockets.InvalidStatus) as refused:  # Deepgram's: before the upgrade
+            await websockets.connect(f"{url}/v1/listen")
+        assert refused.value.response.status_code == 503
+        assert json.loads(refused.value.response.body)["err_code"] == "SERVICE_UNAVAILABLE"
     finally:
         procs["asr-0"].proc.send_signal(signal.SIGCONT)
 

@@ -4,7 +4,6 @@ says not-ready meanwhile, and the session's transcript is complete."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import urllib.error
 import urllib.request
@@ -15,6 +14,7 @@ import websockets
 
 from tests.e2e.test_native import receive_all, stream, three_utterances
 from tests.reliability.test_crash_recovery import check_complete, start_stack
+from whisper_streaming.listen import CLOSE_STREAM
 from whisper_streaming.up import EmbeddedRedis, free_port
 
 pytestmark = pytest.mark.e2e
@@ -61,7 +61,7 @@ async def test_session_survives_a_redis_restart(spawn, outage_s: float) -> None:
             server = restarted
 
             await asyncio.wait_for(talking, 120)
-            await ws.send(json.dumps({"type": "eof"}))
+            await ws.send(CLOSE_STREAM)
             await asyncio.wait_for(rx, 120)
         assert seen_not_ready
         deadline = time.monotonic() + 30

@@ -19,6 +19,7 @@ from tests.conftest import librispeech, wait_http
 from tests.reliability.test_crash_recovery import start_stack
 from tests.reliability.test_limits import expect_error
 from whisper_streaming.evaluation import wer
+from whisper_streaming.listen import CLOSE_STREAM, FINALIZE, flatten
 from whisper_streaming.replay import load_pcm, stream_pcm
 from whisper_streaming.up import EmbeddedRedis, free_port
 
@@ -38,8 +39,28 @@ def utterance() -> tuple[bytes, str]:
     return load_pcm(utt.path), utt.reference
 
 
-def post(url: str, headers: dict[str, str]) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=b"", headers=headers, method="POST")
+async def expect_refused(url: str, status: int, err_code: str, **kwargs: Any) -> None:
+    """/v1/listen refuses before the upgrade, as Deepgram: an HTTP status and its JSON error."""
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(url, **kwargs)
+    response = refused.value.response
+    assert response.status_code == status
+    assert json.loads(response.body)["err_code"] == err_code
+
+
+async def first_message(ws: Any) -> dict[str, Any]:
+    return flatten(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+
+
+async def close_stream(ws: Any) -> None:
+    """CloseStream and read to the server's close: the key's session is released by then."""
+    await ws.send(CLOSE_STREAM)
+    async for _ in ws:
+        pass
+
+
+def post(url: str, headers: dict[str, str], data: bytes = b"") -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=data, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(req) as r:
             return r.status, json.load(r)
@@ -55,28 +76,45 @@ async def test_keys_tokens_origins_and_per_key_limits(spawn) -> None:
     # no credentials, a wrong key, a bad origin: refused with a clear error and 1008
     for target, kwargs, code in [
         (url + "/", {}, "unauthorized"),
-        (url + "/v1/listen", {}, "unauthorized"),
-        (url + "/v1/listen?token=guess", {}, "unauthorized"),
         (url + "/?token=alices-secret", {"origin": "http://evil.example"}, "origin_not_allowed"),
     ]:
         async with websockets.connect(target, **kwargs) as ws:
             await expect_error(ws, code, 1008)
+    await expect_refused(url + "/v1/listen", 401, "INVALID_AUTH")
+    await expect_refused(url + "/v1/listen?token=guess", 401, "INVALID_AUTH")
+    bad_origin = {"origin": "http://evil.example"}
+    await expect_refused(url + "/v1/listen?token=alices-secret", 403, "FORBIDDEN", **bad_origin)
 
     # the predecessor's clients put the key in the URL they are given; nothing else changes
     ok = await stream_pcm(url + "/?token=alices-secret", pcm, speed=0, send_config=False)
     assert ok.close_code == 1000 and wer([(reference, ok.text)]).wer <= 0.2
     # a header works on the native endpoint, and an allowed origin passes
     async with websockets.connect(
-        url + "/v1/listen", additional_headers={"Authorization": "Bearer bobs-secret"},
-        origin="http://good.example",
+        url + "/v1/listen?session_started=true",
+        additional_headers={"Authorization": "Bearer bobs-secret"}, origin="http://good.example",
     ) as ws:  # fmt: skip
-        assert json.loads(await ws.recv())["type"] == "session"
+        assert (await first_message(ws))["type"] == "session"
         # bob may hold one session at a time, across gateways
-        async with websockets.connect(url + "/v1/listen?token=bobs-secret") as second:
-            await expect_error(second, "key_session_limit", 1008)
-        await ws.send(json.dumps({"type": "eof"}))
-    async with websockets.connect(url + "/v1/listen?token=bobs-secret") as again:
-        assert json.loads(await again.recv())["type"] == "session"  # released at the end
+        await expect_refused(url + "/v1/listen?token=bobs-secret", 429, "TOO_MANY_REQUESTS")
+        await close_stream(ws)
+    async with websockets.connect(
+        url + "/v1/listen?token=bobs-secret&session_started=true"
+    ) as again:
+        assert (await first_message(again))["type"] == "session"  # released at the end
+        await close_stream(again)
+    # Deepgram's ways: "Authorization: Token <key>", and the browser SDK's subprotocol pair
+    async with websockets.connect(
+        url + "/v1/listen?session_started=true",
+        additional_headers={"Authorization": "Token alices-secret"},
+    ) as ws:  # fmt: skip
+        assert (await first_message(ws))["type"] == "session"
+        await close_stream(ws)
+    async with websockets.connect(
+        url + "/v1/listen?session_started=true", subprotocols=["token", "alices-secret"]
+    ) as ws:
+        assert ws.subprotocol == "token" and (await first_message(ws))["type"] == "session"
+        await close_stream(ws)
+    await expect_refused(url + "/v1/listen", 401, "INVALID_AUTH", subprotocols=["token", "nope"])
 
     # a short-lived token for web pages, minted with a key
     status, body = post(http + "/v1/auth/token", {"Authorization": "Bearer alices-secret"})
@@ -85,6 +123,19 @@ async def test_keys_tokens_origins_and_per_key_limits(spawn) -> None:
     assert viaToken.close_code == 1000 and wer([(reference, viaToken.text)]).wer <= 0.2
     assert post(http + "/v1/auth/token", {})[0] == 401
     assert post(http + "/v1/auth/token", {"Authorization": f"Bearer {body['token']}"})[0] == 401
+    # Deepgram's grant: a key in, a short-lived access token out, used as a Bearer credential
+    grant = json.dumps({"ttl_seconds": 60}).encode()
+    token_key = {"Authorization": "Token alices-secret", "Content-Type": "application/json"}
+    status, granted = post(http + "/v1/auth/grant", token_key, grant)
+    assert status == 200 and granted["expires_in"] == 60 and granted["access_token"]
+    bearer = {"Authorization": f"Bearer {granted['access_token']}"}
+    async with websockets.connect(
+        url + "/v1/listen?session_started=true", additional_headers=bearer
+    ) as ws:
+        assert (await first_message(ws))["type"] == "session"
+        await close_stream(ws)
+    status, refused = post(http + "/v1/auth/grant", {"Authorization": "Token nope"})
+    assert status == 401 and refused["err_code"] == "INVALID_AUTH"
 
     # the HTTP API wants the same credentials; health and readiness stay open
     assert post(http + "/v1/audio/transcriptions", {})[0] == 401
@@ -95,16 +146,19 @@ async def test_keys_tokens_origins_and_per_key_limits(spawn) -> None:
 async def test_only_the_owner_may_resume(spawn) -> None:
     _, (url,) = start_stack(spawn, **(AUTH | {"API_KEY_MAX_SESSIONS": "5"}))
     pcm, _ = utterance()
-    async with websockets.connect(url + "/v1/listen?token=alices-secret") as ws:
-        sid = json.loads(await ws.recv())["session_id"]
+    async with websockets.connect(
+        url + "/v1/listen?token=alices-secret&session_started=true"
+    ) as ws:
+        sid = (await first_message(ws))["session_id"]
         await ws.send(pcm)
-        await ws.send(json.dumps({"type": "eof"}))
+        await ws.send(CLOSE_STREAM)
         async for _ in ws:
             pass
     async with websockets.connect(f"{url}/v1/listen?token=bobs-secret&session_id={sid}") as ws:
         await expect_error(ws, "unknown_session", 1008)
-    async with websockets.connect(f"{url}/v1/listen?token=alices-secret&session_id={sid}") as ws:
-        assert json.loads(await ws.recv())["resumed"] is True
+    resume = f"{url}/v1/listen?token=alices-secret&session_id={sid}&session_started=true"
+    async with websockets.connect(resume) as ws:
+        assert (await first_message(ws))["resumed"] is True
 
 
 def test_gateway_refuses_to_start_with_auth_on_and_no_keys(spawn) -> None:
@@ -195,26 +249,28 @@ async def test_live_endpoints_hold_against_odd_tokens_floods_and_huge_echoes(spa
     )
     http = url.replace("ws://", "http://")
     odd = "wst1.%C3%A9.%E2%98%83"  # "wst1.é.☃", percent-encoded in the URL
-    for path in ("/", "/ws", "/v1/listen"):
+    for path in ("/", "/ws"):
         async with websockets.connect(f"{url}{path}?token={odd}") as ws:
             await expect_error(ws, "unauthorized", 1008)
+    await expect_refused(f"{url}/v1/listen?token={odd}", 401, "INVALID_AUTH")
     for path in ("/v1/audio/transcriptions", f"/v1/audio/transcriptions?token={odd}"):
         status, _ = http_status(http + path, {"Authorization": "Bearer wst1.é.ü"})
         assert status == 401, path
 
     # text frames: 100 finalize frames at once is over the 20 a second
-    async with websockets.connect(url + "/v1/listen?token=alices-secret") as ws:
-        assert json.loads(await ws.recv())["type"] == "session"
+    listen = url + "/v1/listen?token=alices-secret&session_started=true"
+    async with websockets.connect(listen) as ws:
+        assert (await first_message(ws))["type"] == "session"
         await ws.send(b"\x00\x00" * 1600)
         for _ in range(100):
-            await ws.send(json.dumps({"type": "finalize"}))
+            await ws.send(FINALIZE)
         await expect_error(ws, "rate_limited", 1008)
 
     # a 900 KB type: the error frame and the log line quote at most 64 characters of it
-    async with websockets.connect(url + "/v1/listen?token=alices-secret") as ws:
-        assert json.loads(await ws.recv())["type"] == "session"
+    async with websockets.connect(listen) as ws:
+        assert (await first_message(ws))["type"] == "session"
         await ws.send(json.dumps({"type": "A" * 900_000}))
-        while (msg := json.loads(await asyncio.wait_for(ws.recv(), 30)))["type"] != "error":
+        while (msg := await first_message(ws))["type"] != "error":
             pass
         assert msg["code"] == "unsupported_message" and len(msg["message"]) < 200
 

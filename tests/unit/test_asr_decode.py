@@ -58,3 +58,13 @@ def test_every_auto_setting_is_resolved_once_for_the_device() -> None:
     assert (gpu.asr_compute_type, gpu.asr_beam_size, gpu.asr_batch_size) == ("float16", 5, 8)
     chosen = Settings(asr_device="cuda", asr_compute_type="int8", asr_beam_size=3, asr_batch_size=2)
     assert resolve_auto(chosen) == chosen
+
+
+def test_key_terms_reach_the_decoder_as_hotwords() -> None:
+    model = Recorder()
+    job = _job()
+    job.keyterms = ["Bartley", "Beaumont"]
+    Transcriber(model, DecodeOptions()).transcribe(job)
+    assert model.calls[-1]["hotwords"] == "Bartley, Beaumont"
+    Transcriber(model, DecodeOptions()).transcribe(_job())
+    assert model.calls[-1]["hotwords"] is None

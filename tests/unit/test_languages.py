@@ -13,7 +13,7 @@ import pytest
 
 from gateway.agreement import LocalAgreement
 from gateway.context import final_message
-from gateway.native_protocol import NativeOptions, parse_options
+from gateway.native_protocol import ListenOptions, parse_options
 from gateway.protocol import ProtocolError, translation_task
 from gateway.transcriptions import render
 from shared.formats import caption_text, cues, to_srt, to_vtt
@@ -136,7 +136,7 @@ def test_native_translate_parameter(value: str, target: str | None) -> None:
 )
 def test_native_translate_parameter_errors(value: str, code: str) -> None:
     with pytest.raises(ProtocolError) as err:
-        parse_options({"translate": value}, NativeOptions())
+        parse_options({"translate": value}, ListenOptions())
     assert err.value.code == code
 
 

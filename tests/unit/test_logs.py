@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from gateway.native_protocol import parse_native_frame
+from gateway.native_protocol import parse_frame
 from gateway.protocol import ProtocolError, parse_text_frame
 from shared.logs import (
     DropHealthProbes,
@@ -27,7 +27,7 @@ def test_clip_keeps_short_input_and_cuts_long() -> None:
     assert len(long) == 65 and long.endswith("…")
 
 
-@pytest.mark.parametrize("parse", [parse_native_frame, parse_text_frame])
+@pytest.mark.parametrize("parse", [parse_frame, parse_text_frame])
 def test_a_huge_type_is_not_echoed_whole(parse) -> None:
     with pytest.raises(ProtocolError) as exc:
         parse('{"type": "%s"}' % ("A" * 900_000))

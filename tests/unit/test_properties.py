@@ -9,7 +9,7 @@ import msgpack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.native_protocol import parse_native_frame, parse_options
+from gateway.native_protocol import Configure, parse_frame, parse_options
 from gateway.ordering import Coalescer, ReorderBuffer
 from gateway.protocol import ClientConfig, Eof, ProtocolError, parse_text_frame
 from shared import schemas
@@ -63,19 +63,14 @@ def test_legacy_text_frames(text: str) -> None:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=SLOW_OK)
 @given(st.one_of(st.text(max_size=200), config_like.map(json.dumps), json_values.map(json.dumps)))
-def test_native_control_frames(text: str) -> None:
+def test_listen_control_frames(text: str) -> None:
     try:
-        msg = parse_native_frame(text)
+        msg = parse_frame(text)
     except ProtocolError as exc:
         assert exc.close_code in (1003, 1007)
         return
-    if hasattr(msg, "values"):
-        try:
-            opts = parse_options(msg.values)
-        except ProtocolError as exc:
-            assert exc.close_code in (1003, 1007)
-            return
-        assert 8000 <= opts.sample_rate <= 192_000
+    if isinstance(msg, Configure) and msg.keyterms is not None:
+        assert len(msg.keyterms) <= 100 and all(len(t) <= 100 for t in msg.keyterms)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=SLOW_OK)
@@ -83,7 +78,8 @@ def test_native_control_frames(text: str) -> None:
     st.dictionaries(
         st.sampled_from(
             ["language", "sample_rate", "encoding", "interim_results", "vad_events", "endpointing",
-             "token", "session_id", "last_segment", "other"]
+             "token", "session_id", "last_segment", "other", "channels", "utterance_end_ms",
+             "keyterm", "detect_language", "punctuate", "model"]
         ),
         st.text(max_size=40),
     )
@@ -94,7 +90,8 @@ def test_query_parameters(params: dict[str, str]) -> None:
     except ProtocolError as exc:
         assert exc.close_code in (1003, 1007)
         return
-    assert opts.encoding == "linear16" and opts.last_segment >= -1
+    assert opts.encoding == "linear16" and opts.last_segment >= -1 and opts.channels == 1
+    assert opts.endpointing is None or 100 <= opts.endpointing <= 10_000
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=SLOW_OK)
