@@ -6,7 +6,6 @@ a job in hand is replaced by another of its pool, never by the English one."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from shared.session_state import Field
 from tests.conftest import Service, librispeech, running_service
 from tests.e2e.test_native import receive_all, stream
 from whisper_streaming.evaluation import wer
+from whisper_streaming.listen import CLOSE_STREAM
 from whisper_streaming.replay import load_pcm
 
 pytestmark = pytest.mark.e2e
@@ -64,10 +64,11 @@ def padded(pcm: bytes) -> bytes:
 
 async def session(url: str, pcm: bytes, query: str, speed: float = 2.0) -> list[dict[str, Any]]:
     msgs: list[dict[str, Any]] = []
-    async with websockets.connect(f"{url}/v1/listen?interim_results=false&{query}") as ws:
+    listen = f"{url}/v1/listen?interim_results=false&session_started=true&{query}"
+    async with websockets.connect(listen) as ws:
         rx = asyncio.create_task(receive_all(ws, msgs))
         await stream(ws, pcm, speed=speed)
-        await ws.send(json.dumps({"type": "eof"}))
+        await ws.send(CLOSE_STREAM)
         await asyncio.wait_for(rx, 180)
     assert msgs and msgs[-1]["type"] == "closed", msgs[-1:]
     return msgs
@@ -78,6 +79,7 @@ def text_of(msgs: list[dict[str, Any]]) -> str:
 
 
 def session_id(msgs: list[dict[str, Any]]) -> str:
+    assert msgs[0]["type"] == "session", msgs[0]
     return str(msgs[0]["session_id"])
 
 
