@@ -24,8 +24,8 @@ DRAIN_TIMEOUT_S = 240.0
 
 
 def wait_idle(stack: BenchStack, timeout: float = 300.0) -> float:
-    """Until asr:jobs and asr:partials are empty (the previous run's work would skew the next
-    run); returns how long that took."""
+    """Until every pool's asr:jobs and asr:partials are empty (the previous run's work would skew
+    the next run); returns how long that took."""
     started = time.monotonic()
     while time.monotonic() - started < timeout and stack.backlog() > 0:
         time.sleep(0.25)

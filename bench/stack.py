@@ -25,6 +25,7 @@ import psutil
 import redis
 
 from bench.machine import REPO
+from shared.keys import ASR_JOBS_STREAM, ASR_PARTIALS_STREAM
 from whisper_streaming.procs import ServiceProcess, process_tree, spawn, stop_all
 from whisper_streaming.up import free_port
 
@@ -207,7 +208,11 @@ class BenchStack:
 
     def backlog(self) -> int:
         assert self.redis is not None
-        return int(self.redis.xlen("asr:jobs")) + int(self.redis.xlen("asr:partials"))
+        streams = [
+            *self.redis.scan_iter(match=f"{ASR_JOBS_STREAM}:*", _type="stream"),
+            *self.redis.scan_iter(match=f"{ASR_PARTIALS_STREAM}:*", _type="stream"),
+        ]  # every model pool's
+        return sum(int(self.redis.xlen(s)) for s in streams)
 
 
 class Sampler:

@@ -2,10 +2,10 @@
 
 A throw-away redis-server on loopback, one VAD worker, and a pool of ASR worker processes that a
 small controller sizes the way KEDA (and the HPA it drives) sizes the asr-worker Deployment of
-deploy/keda/base/keda.yaml: every poll it reads what KEDA's scaler reads (XINFO GROUPS ``lag`` and
-XPENDING on ``asr:jobs`` / group ``asr``), computes ``desired = ceil(lag / lagCount)`` (and
-``ceil(pending / pendingEntriesCount)`` for the in-flight trigger), clamps it to min/max
-replicas, holds scale-downs for a stabilization window, scales to zero after the cooldown, and
+deploy/keda/base/keda.yaml (the English pool's): every poll it reads what KEDA's scaler reads
+(XINFO GROUPS ``lag`` and XPENDING on ``asr:jobs:en`` / group ``asr``), computes
+``desired = ceil(lag / lagCount)`` (and ``ceil(pending / pendingEntriesCount)`` for the
+in-flight trigger), clamps it to min/max replicas, holds scale-downs for a stabilization window, scales to zero after the cooldown, and
 starts or SIGTERMs ``whisper-streaming asr-worker`` processes to match. A burst of sessions from
 the speech corpus is streamed in meanwhile; one line per poll shows lag, pending and replicas.
 
@@ -34,7 +34,7 @@ if str(REPO) not in sys.path:  # run as a script: make the project's packages im
 import redis.asyncio as aioredis  # noqa: E402
 
 from shared.audio import decode_file, float32_to_pcm16  # noqa: E402
-from shared.keys import ASR_GROUP, Keys  # noqa: E402
+from shared.keys import ASR_GROUP, EN_POOL, Keys  # noqa: E402
 from shared.redis_util import ensure_group, entry  # noqa: E402
 from shared.schemas import AudioChunk, AudioEnd, SessionStart, encode  # noqa: E402
 from whisper_streaming.procs import ServiceProcess, spawn, wait_all  # noqa: E402
@@ -258,7 +258,7 @@ async def run_demo(
     r = aioredis.Redis.from_url(redis_url)
     # On a fresh deployment the first ASR pod creates the group before KEDA scales the pool to
     # zero; KEDA's lag trigger needs it to exist. The demo starts at zero, so it makes it here.
-    await ensure_group(r, keys.asr_jobs, ASR_GROUP)
+    await ensure_group(r, keys.asr_jobs(EN_POOL), ASR_GROUP)
     vad = spawn_role("vad-worker", env | {"CONSUMER_NAME": "vad-demo-0"}, log_dir / "vad.log")
     pool = WorkerPool(env, log_dir)
     formula = KedaFormula(policy)
@@ -288,7 +288,7 @@ async def run_demo(
             if not vad.alive():
                 raise RuntimeError(f"the VAD worker exited (see {log_dir / 'vad.log'})")
             now = time.monotonic() - started
-            view = await scaler_view(r, keys.asr_jobs, ASR_GROUP)
+            view = await scaler_view(r, keys.asr_jobs(EN_POOL), ASR_GROUP)
             current = pool.replicas
             desired = formula.desired(view, current, now)
             pool.scale_to(desired)

@@ -80,16 +80,18 @@ async def refuse(ws: WebSocket) -> bool:
 
 async def readiness(ctx: GatewayContext) -> tuple[dict[str, object], bool]:
     """Redis reachable, results subscription live, a VAD and an ASR worker alive (and, for
-    operators and the web page, the languages and tasks the live ASR workers announce)."""
+    operators and the web page, the languages and tasks the live ASR workers announce, and the
+    live workers of each model pool)."""
     detail: dict[str, object] = {"redis": False, "vad_workers": 0, "asr_workers": 0}
     try:
         detail["redis"] = bool(await ctx.redis.ping())
         ttl = ctx.settings.heartbeat_ttl_s
         detail["vad_workers"] = await live_workers(ctx.redis, ctx.keys, "vad", ttl)
         detail["asr_workers"] = await live_workers(ctx.redis, ctx.keys, "asr", ttl)
-        pool = await read_pool(ctx.redis, ctx.keys, ttl)
-        detail["asr_languages"] = pool.languages
-        detail["asr_tasks"] = sorted({task for c in pool.announced for task in c.tasks})
+        live = await read_pool(ctx.redis, ctx.keys, ttl)
+        detail["asr_languages"] = live.languages
+        detail["asr_tasks"] = sorted({task for c in live.announced for task in c.tasks})
+        detail["asr_pools"] = {name: p.workers for name, p in live.pools.items()}
     except (RedisError, OSError) as exc:
         detail["error"] = str(exc)
     detail["results_subscribed"] = ctx.router.connected.is_set()

@@ -16,7 +16,8 @@ from gateway.auth import Authenticator, KeySessions
 from gateway.protocol import CLOSE_TRY_AGAIN_LATER, ProtocolError
 from gateway.router import ResultRouter
 from shared import metrics
-from shared.keys import Keys
+from shared.capabilities import parse_pools, read_pool
+from shared.keys import EN_POOL, MULTI_POOL, Keys
 from shared.runtime import TaskSet
 from shared.schemas import Transcript, Word
 from shared.settings import Settings
@@ -75,15 +76,34 @@ async def admission_error(ctx: GatewayContext) -> ProtocolError | None:
             f"this gateway serves {ctx.settings.max_sessions} sessions already",
             CLOSE_TRY_AGAIN_LATER,
         )
-    backlog = await ctx.redis.xlen(ctx.keys.asr_jobs)
-    if backlog >= ctx.settings.max_job_backlog:
-        metrics.SESSIONS_REFUSED.labels("overloaded").inc()
-        return ProtocolError(
-            "overloaded",
-            f"{backlog} utterances are waiting for transcription; try again shortly",
-            CLOSE_TRY_AGAIN_LATER,
-        )
+    backlogs = await pool_backlogs(ctx)
+    backlog = min(backlogs.values())
+    if backlog >= ctx.settings.max_job_backlog:  # no pool could take the session's jobs
+        return overloaded(backlog)
     return None
+
+
+def overloaded(backlog: int) -> ProtocolError:
+    """``overloaded`` (1013) for a session whose model pool has ``backlog`` jobs waiting."""
+    metrics.SESSIONS_REFUSED.labels("overloaded").inc()
+    return ProtocolError(
+        "overloaded",
+        f"{backlog} utterances are waiting for transcription; try again shortly",
+        CLOSE_TRY_AGAIN_LATER,
+    )
+
+
+async def pool_backlogs(ctx: GatewayContext) -> dict[str, int]:
+    """Jobs waiting on the job stream of each model pool, live or named in ``ASR_POOLS`` (with
+    neither, ``en`` and ``multi``). At connect the session's language is not known yet: it is
+    refused when no pool has room; at its first audio, when its own pool has none."""
+    live = await read_pool(ctx.redis, ctx.keys, ctx.settings.heartbeat_ttl_s)
+    known = {p.name for p in parse_pools(ctx.settings.asr_pools)}
+    names = sorted(set(live.pools) | known) or [EN_POOL, MULTI_POOL]
+    async with ctx.redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.xlen(ctx.keys.asr_jobs(name))
+        return dict(zip(names, [int(n) for n in await pipe.execute()], strict=True))
 
 
 @contextmanager

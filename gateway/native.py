@@ -150,7 +150,7 @@ class NativeSession:
         self.downlink.start_at(self.options.last_segment + 1)
         seq = view.seq if view.seq is not None else (view.vad_seq or 0)
         ended = view.state == State.ENDED
-        self.uplink.resume(samples=view.samples or 0, seq=seq, ended=ended)
+        self.uplink.resume(samples=view.samples or 0, seq=seq, ended=ended, pool=view.pool or "")
         if ended:
             if view.segments is not None:
                 self.downlink.ended(view.segments, view.audio_seconds or 0.0)

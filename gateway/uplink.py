@@ -5,8 +5,8 @@ rate, odd byte counts, any of the encodings of :mod:`gateway.encodings`) and, in
 checks the frame-size, frame-rate and session-length limits; decodes it to 16 kHz PCM16 (odd
 bytes joined across frames, G.711 expanded, Ogg/WebM Opus demuxed and decoded, resampled:
 :meth:`AudioUplink.set_input_format`); coalesces into ~``COALESCE_MS`` entries
-(:class:`~gateway.ordering.Coalescer`); announces the session on ``sessions`` with its first audio (after refusing a language no live
-ASR worker serves);
+(:class:`~gateway.ordering.Coalescer`); announces the session on ``sessions`` with its first
+audio, with the model pool its jobs go to (or refuses a language no pool serves);
 XADDs the entries with the session TTL; and holds the caller back while the session's VAD worker
 is behind (back-pressure). It knows nothing of sockets: a WebSocket protocol and a file upload
 feed it alike, and a limit broken is a :class:`~gateway.protocol.ProtocolError` for the caller.
@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from gateway.context import GatewayContext
+from gateway.context import GatewayContext, overloaded
 from gateway.encodings import EncodingError, InputFormat
 from gateway.ordering import ArrivalClock, Coalescer, FrameCounter
 from gateway.protocol import (
@@ -34,7 +34,7 @@ from gateway.protocol import (
 )
 from shared import metrics, session_state
 from shared.audio import SAMPLE_RATE
-from shared.capabilities import TRANSCRIBE, read_pool, refusal
+from shared.capabilities import TRANSCRIBE, parse_pools, read_pool, route
 from shared.keyterms import KeytermError, check_keyterms
 from shared.redis_util import entry, ride_through
 from shared.schemas import AudioChunk, AudioControl, AudioEnd, SessionStart, encode
@@ -70,6 +70,8 @@ class AudioUplink:
         self.language: str | None = None
         self.task = TRANSCRIBE
         """``translate`` (into English) or ``transcribe``; checked against the live workers."""
+        self.pool = ""
+        """The model pool the session's jobs go to, chosen at the first audio (or resumed)."""
         self.interim_results = False
         self.vad_events = False
         self.diarize = False
@@ -130,9 +132,11 @@ class AudioUplink:
             raise ProtocolError("invalid_keyterms", str(exc), CLOSE_INVALID_PAYLOAD) from exc
         await self.control("keyterms")
 
-    def resume(self, *, samples: int, seq: int, ended: bool) -> None:
-        """Continue a session announced by an earlier socket (it saved ``samples`` and ``seq``)."""
+    def resume(self, *, samples: int, seq: int, ended: bool, pool: str = "") -> None:
+        """Continue a session announced by an earlier socket (it saved ``samples`` and ``seq``;
+        its pool was chosen then and stays)."""
         self.announced = True
+        self.pool = pool
         self.samples = samples
         self.seq = seq
         self.ended = ended
@@ -254,20 +258,33 @@ class AudioUplink:
             op, tolerance_s=self.ctx.settings.redis_outage_tolerance_s, what=f"session={self.session_id}"
         )  # fmt: skip
 
-    async def _admit(self) -> None:
-        """Refuse, before the session exists, a language or task no live ASR worker serves
-        (``unsupported_language``, naming the languages served; shared/capabilities.py)."""
-        pool = await self._ride(
-            lambda: read_pool(self.ctx.redis, self.ctx.keys, self.ctx.settings.heartbeat_ttl_s)
-        )
-        why = refusal(self.language, self.task, pool)
-        if why is not None:
+    async def _admit(self) -> str:
+        """The model pool for the session's language and task (shared/capabilities.py
+        ``route``); refuse, before the session exists, what no pool serves
+        (``unsupported_language``, naming the languages served), or a pool whose job stream is
+        over ``MAX_JOB_BACKLOG`` (``overloaded``)."""
+        s = self.ctx.settings
+        live = await self._ride(lambda: read_pool(self.ctx.redis, self.ctx.keys, s.heartbeat_ttl_s))
+        chosen = route(self.language, self.task, live, parse_pools(s.asr_pools))
+        if isinstance(chosen, str):
             metrics.SESSIONS_REFUSED.labels("unsupported_language").inc()
-            log.info("session=%s refused: %s", self.session_id, why)
-            raise ProtocolError("unsupported_language", why, CLOSE_UNSUPPORTED)
+            log.info("session=%s refused: %s", self.session_id, chosen)
+            raise ProtocolError("unsupported_language", chosen, CLOSE_UNSUPPORTED)
+        pool_jobs = self.ctx.keys.asr_jobs(chosen.pool)
+        backlog = await self._ride(lambda: self.ctx.redis.xlen(pool_jobs))
+        if backlog >= s.max_job_backlog:
+            raise overloaded(backlog)
+        metrics.SESSIONS_ROUTED.labels(chosen.pool).inc()
+        if not chosen.live:
+            log.info("session=%s pool %s has no live worker: its jobs wait for one",
+                     self.session_id, chosen.pool)  # fmt: skip
+        if chosen.as_english:
+            log.info("session=%s detection with only English pools live: served as English",
+                     self.session_id)  # fmt: skip
+        return chosen.pool
 
     async def _announce(self) -> None:
-        await self._admit()
+        self.pool = await self._admit()
         start = SessionStart(
             session_id=self.session_id,
             sample_rate=SAMPLE_RATE,
@@ -279,6 +296,7 @@ class AudioUplink:
             interim_results=self.interim_results,
             vad_events=self.vad_events,
             diarize=self.diarize,
+            pool=self.pool,
             task=self.task,
             keyterms=self.keyterms,
         )
@@ -287,6 +305,7 @@ class AudioUplink:
             Field.ATTACH: 1,
             Field.ENDPOINT: self.endpoint,
             Field.OWNER: self.owner,
+            Field.POOL: self.pool,
         }
 
         async def write_start() -> None:
@@ -303,11 +322,12 @@ class AudioUplink:
         await self._ride(write_start)
         self.announced = True
         log.info(
-            "session=%s stage=gateway started (%s, language=%s, task=%s)",
+            "session=%s stage=gateway started (%s, language=%s, task=%s, pool=%s)",
             self.session_id,
             self.endpoint,
             self.language,
             self.task,
+            self.pool,
         )
 
     async def _xadd_audio(self, pcm: bytes) -> None:

@@ -13,14 +13,25 @@ SESSIONS_STREAM = "sessions"
 """New sessions are announced here; VAD workers share it through ``VAD_GROUP``."""
 
 ASR_JOBS_STREAM = "asr:jobs"
-"""Speech segments cut by the VAD workers; ASR workers share it through ``ASR_GROUP``."""
+"""Speech segments cut by the VAD workers, one stream per model pool (``asr:jobs:{pool}``); the
+pool's ASR workers share it through ``ASR_GROUP``."""
 
 ASR_PARTIALS_STREAM = "asr:partials"
-"""Snapshots of open utterances (interim results); served only when no final job waits, and
-dropped unread once stale."""
+"""Snapshots of open utterances (interim results), per pool (``asr:partials:{pool}``); served
+only when no final job waits, and dropped unread once stale."""
 
 ASR_DEAD_LETTER_STREAM = "asr:dead"
-"""Jobs that could not be decoded or failed too often, with their error."""
+"""Jobs that could not be decoded or failed too often, with their error, per pool
+(``asr:dead:{pool}``)."""
+
+POOL_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
+"""A model pool's name: part of Redis keys (``asr:jobs:{pool}``) and of Kubernetes names."""
+
+EN_POOL = "en"
+"""The pool an English-only (``.en``) model joins unless ``ASR_POOL`` says otherwise."""
+
+MULTI_POOL = "multi"
+"""The pool a multilingual model joins unless ``ASR_POOL`` says otherwise."""
 
 VAD_DEAD_LETTER_STREAM = "vad:dead"
 """Undecodable entries found on the sessions or audio streams, with their error."""
@@ -52,21 +63,21 @@ class Keys:
     def sessions(self) -> str:
         return self.prefix + SESSIONS_STREAM
 
-    @property
-    def asr_jobs(self) -> str:
-        return self.prefix + ASR_JOBS_STREAM
+    def asr_jobs(self, pool: str) -> str:
+        """The final jobs of model pool ``pool`` (``asr:jobs:{pool}``, group ``asr``)."""
+        return f"{self.prefix}{ASR_JOBS_STREAM}:{pool}"
 
     @property
     def vad_dead(self) -> str:
         return self.prefix + VAD_DEAD_LETTER_STREAM
 
-    @property
-    def asr_partials(self) -> str:
-        return self.prefix + ASR_PARTIALS_STREAM
+    def asr_partials(self, pool: str) -> str:
+        """The partial jobs of model pool ``pool`` (``asr:partials:{pool}``, group ``asr``)."""
+        return f"{self.prefix}{ASR_PARTIALS_STREAM}:{pool}"
 
-    @property
-    def asr_dead(self) -> str:
-        return self.prefix + ASR_DEAD_LETTER_STREAM
+    def asr_dead(self, pool: str) -> str:
+        """The dead-letter stream of model pool ``pool`` (``asr:dead:{pool}``)."""
+        return f"{self.prefix}{ASR_DEAD_LETTER_STREAM}:{pool}"
 
     def audio(self, session_id: str) -> str:
         return f"{self.prefix}{AUDIO_STREAM_PREFIX}{session_id}"

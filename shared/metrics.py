@@ -16,6 +16,9 @@ FRAMES_THROTTLED = Counter(
     "Times a session sent more than MAX_FRAMES_PER_SECOND binary frames and was held back",
 )
 SESSIONS_REFUSED = Counter("whisper_sessions_refused_total", "Sessions refused", ["reason"])
+SESSIONS_ROUTED = Counter(
+    "whisper_sessions_routed_total", "Sessions routed to each model pool", ["pool"]
+)
 BACKPRESSURE_WAITS = Counter(
     "whisper_backpressure_waits_total", "Times a session waited for its VAD worker to catch up"
 )
@@ -40,12 +43,15 @@ VAD_AUDIO_SECONDS = Counter("whisper_vad_audio_seconds_total", "Audio seconds ru
 VAD_BAD_MESSAGES = Counter("whisper_vad_bad_messages_total", "Undecodable stream entries skipped")
 
 # ASR worker
-ASR_JOBS = Counter("whisper_asr_jobs_total", "Jobs finished", ["outcome"])
+ASR_JOBS = Counter("whisper_asr_jobs_total", "Jobs finished", ["pool", "outcome"])
 ASR_PROCESSING = Histogram(
     "whisper_asr_processing_seconds", "Transcription time per job", buckets=LATENCY_BUCKETS
 )
 ASR_QUEUE_WAIT = Histogram(
-    "whisper_asr_queue_wait_seconds", "Time a job waited on asr:jobs", buckets=LATENCY_BUCKETS
+    "whisper_asr_queue_wait_seconds",
+    "Time a job waited on its pool's asr:jobs:{pool}",
+    ["pool"],
+    buckets=LATENCY_BUCKETS,
 )
 ASR_RTF = Histogram(
     "whisper_asr_realtime_factor",
@@ -56,7 +62,7 @@ ASR_PARTIALS = Counter(
     "whisper_asr_partials_total",
     "Partial jobs read: ok (published), stale (superseded: dropped unread, or its final came "
     "out during the decode), error, shutdown (dropped when the worker stops)",
-    ["outcome"],
+    ["pool", "outcome"],
 )
 ASR_SPECULATIVE = Counter(
     "whisper_asr_speculative_total",
@@ -71,4 +77,6 @@ PARTIAL_LATENCY = Histogram(
 ASR_BATCH_SIZE = Histogram(
     "whisper_asr_batch_size", "Jobs decoded together", buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32)
 )
-ASR_DEAD_LETTERS = Counter("whisper_asr_dead_letters_total", "Jobs moved to the dead-letter stream")
+ASR_DEAD_LETTERS = Counter(
+    "whisper_asr_dead_letters_total", "Jobs moved to the dead-letter stream", ["pool"]
+)

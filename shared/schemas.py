@@ -37,6 +37,9 @@ class SessionStart(_Msg, tag="session_start"):
     """Publish ``speech_started`` / ``utterance_end`` events."""
     diarize: bool = False
     """Label finals with speakers (copied onto each job)."""
+    pool: str = ""
+    """The model pool the gateway routed the session to (shared/capabilities.py ``route``): its
+    jobs go on ``asr:jobs:{pool}`` and ``asr:partials:{pool}``; empty (an older gateway) = ``en``."""
     task: str = "transcribe"
     """``transcribe``, or ``translate``: each final also carries its English translation (copied
     onto each job; shared/capabilities.py)."""
@@ -91,7 +94,8 @@ class VadEvent(_Msg, tag="vad_event"):
 
 
 class AsrJob(_Msg, tag="asr_job"):
-    """A speech segment to transcribe, on ``asr:jobs``. Times are seconds of session audio."""
+    """A speech segment to transcribe, on ``asr:jobs:{pool}``. Times are seconds of session
+    audio."""
 
     segment: int
     start: float
@@ -100,7 +104,7 @@ class AsrJob(_Msg, tag="asr_job"):
     sample_rate: int = 16000
     language: str | None = None
     final: bool = True
-    """False for a partial job (a snapshot of the open utterance, on ``asr:partials``)."""
+    """False for a partial job (a snapshot of the open utterance, on ``asr:partials:{pool}``)."""
     rev: int = 0
     """Partial (or speculative) revision within the segment (1, 2, …); newer revisions make older
     ones stale."""
@@ -292,6 +296,10 @@ class WorkerCapabilities(msgspec.Struct, kw_only=True):
     v: int = SCHEMA_VERSION
     worker: str
     model: str = ""
+    pool: str = ""
+    """The model pool the worker belongs to (``ASR_POOL``); it reads ``stream``."""
+    stream: str = ""
+    """The pool's job stream, ``asr:jobs:{pool}`` under the worker's ``KEY_PREFIX``."""
     languages: list[str]
     """ISO codes the model transcribes; ``["en"]`` for an English-only (``.en``) model."""
     detect: bool = False

@@ -25,6 +25,7 @@ class Field(StrEnum):
     ATTACH = "attach"
     ENDPOINT = "endpoint"
     OWNER = "owner"
+    POOL = "pool"
     SAMPLES = "samples"
     SEQ = "seq"
     VAD_SEQ = "vad_seq"
@@ -63,6 +64,7 @@ FIELDS: dict[Field, FieldDoc] = {
     Field.ATTACH: FieldDoc("int", "gateway", "gateway", "how many sockets attached so far (a resume increments it; the grace timer of an older socket sees it changed)"),
     Field.ENDPOINT: FieldDoc("str", "gateway", "operators", "the endpoint the session was opened on"),
     Field.OWNER: FieldDoc("str", "gateway", "gateway", "the API key's name: only the same key may resume"),
+    Field.POOL: FieldDoc("str", "gateway", "gateway (resume), operators", "the model pool the session's jobs go to (asr:jobs:{pool}), chosen at its first audio"),
     Field.SAMPLES: FieldDoc("int", "gateway", "gateway", "16 kHz samples received, saved when the socket drops (resume)"),
     Field.SEQ: FieldDoc("int", "gateway", "gateway", "last audio-stream sequence number, saved when the socket drops (resume)"),
     Field.VAD_SEQ: FieldDoc("int", "VAD worker", "gateway", "last audio-stream sequence number the VAD worker processed (back-pressure)"),
@@ -121,6 +123,7 @@ class SessionView:
     attach: int | None = None
     endpoint: str | None = None
     owner: str | None = None
+    pool: str | None = None
     samples: int | None = None
     seq: int | None = None
     vad_seq: int | None = None

@@ -17,6 +17,10 @@ from typing import Literal
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.capabilities import parse_pools
+from shared.keys import POOL_NAME_PATTERN
+from shared.languages import LANGUAGES
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -90,7 +94,17 @@ class Settings(BaseSettings):
     max_job_backlog: int = Field(
         default=1000,
         ge=1,
-        description="New sessions are refused (1013) while asr:jobs holds more jobs than this.",
+        description="New sessions are refused (1013) while the job stream of the model pool "
+        "they are routed to (asr:jobs:{pool}) holds more jobs than this.",
+    )
+    asr_pools: str = Field(
+        default="",
+        description="Gateway: the model pools this deployment runs, as `NAME=LANGUAGES` "
+        "separated by spaces (`en=en multi=*`; `*` = every language, detection and "
+        "translation). A session is routed to a live pool first; one no live pool serves goes "
+        "to a pool named here even while it has no worker (its jobs wait, KEDA scales it from "
+        "zero). Empty: live pools only, and while no ASR worker is live at all, English and "
+        "detection go to `en`, other languages to `multi`.",
     )
     max_frames_per_second: int = Field(
         default=1000,
@@ -228,7 +242,9 @@ class Settings(BaseSettings):
         "worker; beyond it the gateway stops reading the socket (back-pressure) instead of "
         "dropping audio. VAD workers trim what they have checkpointed.",
     )
-    jobs_stream_maxlen: int = Field(default=10_000, ge=100, description="Bound of asr:jobs.")
+    jobs_stream_maxlen: int = Field(
+        default=10_000, ge=100, description="Bound of each pool's asr:jobs:{pool}."
+    )
     sessions_stream_maxlen: int = Field(default=10_000, ge=100, description="Bound of sessions.")
     transcript_stream_maxlen: int = Field(
         default=10_000, ge=10, description="Finals kept per session on transcript:{session}."
@@ -360,7 +376,9 @@ class Settings(BaseSettings):
         default=1000, ge=100, description="Interim results: a new partial per this much audio."
     )
     partials_stream_maxlen: int = Field(
-        default=1000, ge=10, description="Bound of asr:partials (stale partials are dropped)."
+        default=1000,
+        ge=10,
+        description="Bound of each pool's asr:partials:{pool} (stale partials are dropped).",
     )
 
     # --- ASR -----------------------------------------------------------------------------------
@@ -369,6 +387,19 @@ class Settings(BaseSettings):
         description="The worker's model: `tiny.en` (bundled, English; also the empty default) or "
         "`base` (bundled, multilingual), a local faster-whisper directory, or a faster-whisper / "
         "Hugging Face name (`large-v3-turbo`, `distil-large-v3`) fetched from the hub.",
+    )
+    asr_pool: str = Field(
+        default="",
+        pattern=f"({POOL_NAME_PATTERN})|^$",
+        description="The model pool this ASR worker joins: it reads asr:jobs:{pool} "
+        "(lowercase letters, digits, dashes). Empty = `en` for a model that serves only "
+        "English, `multi` otherwise.",
+    )
+    asr_languages: str = Field(
+        default="",
+        description="Comma-separated ISO codes this ASR worker announces, a subset of what "
+        "its model can do (`en` for distil-large-v3, multilingual in form but trained on "
+        "English); empty = every language the model knows.",
     )
     model_cache_dir: str = Field(
         default="",
@@ -485,6 +516,25 @@ class Settings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
         return value
+
+    @field_validator("asr_pools")
+    @classmethod
+    def _check_asr_pools(cls, value: str) -> str:
+        parse_pools(value)  # raises ValueError with what is wrong
+        return value
+
+    @field_validator("asr_languages")
+    @classmethod
+    def _check_asr_languages(cls, value: str) -> str:
+        unknown = [c for c in value.replace(" ", "").split(",") if c and c not in LANGUAGES]
+        if unknown:
+            raise ValueError(f"ASR_LANGUAGES: unknown language codes {unknown}")
+        return value
+
+    @property
+    def asr_language_list(self) -> list[str]:
+        """``ASR_LANGUAGES`` as a list (empty: what the model can do)."""
+        return [c for c in self.asr_languages.replace(" ", "").split(",") if c]
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:

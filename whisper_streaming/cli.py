@@ -25,10 +25,18 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--vad-workers", type=int, default=1)
     up.add_argument(
         "--asr-workers",
-        type=lambda v: 0 if v == "auto" else int(v),
-        default=0,
-        help="how many ASR workers; auto (default): what the machine affords (one on a GPU, two "
-        "sharing the cores of a CPU)",
+        type=lambda v: None if v == "auto" else int(v),
+        default=None,
+        help="workers of the English pool (or of the ASR_MODEL pool) with the default pools; "
+        "auto (default): what the machine affords (one on a GPU, two sharing a CPU's cores)",
+    )
+    up.add_argument(
+        "--pool",
+        action="append",
+        default=[],
+        metavar="NAME=MODEL[:N]",
+        help="a model pool to start instead of the defaults (en=tiny.en, multi=base), N workers "
+        "of MODEL (tiny.en, base, a directory or a hub name); repeatable",
     )
     up.add_argument("--ready-timeout", type=float, default=120.0)
     up.add_argument(
@@ -96,11 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = configuration()
     if args.command == "up":
-        from whisper_streaming.up import run_up
+        from whisper_streaming.up import pools_to_start, run_up
 
-        return run_up(
-            settings, args.vad_workers, args.asr_workers, args.ready_timeout, args.data_dir
-        )
+        try:
+            pools = pools_to_start(args.pool, args.asr_workers, settings.asr_model)
+        except ValueError as exc:
+            print(f"whisper-streaming up: {exc}", file=sys.stderr)
+            return 2
+        return run_up(settings, args.vad_workers, pools, args.ready_timeout, args.data_dir)
     if args.command == "gateway":
         from gateway.app import main as gateway_main
 

@@ -1,17 +1,25 @@
 """``whisper-streaming up``: the whole service on one machine, for development and small sites.
 
 Starts an embedded redis-server on a free port (unless ``REDIS_URL`` is set) with AOF persistence
-in a data directory, then one gateway and N VAD and M ASR workers as child processes, waits until
-the gateway is ready and prints its address. A child that crashes, and the embedded Redis, are
-restarted with backoff (:mod:`whisper_streaming.supervisor`); every child dies with ``up`` even
-when ``up`` itself is killed (PR_SET_PDEATHSIG). Ctrl-C (or SIGTERM) stops the children in reverse
-order, then Redis.
+in a data directory, then one gateway, N VAD workers and the ASR workers of each model pool as
+child processes, waits until the gateway is ready and prints its address. A child that crashes,
+and the embedded Redis, are restarted with backoff (:mod:`whisper_streaming.supervisor`); every
+child dies with ``up`` even when ``up`` itself is killed (PR_SET_PDEATHSIG). Ctrl-C (or SIGTERM)
+stops the children in reverse order, then Redis.
+
+Model pools (docs/architecture.md, "Model pools"): by default ``en`` = the bundled tiny.en
+× ``--asr-workers`` (1) for English, and ``multi`` = the bundled multilingual base × 1 for every
+other language, detection and translation. ``--pool NAME=MODEL[:N]`` (repeatable) replaces them;
+``ASR_MODEL`` set in the environment (the way to pick a model before pools) replaces them by one
+pool of that model × ``--asr-workers``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -25,6 +33,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.keys import POOL_NAME_PATTERN
 from shared.settings import Settings
 from whisper_streaming.procs import ServiceProcess, set_pdeathsig, spawn, stop_all
 from whisper_streaming.supervisor import Watched, supervise
@@ -140,6 +149,56 @@ class EmbeddedRedis:
 
 Child = ServiceProcess  # a child of ``up``: its role and its ``proc``
 
+POOL_NAME = re.compile(POOL_NAME_PATTERN)
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """One model pool ``up`` starts: its name, its model (``ASR_MODEL``) and how many workers."""
+
+    name: str
+    model: str
+    workers: int = 1
+
+
+def parse_pool(spec: str) -> PoolSpec:
+    """``NAME=MODEL[:N]`` (``multi=base:2``, ``gpu=large-v3-turbo``); raises ``ValueError``."""
+    name, sep, rest = spec.partition("=")
+    model, workers = rest, 1
+    head, colon, tail = rest.rpartition(":")
+    if colon and tail.isdigit():
+        model, workers = head, int(tail)
+    if not sep or not POOL_NAME.match(name) or not model or workers < 1:
+        raise ValueError(
+            f"--pool {spec!r}: expected NAME=MODEL[:N], NAME of lowercase letters, digits and "
+            "dashes, N >= 1 (e.g. multi=base:2)"
+        )
+    return PoolSpec(name, model, workers)
+
+
+AUTO = 0
+"""A pool's worker count left to :func:`auto_asr_workers` (``--asr-workers auto``)."""
+
+
+def pools_to_start(specs: list[str], asr_workers: int | None, asr_model: str) -> list[PoolSpec]:
+    """The pools of one ``up``: ``--pool`` options, else one pool of ``ASR_MODEL`` if set, else
+    ``en`` (tiny.en × ``--asr-workers``, :data:`AUTO` when not given) and ``multi`` (base × 1).
+    Raises ``ValueError``."""
+    if specs:
+        if asr_workers is not None:
+            raise ValueError("--asr-workers goes with the default pools; use --pool NAME=MODEL:N")
+        pools = [parse_pool(s) for s in specs]
+        names = [p.name for p in pools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"--pool: a pool named twice in {names}")
+        return pools
+    n = AUTO if asr_workers is None else asr_workers
+    if asr_workers is not None and n < 1:
+        raise ValueError("--asr-workers must be at least 1 (or auto)")
+    if asr_model:  # the worker derives the pool's name from what the model serves
+        return [PoolSpec("", asr_model, n)]
+    return [PoolSpec("en", "tiny.en", n), PoolSpec("multi", "base", 1)]
+
 
 def _watch_redis(redis: EmbeddedRedis) -> Watched:
     """The embedded Redis under supervision: restarted on its port and data directory (AOF)."""
@@ -156,31 +215,34 @@ class Stack:
 
     env: dict[str, str]
     children: list[Child] = field(default_factory=list)
-    _how: dict[Child, tuple[str, int, dict[str, str]]] = field(default_factory=dict)
+    _how: dict[Child, tuple[str, int, str, dict[str, str]]] = field(default_factory=dict)
 
-    def spawn(self, role: str, index: int = 0, **extra: str) -> Child:
+    def spawn(self, role: str, index: int = 0, name: str = "", **extra: str) -> Child:
+        """Start ``role`` with ``extra`` settings; ``name`` (a pool's) goes in its consumer name."""
         env = dict(self.env) | extra
-        env["CONSUMER_NAME"] = f"{socket.gethostname()}-{role}-{index}-{os.getpid()}"
+        label = f"{role}-{name}" if name else role
+        env["CONSUMER_NAME"] = f"{socket.gethostname()}-{label}-{index}-{os.getpid()}"
         # Own process group: a Ctrl-C in the terminal reaches only this supervisor, which then
         # stops the children in order with one SIGTERM each. Dies with the supervisor, even a
         # SIGKILLed one: no orphan keeps serving the port. Output: the terminal's.
         child = spawn(role, env=env, own_group=True, die_with_parent=True)
         self.children.append(child)
-        self._how[child] = (role, index, extra)
+        self._how[child] = (role, index, name, extra)
         return child
 
     def watched(self) -> list[Watched]:
         """Each child, for :func:`supervise`: a restart replaces it in place."""
         out = []
         for i, child in enumerate(self.children):
-            role, index, _ = self._how[child]
+            role, index, name, _ = self._how[child]
 
             def restart(i: int = i) -> None:
-                role, index, extra = self._how.pop(self.children.pop(i))
-                self.spawn(role, index, **extra)
+                role, index, name, extra = self._how.pop(self.children.pop(i))
+                self.spawn(role, index, name, **extra)
                 self.children.insert(i, self.children.pop())  # keep the start order
 
-            out.append(Watched(f"{role} {index}", lambda i=i: self.children[i], restart))
+            label = f"{role} {name} {index}" if name else f"{role} {index}"
+            out.append(Watched(label, lambda i=i: self.children[i], restart))
         return out
 
     def dead(self) -> list[Child]:
@@ -239,11 +301,11 @@ def _auto_asr(settings: Settings, env: dict[str, str]) -> int:
 def run_up(
     settings: Settings,
     vad_workers: int,
-    asr_workers: int,
+    pools: list[PoolSpec],
     ready_timeout: float,
     data_dir: Path | None = None,
 ) -> int:
-    """``asr_workers`` 0: :func:`auto_asr_workers`."""
+    """A pool of :data:`AUTO` workers gets :func:`auto_asr_workers`."""
     if port_in_use(settings.host, settings.port):
         print(f"port {settings.port} on {settings.host} is already in use (another "
               "`whisper-streaming up`?): stop it, or choose another with PORT=…",
@@ -251,7 +313,10 @@ def run_up(
         return 2
     redis: EmbeddedRedis | None = None
     env = dict(os.environ)
-    asr_workers = asr_workers or _auto_asr(settings, env)
+    pools = [
+        dataclasses.replace(p, workers=_auto_asr(settings, env)) if p.workers == AUTO else p
+        for p in pools
+    ]
     if settings.redis_url is None:
         redis = EmbeddedRedis(
             appendonly=True,
@@ -277,8 +342,14 @@ def run_up(
     signal.signal(signal.SIGTERM, _stop)
     code = 0
     try:
-        for i in range(asr_workers):
-            stack.spawn("asr-worker", i)
+        for pool in pools:
+            for i in range(pool.workers):
+                stack.spawn(
+                    "asr-worker", i, name=pool.name, ASR_MODEL=pool.model, ASR_POOL=pool.name
+                )
+            print(f"pool {pool.name or '(from the model)'}: {pool.model} × {pool.workers}",
+                  flush=True)  # fmt: skip
+        asr_workers = sum(p.workers for p in pools)
         for i in range(vad_workers):
             stack.spawn("vad-worker", i)
         stack.spawn("gateway")

@@ -37,18 +37,23 @@ def spec_rev(job: AsrJob) -> int | None:
 
 
 class FinalPublisher:
-    def __init__(self, settings: Settings, r: aioredis.Redis, keys: Keys, spec: Speculation):
+    def __init__(
+        self, settings: Settings, r: aioredis.Redis, keys: Keys, spec: Speculation, pool: str
+    ) -> None:
         self.s = settings
         self.r = r
         self.keys = keys
+        self.pool = pool
+        self.jobs = keys.asr_jobs(pool)
+        """The worker's pool's job stream: what it acks."""
         self.name = settings.consumer_name
         self.spec = spec
         self._set_prompt = r.register_script(_SET_PROMPT)
 
     async def ack(self, entry_id: bytes) -> None:
         async with self.r.pipeline(transaction=True) as pipe:
-            pipe.xack(self.keys.asr_jobs, ASR_GROUP, entry_id)
-            pipe.xdel(self.keys.asr_jobs, entry_id)
+            pipe.xack(self.jobs, ASR_GROUP, entry_id)
+            pipe.xdel(self.jobs, entry_id)
             await pipe.execute()
 
     async def publish_and_ack(
@@ -96,8 +101,8 @@ class FinalPublisher:
             )
             pipe.expire(self.keys.transcript(sid), self.s.session_ttl_s)
             pipe.publish(self.keys.results(sid), data)
-            pipe.xack(self.keys.asr_jobs, ASR_GROUP, entry_id)
-            pipe.xdel(self.keys.asr_jobs, entry_id)
+            pipe.xack(self.jobs, ASR_GROUP, entry_id)
+            pipe.xdel(self.jobs, entry_id)
             await pipe.execute()
         if result.text and result.error is None:
             await self._set_prompt(
@@ -108,11 +113,12 @@ class FinalPublisher:
     async def dead_letter(
         self, entry_id: bytes, raw: bytes, error: str, job: AsrJob | None
     ) -> None:
-        metrics.ASR_DEAD_LETTERS.inc()
-        metrics.ASR_JOBS.labels("dead_letter").inc()
-        log.error("job %s -> %s: %s", entry_id, self.keys.asr_dead, error)
+        metrics.ASR_DEAD_LETTERS.labels(self.pool).inc()
+        metrics.ASR_JOBS.labels(self.pool, "dead_letter").inc()
+        dead = self.keys.asr_dead(self.pool)
+        log.error("job %s -> %s: %s", entry_id, dead, error)
         await self.r.xadd(
-            self.keys.asr_dead,
+            dead,
             entry(raw) | {b"error": error.encode(), b"id": entry_id, b"worker": self.name.encode()},
             maxlen=DEAD_LETTER_MAXLEN,
             approximate=True,

@@ -1,12 +1,12 @@
-"""ASR worker: consumes ``asr:jobs`` and ``asr:partials`` through the ``asr`` consumer group and
-publishes transcripts.
+"""ASR worker: consumes its model pool's ``asr:jobs:{pool}`` and ``asr:partials:{pool}`` through
+the ``asr`` consumer group and publishes transcripts.
 
 A thin shell around the pure scheduling policy (workers/asr_policy.py): it reads, asks the policy
 what to do next, decodes in a thread (the model is loaded once), publishes and acks. A final is
 published in one MULTI: PUBLISH on ``results:{session}``, XADD to ``transcript:{session}``
 (bounded, with a TTL), XACK. Pending jobs idle longer than ``ASR_CLAIM_IDLE_MS`` (a dead
 worker's) are reclaimed with XAUTOCLAIM; a job delivered ``ASR_MAX_DELIVERIES`` times, or one that
-cannot be decoded, goes to the dead-letter stream ``asr:dead`` and an empty, error-flagged result
+cannot be decoded, goes to the pool's dead-letter stream ``asr:dead:{pool}`` and an empty, error-flagged result
 keeps the session's ordering going. One bad job never stops the loop.
 """
 
@@ -22,7 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import metrics, session_state, tracing
 from shared.capabilities import capabilities_of
-from shared.keys import ASR_GROUP, Keys
+from shared.keys import ASR_GROUP, EN_POOL, Keys
 from shared.redis_util import Heartbeat, connect, ensure_group, entry, entry_data
 from shared.runtime import TaskSet, install_signal_handlers, run_with_grace, start_metrics_server
 from shared.schemas import (
@@ -90,11 +90,16 @@ class AsrWorker:
         self.keys = Keys(settings.key_prefix)
         self.name = settings.consumer_name
         self.transcriber = transcriber
-        self.capabilities = capabilities or WorkerCapabilities(
-            worker=settings.consumer_name, languages=["en"]
+        caps = capabilities or WorkerCapabilities(
+            worker=settings.consumer_name, pool=settings.asr_pool or EN_POOL, languages=["en"]
         )
-        """What this worker announces with its heartbeat (the gateway refuses languages no
-        live worker serves)."""
+        caps.stream = self.keys.asr_jobs(caps.pool)
+        self.capabilities = caps
+        """What this worker announces with its heartbeat: its pool and what it serves (the
+        gateway routes sessions to a pool that serves their language)."""
+        self.pool = caps.pool
+        self.jobs = self.keys.asr_jobs(self.pool)
+        self.partials = self.keys.asr_partials(self.pool)
         self.batcher = batcher if settings.asr_batch_size > 1 else None
         self.state = State(
             batch_size=settings.asr_batch_size if self.batcher else 1,
@@ -105,11 +110,11 @@ class AsrWorker:
         self.spec = Speculation(
             r, self.keys, settings.transcript_stream_maxlen, settings.session_ttl_s
         )
-        self.out = FinalPublisher(settings, r, self.keys, self.spec)
+        self.out = FinalPublisher(settings, r, self.keys, self.spec, self.pool)
 
     async def run(self, stop: asyncio.Event) -> None:
-        await ensure_group(self.r, self.keys.asr_jobs, ASR_GROUP)
-        await ensure_group(self.r, self.keys.asr_partials, ASR_GROUP)
+        await ensure_group(self.r, self.jobs, ASR_GROUP)
+        await ensure_group(self.r, self.partials, ASR_GROUP)
         beat = Heartbeat(
             self.r,
             self.keys,
@@ -121,7 +126,7 @@ class AsrWorker:
         )
         tasks = TaskSet()
         tasks.spawn(beat.run(stop), "heartbeat")
-        log.info("asr worker %s ready on %s", self.name, self.keys.asr_jobs)
+        log.info("asr worker %s of pool %s ready on %s", self.name, self.pool, self.jobs)
         try:
             while True:
                 self.state.closing = stop.is_set()
@@ -163,13 +168,13 @@ class AsrWorker:
             await self.handle_partial(action.partial)
         elif isinstance(action, DropPartials):
             outcome = "shutdown" if self.state.closing else "stale"
-            metrics.ASR_PARTIALS.labels(outcome).inc(len(action.partials))
+            metrics.ASR_PARTIALS.labels(self.pool, outcome).inc(len(action.partials))
             await self._drop_partials([p.entry_id for p in action.partials])
 
     async def _leave_groups(self) -> None:
         """Remove our consumer from the groups, unless it still holds pending entries (they
         would be lost from the pending list; left there, they are reclaimed)."""
-        for stream in (self.keys.asr_jobs, self.keys.asr_partials):
+        for stream in (self.jobs, self.partials):
             left = await self.r.xpending_range(
                 stream, ASR_GROUP, min="-", max="+", count=1, consumername=self.name
             )
@@ -179,7 +184,7 @@ class AsrWorker:
     async def _read(self, action: Read) -> None:
         """XREADGROUP what the policy asked for, then the session marks of every held partial
         (one pipeline): the policy decides on them as they are now."""
-        streams = {self.keys.asr_jobs: action.finals, self.keys.asr_partials: action.partials}
+        streams = {self.jobs: action.finals, self.partials: action.partials}
         wanted = {s: n for s, n in streams.items() if n > 0}
         resp = await self._xread(wanted)
         if not resp and action.block:  # nothing waits: block on both, woken by the first entry
@@ -193,7 +198,7 @@ class AsrWorker:
         for stream, entries in resp or []:
             name = stream.decode() if isinstance(stream, bytes) else stream
             for entry_id, fields in entries:
-                if name == self.keys.asr_jobs:
+                if name == self.jobs:
                     finals.append(Final(entry_id, fields, await self._rank(fields)))
                 elif (partial := await self._parse_partial(entry_id, fields)) is not None:
                     partials.append(partial)
@@ -227,7 +232,7 @@ class AsrWorker:
         try:
             return Partial(entry_id, decode_as(entry_data(fields), AsrJob))
         except SchemaError as exc:
-            metrics.ASR_PARTIALS.labels("error").inc()
+            metrics.ASR_PARTIALS.labels(self.pool, "error").inc()
             log.error("undecodable partial %s: %s; dropped", entry_id, exc)
             await self._drop_partials([entry_id])
             return None
@@ -247,8 +252,8 @@ class AsrWorker:
 
     async def _drop_partials(self, entry_ids: list[bytes]) -> None:
         async with self.r.pipeline(transaction=True) as pipe:
-            pipe.xack(self.keys.asr_partials, ASR_GROUP, *entry_ids)
-            pipe.xdel(self.keys.asr_partials, *entry_ids)
+            pipe.xack(self.partials, ASR_GROUP, *entry_ids)
+            pipe.xdel(self.partials, *entry_ids)
             await pipe.execute()
 
     async def handle_batch(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
@@ -303,14 +308,14 @@ class AsrWorker:
                 self.r, self.keys.session(job.session_id), Field.FINAL_SEG
             )
             if Marks(final_seg=final_seg).final_out(job.segment):
-                metrics.ASR_PARTIALS.labels("stale").inc()
+                metrics.ASR_PARTIALS.labels(self.pool, "stale").inc()
                 return
             await self.r.publish(self.keys.results(job.session_id), encode(result))
-            metrics.ASR_PARTIALS.labels("ok").inc()
+            metrics.ASR_PARTIALS.labels(self.pool, "ok").inc()
         except (RedisConnectionError, RedisTimeoutError):
             raise
         except Exception:
-            metrics.ASR_PARTIALS.labels("error").inc()
+            metrics.ASR_PARTIALS.labels(self.pool, "error").inc()
             log.exception("partial %s (session %s) failed; dropped", entry_id, job.session_id)
         finally:
             await self._drop_partials([entry_id])
@@ -323,11 +328,11 @@ class AsrWorker:
         cursor: bytes | str = "0-0"
         while True:
             cursor, claimed, _deleted = await self.r.xautoclaim(
-                self.keys.asr_jobs, ASR_GROUP, self.name, self.s.asr_claim_idle_ms, cursor, count=10
+                self.jobs, ASR_GROUP, self.name, self.s.asr_claim_idle_ms, cursor, count=10
             )
             for entry_id, fields in claimed:
                 info = await self.r.xpending_range(
-                    self.keys.asr_jobs, ASR_GROUP, min=entry_id, max=entry_id, count=1
+                    self.jobs, ASR_GROUP, min=entry_id, max=entry_id, count=1
                 )
                 deliveries = int(info[0]["times_delivered"]) if info else 1
                 log.warning("reclaimed job %s (delivery %d)", entry_id, deliveries)
@@ -345,7 +350,7 @@ class AsrWorker:
         except (RedisConnectionError, RedisTimeoutError):
             raise
         except Exception:
-            metrics.ASR_JOBS.labels("error").inc()
+            metrics.ASR_JOBS.labels(self.pool, "error").inc()
             log.exception("job %s: unexpected error; left pending for a retry", entry_id)
 
     async def handle(self, entry_id: bytes, fields: dict[bytes, bytes], deliveries: int) -> None:
@@ -377,7 +382,7 @@ class AsrWorker:
             if deliveries >= self.s.asr_max_deliveries:
                 await self.out.dead_letter(entry_id, raw, f"{type(exc).__name__}: {exc}", job)
             else:
-                metrics.ASR_JOBS.labels("retry").inc()
+                metrics.ASR_JOBS.labels(self.pool, "retry").inc()
             return  # left pending: reclaimed after ASR_CLAIM_IDLE_MS
         await self._finish(entry_id, job, result, waited)
         metrics.ASR_PROCESSING.observe(result.processing_time)
@@ -407,8 +412,8 @@ class AsrWorker:
         )
         if job.language is None and result.text and result.language:
             await self._remember_language(job.session_id, result.language)
-        metrics.ASR_JOBS.labels("ok").inc()
-        metrics.ASR_QUEUE_WAIT.observe(waited)
+        metrics.ASR_JOBS.labels(self.pool, "ok").inc()
+        metrics.ASR_QUEUE_WAIT.labels(self.pool).observe(waited)
 
     async def _prompt(self, job: AsrJob) -> str | None:
         return await read_text(self.r, self.keys.session(job.session_id), Field.PROMPT) or None
@@ -449,10 +454,14 @@ async def amain(settings: Settings) -> None:
     r = connect(settings.effective_redis_url, name=f"asr-{settings.consumer_name}")
     try:
         caps = capabilities_of(
-            model, settings.consumer_name, settings.asr_model or "bundled tiny.en"
+            model,
+            settings.consumer_name,
+            settings.asr_model or "bundled tiny.en",
+            settings.asr_pool,
+            settings.asr_language_list,
         )
-        log.info("asr worker %s serves languages %s, tasks %s",
-                 settings.consumer_name, "all" if caps.detect else caps.languages, caps.tasks)  # fmt: skip
+        log.info("asr worker %s (pool %s) serves languages %s, tasks %s", settings.consumer_name,
+                 caps.pool, "all" if caps.detect else caps.languages, caps.tasks)  # fmt: skip
         worker = AsrWorker(settings, r, transcriber, batcher, caps)
         await run_with_grace(worker.run(stop), stop, settings.shutdown_grace_s)
     finally:

@@ -2,7 +2,7 @@
 
 A pause that reaches ``VAD_SPEECH_PAD_END_MS`` fixes the segment's audio, *if* the pause lasts
 until the endpoint (``VAD_MIN_SILENCE_MS``): the segmenter says so with a
-:class:`~workers.segmenter.Tentative`. The VAD worker puts that audio on ``asr:jobs`` at once as a
+:class:`~workers.segmenter.Tentative`. The VAD worker puts that audio on ``asr:jobs:{pool}`` at once as a
 ``speculative`` job with revision *r* (:func:`should_speculate` first checks that no final is
 waiting for a worker: speculation uses idle capacity, it never queues ahead of real finals). Then:
 
@@ -34,7 +34,7 @@ from shared.keys import ASR_GROUP, STREAM_DATA_FIELD, Keys
 from shared.session_state import SET_PROMPT_LUA, Field, SpecField, spec_field
 
 SPECULATE_MAX_LAG = 0
-"""Speculate only while at most this many final jobs wait undelivered on ``asr:jobs``."""
+"""Speculate only while at most this many final jobs wait undelivered on the pool's stream."""
 
 # The start of the store and commit scripts: ``publish`` appends the final to the transcript
 # stream, publishes it, leaves its text as the session's prompt and marks the segment done; a
@@ -198,10 +198,11 @@ class Speculation:
         return done is None and (void is None or int(void) < rev)
 
 
-async def should_speculate(r: aioredis.Redis, keys: Keys) -> bool:
-    """True while no final job waits undelivered on ``asr:jobs`` (the group's ``lag``; Redis 7).
-    Under a backlog a speculative job would only add to the queue it is meant to skip."""
-    for group in await r.xinfo_groups(keys.asr_jobs):
+async def should_speculate(r: aioredis.Redis, keys: Keys, pool: str) -> bool:
+    """True while no final job waits undelivered on the pool's ``asr:jobs:{pool}`` (the group's
+    ``lag``; Redis 7). Under a backlog a speculative job would only add to the queue it is meant
+    to skip."""
+    for group in await r.xinfo_groups(keys.asr_jobs(pool)):
         name = group.get("name")
         if name in (ASR_GROUP, ASR_GROUP.encode()):
             lag = group.get("lag")

@@ -1,5 +1,6 @@
-"""What the VAD worker writes for the segmenter's events: final jobs on ``asr:jobs``, partial jobs
-on ``asr:partials``, speculative finals (workers/speculation.py) and ``vad_events``.
+"""What the VAD worker writes for the segmenter's events: final jobs on ``asr:jobs:{pool}``,
+partial jobs on ``asr:partials:{pool}`` (the session's model pool, chosen by the gateway),
+speculative finals (workers/speculation.py) and ``vad_events``.
 
 The worker (vad_worker.py) owns sessions and feeds their audio to each session's
 :class:`~workers.segmenter.Segmenter`; :meth:`JobWriter.write` turns what comes out into Redis
@@ -15,8 +16,8 @@ import redis.asyncio as aioredis
 
 from shared import metrics, tracing
 from shared.audio import SAMPLE_RATE, float32_to_pcm16
-from shared.keys import Keys
-from shared.redis_util import entry
+from shared.keys import ASR_GROUP, Keys
+from shared.redis_util import ensure_group, entry
 from shared.schemas import (
     AsrJob,
     SchemaError,
@@ -42,8 +43,21 @@ class JobWriter:
         self.r = r
         self.keys = keys
         self.spec = Speculation(r, keys, settings.transcript_stream_maxlen, settings.session_ttl_s)
+        self._ready: set[str] = set()
+        """Pools whose job and partial streams have the ``asr`` group (made once per process)."""
+
+    async def ensure_pool(self, pool: str) -> None:
+        """Create the pool's streams and their ``asr`` group, so that KEDA reads their lag even
+        while the pool has no worker (scale from zero)."""
+        if pool in self._ready:
+            return
+        await ensure_group(self.r, self.keys.asr_jobs(pool), ASR_GROUP)
+        await ensure_group(self.r, self.keys.asr_partials(pool), ASR_GROUP)
+        self._ready.add(pool)
 
     async def write(self, owned: OwnedSession, events: list[Event]) -> None:
+        if events:
+            await self.ensure_pool(owned.pool)
         for event in events:
             if isinstance(event, Segment):
                 await self._final(owned, event)
@@ -106,14 +120,14 @@ class JobWriter:
 
     async def _speculate(self, owned: OwnedSession, t: Tentative) -> None:
         """Transcribe the segment now if a worker is free; the endpoint will commit it."""
-        if not await should_speculate(self.r, self.keys):
+        if not await should_speculate(self.r, self.keys, owned.pool):
             metrics.VAD_SPECULATIVE.labels("skipped").inc()
             return
         job = self._job(owned, t.index, t.start, t.end, float32_to_pcm16(t.audio))
         job.rev, job.speculative, job.eager = t.rev, True, owned.start.eager_eot
         job.turn = owned.turns.smart
         await self.r.xadd(
-            self.keys.asr_jobs,
+            self.keys.asr_jobs(owned.pool),
             entry(encode(job)),
             maxlen=self.s.jobs_stream_maxlen,
             approximate=True,
@@ -153,7 +167,7 @@ class JobWriter:
         sid = owned.start.session_id
         async with self.r.pipeline(transaction=False) as pipe:
             pipe.xadd(
-                self.keys.asr_jobs,
+                self.keys.asr_jobs(owned.pool),
                 entry(encode(job)),
                 maxlen=self.s.jobs_stream_maxlen,
                 approximate=True,
@@ -172,7 +186,7 @@ class JobWriter:
             newest = {Field.PARTIAL_SEG: part.index, Field.PARTIAL_REV: part.rev}
             write(pipe, self.keys.session(sid), newest, self.s.session_ttl_s)
             pipe.xadd(
-                self.keys.asr_partials,
+                self.keys.asr_partials(owned.pool),
                 entry(encode(job)),
                 maxlen=self.s.partials_stream_maxlen,
                 approximate=True,

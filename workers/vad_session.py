@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from shared.keys import EN_POOL
 from shared.schemas import SessionStart
 from workers.pace import PaceMeter
 from workers.segmenter import Segmenter
@@ -36,3 +37,8 @@ class OwnedSession:
     """Audio entries of this session that were dead-lettered (odd PCM, undecodable)."""
     turns: TurnConfig = field(default_factory=TurnConfig)
     """The session's endpointing (workers/turns.py)."""
+
+    @property
+    def pool(self) -> str:
+        """The model pool the gateway routed the session to (an older gateway's: ``en``)."""
+        return self.start.pool or EN_POOL

@@ -4,7 +4,7 @@ A worker takes a new session with XREADGROUP on the ``sessions`` stream (group `
 that entry pending while the session lives, so its pending list is its set of sessions (and a dead
 worker's sessions can be reclaimed with XAUTOCLAIM). It reads the owned sessions' ``audio:{id}``
 streams with one blocking XREAD, feeds each chunk to the session's :class:`Segmenter`, and XADDs a
-job onto ``asr:jobs`` for every closed segment. On the session's ``audio_end`` entry it flushes,
+job onto the session's pool stream ``asr:jobs:{pool}`` for every closed segment. On the session's ``audio_end`` entry it flushes,
 publishes ``session_done`` with the number of segments, XACKs and XDELs the session entry and puts
 a TTL on the audio stream.
 """
@@ -22,7 +22,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import metrics, tracing
 from shared.audio import SAMPLE_RATE, pcm16_to_float32
-from shared.keys import ASR_GROUP, VAD_GROUP, Keys
+from shared.capabilities import parse_pools
+from shared.keys import EN_POOL, MULTI_POOL, VAD_GROUP, Keys
 from shared.redis_util import Heartbeat, connect, ensure_group, entry_data
 from shared.runtime import TaskSet, install_signal_handlers, run_with_grace, start_metrics_server
 from shared.schemas import (
@@ -108,9 +109,10 @@ class VadWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         await ensure_group(self.r, self.keys.sessions, VAD_GROUP)
-        # the ASR groups too: KEDA reads their lag even while the ASR pool is scaled to zero
-        await ensure_group(self.r, self.keys.asr_jobs, ASR_GROUP)
-        await ensure_group(self.r, self.keys.asr_partials, ASR_GROUP)
+        # the ASR groups of the deployment's pools too: KEDA reads their lag even while a pool
+        # is scaled to zero (a pool not named in ASR_POOLS gets them with its first job)
+        for pool in [p.name for p in parse_pools(self.s.asr_pools)] or [EN_POOL, MULTI_POOL]:
+            await self.jobs.ensure_pool(pool)
         beat = Heartbeat(self.r, self.keys, ROLE, self.name, self.s.heartbeat_interval_s)
         tasks = TaskSet()
         tasks.spawn(beat.run(stop), "heartbeat")
@@ -202,8 +204,9 @@ class VadWorker:
         self.sessions[start.session_id] = owned
         metrics.VAD_SESSIONS.set(len(self.sessions))
         log.info(
-            "session=%s stage=vad %s by %s from %s",
+            "session=%s stage=vad %s by %s from %s, jobs to pool %s",
             start.session_id, "taken over" if takeover else "owned", self.name, owned.last_id,
+            owned.pool,
         )  # fmt: skip
 
     async def _restore(self, owned: OwnedSession) -> None:

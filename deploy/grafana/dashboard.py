@@ -15,14 +15,19 @@ from pathlib import Path
 from typing import Any
 
 OUT = Path(__file__).with_name("whisper-streaming.json")
+POOLS = sorted(
+    p.name for p in (Path(__file__).parents[1] / "keda" / "base" / "pools").iterdir() if p.is_dir()
+)
+"""The model pools deploy/keda runs (one folder each under base/pools): a row of panels each."""
 GPU_OUT = Path(__file__).parent / "gpu" / "whisper-streaming-gpu.json"
 SCHEMA_VERSION = 42
 """The classic JSON model as Grafana 12 writes it (older versions are migrated on load, so a
 dashboard written for 39 kept being upgraded on every open)."""
 ASR_PODS = 'namespace="$namespace", pod=~"asr-worker.*"'
 NS = 'namespace="$namespace"'
-STREAMS = "asr:jobs|asr:partials|asr:dead|sessions"
-HPA = 'horizontalpodautoscaler=~"keda-hpa-(gateway|vad-worker|asr-worker)"'
+STREAMS = "asr:jobs:.+|asr:partials:.+|asr:dead:.+|sessions"
+SCALED = "gateway|vad-worker|asr-worker-.+"
+HPA = f'horizontalpodautoscaler=~"keda-hpa-({SCALED})"'
 
 
 def target(expr: str, legend: str, ref: str) -> dict[str, Any]:
@@ -67,14 +72,48 @@ def row(pid: int, title: str, y: int) -> dict[str, Any]:
     }
 
 
-def quantiles(metric: str, selector: str = NS) -> list[tuple[str, str]]:
+def quantiles(metric: str, selector: str = NS, label: str = "") -> list[tuple[str, str]]:
     return [
         (
             f"histogram_quantile({q}, sum by (le) (rate({metric}_bucket{{{selector}}}[$__rate_interval])))",
-            f"p{int(q * 100)}",
+            f"{label}p{int(q * 100)}",
         )
         for q in (0.5, 0.95)
     ]
+
+
+def pool_panels(first_id: int, y: int) -> list[dict[str, Any]]:
+    """Per model pool: its stream's lag and pending (what its ScaledObject scales on), its
+    replicas, the queue wait of its jobs and the sessions routed to it."""
+    out: list[dict[str, Any]] = [row(first_id, "Model pools (asr:jobs:<pool>)", y)]
+    for i, pool in enumerate(POOLS):
+        stream = f'stream="asr:jobs:{pool}", group="asr"'
+        hpa = f'{NS}, horizontalpodautoscaler="keda-hpa-asr-worker-{pool}"'
+        out.append(
+            panel(
+                first_id + 1 + i,
+                f"Pool {pool}: lag, in flight, replicas",
+                [
+                    (f"max(redis_stream_group_lag{{{stream}}})", "lag (waiting)"),
+                    (f"max(redis_stream_group_messages_pending{{{stream}}})", "in flight"),
+                    (
+                        f"max(kube_horizontalpodautoscaler_status_current_replicas{{{hpa}}})",
+                        "replicas",
+                    ),
+                    (
+                        f'sum(rate(whisper_sessions_routed_total{{{NS}, pool="{pool}"}}[$__rate_interval]))',
+                        "sessions routed/s",
+                    ),
+                    *quantiles(
+                        "whisper_asr_queue_wait_seconds", f'{NS}, pool="{pool}"', "queue wait "
+                    ),
+                ],
+                ((i % 3) * 8, y + 1 + (i // 3) * 8, 8, 8),
+                description=f"The {pool} pool's ScaledObject (asr-worker-{pool}) scales on this "
+                "stream's lag; queue wait in seconds.",
+            )
+        )
+    return out
 
 
 def panels() -> list[dict[str, Any]]:
@@ -116,7 +155,7 @@ def panels() -> list[dict[str, Any]]:
             "KEDA scaler metric value",
             [
                 (
-                    'keda_scaler_metrics_value{scaledObject=~"gateway|vad-worker|asr-worker"}',
+                    f'keda_scaler_metrics_value{{scaledObject=~"{SCALED}"}}',
                     "{{scaledObject}} {{scaler}} {{metric}}",
                 )
             ],
@@ -146,11 +185,11 @@ def panels() -> list[dict[str, Any]]:
             "Scalers active / errors",
             [
                 (
-                    'keda_scaler_active{scaledObject=~"gateway|vad-worker|asr-worker"}',
+                    f'keda_scaler_active{{scaledObject=~"{SCALED}"}}',
                     "active {{scaledObject}} {{scaler}}",
                 ),
                 (
-                    'sum by (scaledObject) (rate(keda_scaler_detail_errors_total{scaledObject=~"gateway|vad-worker|asr-worker"}[$__rate_interval]))',
+                    f'sum by (scaledObject) (rate(keda_scaler_detail_errors_total{{scaledObject=~"{SCALED}"}}[$__rate_interval]))',
                     "errors/s {{scaledObject}}",
                 ),
             ],
@@ -192,8 +231,8 @@ def panels() -> list[dict[str, Any]]:
             "Errors",
             [
                 (
-                    f'sum by (outcome) (rate(whisper_asr_jobs_total{{{NS}, outcome!="ok"}}[$__rate_interval]))',
-                    "asr {{outcome}}",
+                    f'sum by (pool, outcome) (rate(whisper_asr_jobs_total{{{NS}, outcome!="ok"}}[$__rate_interval]))',
+                    "asr {{pool}} {{outcome}}",
                 ),
                 (
                     f'sum by (outcome) (rate(whisper_asr_partials_total{{{NS}, outcome="error"}}[$__rate_interval]))',
@@ -220,10 +259,13 @@ def panels() -> list[dict[str, Any]]:
             "Dead letters",
             [
                 (
-                    f"sum(increase(whisper_asr_dead_letters_total{{{NS}}}[1h]))",
-                    "moved in the last hour",
+                    f"sum by (pool) (increase(whisper_asr_dead_letters_total{{{NS}}}[1h]))",
+                    "{{pool}}: moved in the last hour",
                 ),
-                ('max(redis_stream_length{stream="asr:dead"})', "asr:dead length"),
+                (
+                    'max by (stream) (redis_stream_length{stream=~"asr:dead:.+"})',
+                    "{{stream}} length",
+                ),
             ],
             (8, 35, 8, 8),
         ),
@@ -272,6 +314,7 @@ def panels() -> list[dict[str, Any]]:
             "Utterances transcribed from 150 ms into a pause and published at the endpoint: "
             "committed vs void (speech resumed: wasted work) vs skipped (a final was waiting).",
         ),
+        *pool_panels(20, 51),
     ]
 
 
@@ -289,7 +332,7 @@ def gpu_panels(y: int) -> list[dict[str, Any]]:
             ],
             (0, y + 1, 12, 8),
             "percent",
-            "Busy time of each ASR worker's GPU. Low while asr:jobs has lag: the batch size or "
+            "Busy time of each ASR worker's GPU. Low while its pool's asr:jobs:<pool> has lag: the batch size or "
             "the CPU side (decoding, VAD) is the bottleneck; near 100 % with lag: add replicas.",
         ),
         panel(

@@ -24,7 +24,7 @@ output "ecr_repositories" {
 }
 
 output "model_bucket_uri" {
-  description = "Where to upload faster-whisper model folders (MODEL_SOURCE in the eks-gpu overlay's model.env)."
+  description = "Where to upload faster-whisper model folders (MODEL_SOURCE in the eks-gpu overlay's model-<pool>.env)."
   value       = "s3://${aws_s3_bucket.models.bucket}"
 }
 

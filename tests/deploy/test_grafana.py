@@ -153,3 +153,19 @@ def test_stream_names_in_queries_are_the_code_constants() -> None:
         K.ASR_PARTIALS_STREAM,
     ):
         assert name in text
+
+
+def test_a_lag_panel_per_model_pool_of_the_manifests() -> None:
+    """Each pool deploy/keda runs (base/pools/<name>) has its panel on its own stream's lag."""
+    from shared.keys import Keys
+
+    deployed = sorted(p.name for p in (DEPLOY / "keda" / "base" / "pools").iterdir())
+    assert deployed == ["en", "multi"]
+    titles = {p["title"]: p for p in dashboard()["panels"]}
+    for pool in deployed:
+        panel = titles[f"Pool {pool}: lag, in flight, replicas"]
+        exprs = [t["expr"] for t in panel["targets"]]
+        lag = next(e for e in exprs if "redis_stream_group_lag" in e)
+        assert f'stream="{Keys("").asr_jobs(pool)}"' in lag  # the stream its ScaledObject reads
+        assert any(f'keda-hpa-asr-worker-{pool}"' in e for e in exprs)
+        assert any(f'pool="{pool}"' in e and "whisper_asr_queue_wait" in e for e in exprs)

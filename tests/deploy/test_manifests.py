@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from shared import keys as K
+from shared.capabilities import parse_pools
 from shared.settings import Settings
 from tests.deploy.conftest import DEPLOY, KUSTOMIZATIONS, OVERLAYS, find, one, schemas_dir
 
@@ -99,16 +100,16 @@ def keda_errors(doc: dict[str, Any]) -> list[str]:
 @pytest.mark.parametrize("name", list(KUSTOMIZATIONS))
 def test_keda_kinds_match_the_crd_schemas(rendered, name: str) -> None:
     docs = [d for d in rendered[name] if d["kind"] in KEDA_CRDS]
-    assert len(docs) == 4  # one TriggerAuthentication, three ScaledObjects
+    assert len(docs) == 5  # one TriggerAuthentication, ScaledObjects: gateway, VAD, two pools
     errors = [e for d in docs for e in keda_errors(d)]
     assert not errors, "\n".join(errors)
 
 
 def test_keda_schema_check_rejects_unknown_fields(rendered) -> None:
-    so = copy.deepcopy(one(rendered["base"], "ScaledObject", "asr-worker"))
+    so = copy.deepcopy(one(rendered["base"], "ScaledObject", "asr-worker-en"))
     so["spec"]["minReplicas"] = 0  # the HPA's spelling, not KEDA's
     assert any("minReplicas" in e for e in keda_errors(so))
-    so = copy.deepcopy(one(rendered["base"], "ScaledObject", "asr-worker"))
+    so = copy.deepcopy(one(rendered["base"], "ScaledObject", "asr-worker-en"))
     so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behaviour"] = {}
     assert any("behaviour" in e for e in keda_errors(so))
     ta = copy.deepcopy(one(rendered["base"], "TriggerAuthentication", "redis-auth"))
@@ -130,29 +131,68 @@ def redis_triggers(so: dict[str, Any]) -> list[dict[str, str]]:
     return [t["metadata"] for t in so["spec"]["triggers"] if t["type"] == "redis-streams"]
 
 
+POOL_LABEL = "whisper-streaming/pool"
+
+
+def pools(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The ASR model pools deployed: pool name -> its Deployment."""
+    return {
+        d["metadata"]["labels"][POOL_LABEL]: d
+        for d in find(docs, "Deployment")
+        if POOL_LABEL in d["metadata"].get("labels", {})
+    }
+
+
+def test_two_model_pools_each_its_own_deployment_and_scaledobject(rendered) -> None:
+    for name in KUSTOMIZATIONS:
+        assert set(pools(rendered[name])) == {K.EN_POOL, K.MULTI_POOL}, name
+        for pool, dep in pools(rendered[name]).items():
+            assert dep["metadata"]["name"] == f"asr-worker-{pool}"
+            selector = dep["spec"]["selector"]["matchLabels"]
+            assert selector[POOL_LABEL] == pool  # the pools' pods never mix
+            so = one(rendered[name], "ScaledObject", f"asr-worker-{pool}")
+            assert so["spec"]["scaleTargetRef"]["name"] == f"asr-worker-{pool}"
+    base = {
+        p: _env(d["spec"]["template"]["spec"]["containers"][0])
+        for p, d in pools(rendered["base"]).items()
+    }
+    assert base[K.EN_POOL]["ASR_MODEL"]["value"] == ""  # bundled tiny.en
+    assert base[K.MULTI_POOL]["ASR_MODEL"]["value"] == "base"  # bundled multilingual base
+    gpu = {
+        p: _env(d["spec"]["template"]["spec"]["containers"][0])
+        for p, d in pools(rendered["eks-gpu"]).items()
+    }
+    assert gpu[K.EN_POOL]["ASR_LANGUAGES"]["value"] == "en"  # distil-large-v3: English only
+    refs = {p: e["ASR_MODEL"]["valueFrom"]["configMapKeyRef"]["name"] for p, e in gpu.items()}
+    assert refs[K.EN_POOL] != refs[K.MULTI_POOL]  # a model per pool
+
+
 @pytest.mark.parametrize("name", list(KUSTOMIZATIONS))
 def test_stream_and_group_names_are_the_code_constants(rendered, name: str) -> None:
     docs = rendered[name]
     keys = K.Keys(config(docs).get("KEY_PREFIX", "") or "")
     Settings(**{k.lower(): v for k, v in config(docs).items()})  # the settings validate
-    expected = {
-        "asr-worker": (keys.asr_jobs, K.ASR_GROUP),
-        "vad-worker": (keys.sessions, K.VAD_GROUP),
-    }
+    expected = {f"asr-worker-{p}": (keys.asr_jobs(p), K.ASR_GROUP) for p in pools(docs)}
+    expected["vad-worker"] = (keys.sessions, K.VAD_GROUP)
     for so_name, (stream, group) in expected.items():
         triggers = redis_triggers(one(docs, "ScaledObject", so_name))
         assert triggers, so_name
         for t in triggers:
             assert (t["stream"], t["consumerGroup"]) == (stream, group), so_name
-    assert keys.asr_jobs == "asr:jobs" and keys.sessions == "sessions"  # prefix empty in deploy/
+    assert keys.asr_jobs("en") == "asr:jobs:en" and keys.sessions == "sessions"  # no prefix
+    # each pool's workers join it (ASR_POOL), and the gateways know every pool (ASR_POOLS)
+    for pool, dep in pools(docs).items():
+        assert _env(dep["spec"]["template"]["spec"]["containers"][0])["ASR_POOL"]["value"] == pool
+    assert {p.name for p in parse_pools(config(docs)["ASR_POOLS"])} == set(pools(docs))
 
 
 def test_asr_scales_on_lag_to_zero_and_vad_on_sessions(rendered) -> None:
-    asr = one(rendered["eks-gpu"], "ScaledObject", "asr-worker")
-    lag = [t for t in redis_triggers(asr) if "lagCount" in t]
-    assert lag and lag[0]["activationLagCount"] == "0"
-    assert asr["spec"]["minReplicaCount"] == 0
-    assert any("pendingEntriesCount" in t for t in redis_triggers(asr))
+    for pool in pools(rendered["eks-gpu"]):  # each pool on its own stream's lag, to zero
+        asr = one(rendered["eks-gpu"], "ScaledObject", f"asr-worker-{pool}")
+        lag = [t for t in redis_triggers(asr) if "lagCount" in t]
+        assert lag and lag[0]["activationLagCount"] == "0"
+        assert asr["spec"]["minReplicaCount"] == 0
+        assert any("pendingEntriesCount" in t for t in redis_triggers(asr))
     vad = one(rendered["eks-gpu"], "ScaledObject", "vad-worker")
     owned = next(t for t in redis_triggers(vad) if "pendingEntriesCount" in t)
     assert int(owned["pendingEntriesCount"]) <= Settings().vad_max_sessions
@@ -169,7 +209,10 @@ def test_readiness_cannot_deadlock_scale_from_zero(rendered, name: str) -> None:
     """/readyz wants a live ASR worker: with an ASR pool that may be at zero, gateways gated on it
     would leave the load balancer and no traffic could ever wake the pool."""
     docs = rendered[name]
-    asr_min = one(docs, "ScaledObject", "asr-worker")["spec"].get("minReplicaCount", 0)
+    asr_min = min(
+        one(docs, "ScaledObject", f"asr-worker-{p}")["spec"].get("minReplicaCount", 0)
+        for p in pools(docs)
+    )
     gw = one(docs, "Deployment", "gateway")["spec"]["template"]["spec"]["containers"][0]
     # always /readyz: a gateway that lost Redis must leave the load balancer
     assert gw["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -195,8 +238,10 @@ def test_pods_are_wired_as_the_processes_expect(rendered, name: str) -> None:
     eof = float(cfg["EOF_TIMEOUT_S"])
     configmaps = {d["metadata"]["name"] for d in find(docs, "ConfigMap")}
     secrets = {d["metadata"]["name"] for d in find(docs, "Secret")} | {"whisper-redis"}
-    for role in ("gateway", "vad-worker", "asr-worker"):
-        dep = one(docs, "Deployment", role)
+    roles = {"gateway": "gateway", "vad-worker": "vad-worker"}
+    roles |= {f"asr-worker-{p}": "asr-worker" for p in pools(docs)}
+    for name, role in roles.items():
+        dep = one(docs, "Deployment", name)
         pod = dep["spec"]["template"]["spec"]
         assert "replicas" not in dep["spec"], "KEDA owns the replica count"
         c = pod["containers"][0]
@@ -298,18 +343,20 @@ def test_only_the_gateway_is_reachable(rendered, name: str) -> None:
 
 
 def test_gpu_placement_matches_the_karpenter_gpu_pool(rendered) -> None:
-    pod = one(rendered["eks-gpu"], "Deployment", "asr-worker")["spec"]["template"]["spec"]
-    c = pod["containers"][0]
-    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert c["image"].endswith("/asr-worker-cuda:0.1.0")
-    assert pod["nodeSelector"] == {"karpenter.sh/nodepool": "gpu"}
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
-        "tolerations"
-    ]
-    init = pod["initContainers"][0]
-    assert init["command"][1] == "/scripts/sync-model.sh"
-    local = one(rendered["local"], "Deployment", "asr-worker")["spec"]["template"]["spec"]
-    assert "nvidia.com/gpu" not in json.dumps(local)
+    for pool, dep in pools(rendered["eks-gpu"]).items():  # every model pool on GPU nodes
+        pod = dep["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
+        assert c["image"].endswith("/asr-worker-cuda:0.1.0")
+        assert pod["nodeSelector"] == {"karpenter.sh/nodepool": "gpu"}
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
+            "tolerations"
+        ]
+        init = pod["initContainers"][0]
+        assert init["command"][1] == "/scripts/sync-model.sh"
+        assert init["envFrom"][0]["configMapRef"]["name"].startswith(f"model-config-{pool}-")
+    for dep in pools(rendered["local"]).values():
+        assert "nvidia.com/gpu" not in json.dumps(dep["spec"]["template"]["spec"])
 
 
 def test_grafana_dashboard_configmap(rendered) -> None:

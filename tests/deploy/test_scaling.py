@@ -16,7 +16,7 @@ import time
 
 import redis.asyncio as aioredis
 
-from shared.keys import ASR_GROUP, Keys
+from shared.keys import ASR_GROUP, EN_POOL, Keys
 from shared.schemas import SessionDone, decode
 from tests.deploy.conftest import DEPLOY, REPO
 
@@ -69,7 +69,7 @@ async def test_lag_rises_without_asr_workers_and_drains_with_them(
     assert probe(redis_server.url, key_prefix, "asr-worker-0", "asr") == 0  # readiness probe
     assert first.stop() == 0
     assert probe(redis_server.url, key_prefix, "asr-worker-0", "asr") == 1  # gone: not ready
-    idle = await demo.scaler_view(redis_client, keys.asr_jobs, ASR_GROUP)
+    idle = await demo.scaler_view(redis_client, keys.asr_jobs(EN_POOL), ASR_GROUP)
     assert (idle.lag, idle.pending, idle.length) == (0, 0, 0)
     policy = demo.ScalePolicy(lag_count=2, max_replicas=2, cooldown_s=1.0, scale_down_window_s=0)
     formula = demo.KedaFormula(policy)
@@ -95,13 +95,13 @@ async def test_lag_rises_without_asr_workers_and_drains_with_them(
             event = decode(msg["data"])
             if isinstance(event, SessionDone):
                 done[event.session_id] = event.segments
-        view = await demo.scaler_view(redis_client, keys.asr_jobs, ASR_GROUP)
+        view = await demo.scaler_view(redis_client, keys.asr_jobs(EN_POOL), ASR_GROUP)
         assert view.lag is not None and view.pending == 0  # nobody reads: lag is exact
         lags.append(view.lag)
     await feeding
     await pubsub.aclose()
     segments = sum(done.values())
-    backlog = await demo.scaler_view(redis_client, keys.asr_jobs, ASR_GROUP)
+    backlog = await demo.scaler_view(redis_client, keys.asr_jobs(EN_POOL), ASR_GROUP)
     # every segment is a job; a speculative job cut before the pace was judged, and made void
     # since, may add one (the ASR worker drops it unread, docs/architecture.md)
     assert segments >= 4 and backlog.pending == 0
@@ -116,13 +116,13 @@ async def test_lag_rises_without_asr_workers_and_drains_with_them(
     seen: list[demo.ScalerView] = []
 
     async def drained() -> bool:
-        view = await demo.scaler_view(redis_client, keys.asr_jobs, ASR_GROUP)
+        view = await demo.scaler_view(redis_client, keys.asr_jobs(EN_POOL), ASR_GROUP)
         seen.append(view)
         return view.lag == 0 and view.pending == 0 and view.length == 0
 
     await wait_for(drained, 150, "asr:jobs to drain", workers)
     assert any((v.lag or 0) < segments for v in seen)
-    assert await redis_client.xlen(keys.asr_dead) == 0
+    assert await redis_client.xlen(keys.asr_dead(EN_POOL)) == 0
     finals = sum([await redis_client.xlen(keys.transcript(s)) for s in sids])
     assert 1 <= finals <= segments
     # KEDA's formula: held up during the cooldown after the last activity, then zero.

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.deploy.conftest import KUSTOMIZATIONS, REPO, find, one
-from tests.deploy.test_manifests import config, redis_triggers
+from tests.deploy.test_manifests import config, pools, redis_triggers
 from tests.deploy.test_scaling import demo
 
 
@@ -32,16 +32,18 @@ def asked(policy: Any, lag: int, pending: int, current: int) -> int:
     return int(demo.KedaFormula(policy).desired(view, current, now=0.0))
 
 
-def gpu_batch(docs: list[dict[str, Any]]) -> int:
-    pod = one(docs, "Deployment", "asr-worker")["spec"]["template"]["spec"]
+def gpu_batch(docs: list[dict[str, Any]], pool: str) -> int:
+    pod = one(docs, "Deployment", f"asr-worker-{pool}")["spec"]["template"]["spec"]
     env = {e["name"]: e.get("value") for e in pod["containers"][0].get("env", [])}
     return int(env["ASR_BATCH_SIZE"])
 
 
-def test_one_busy_gpu_worker_asks_for_one_replica(rendered) -> None:
+@pytest.mark.parametrize("pool", ["en", "multi"])
+def test_one_busy_gpu_worker_asks_for_one_replica(rendered, pool: str) -> None:
     docs = rendered["eks-gpu"]
-    batch = gpu_batch(docs)
-    policy = policy_of(one(docs, "ScaledObject", "asr-worker"))
+    assert pool in pools(docs)
+    batch = gpu_batch(docs, pool)
+    policy = policy_of(one(docs, "ScaledObject", f"asr-worker-{pool}"))
     assert batch == 8 and policy.pending_entries_count == batch == policy.lag_count
     assert asked(policy, lag=0, pending=batch, current=1) == 1  # one GPU busy with one batch
     assert asked(policy, lag=1, pending=0, current=0) == 1  # the first job wakes the pool
@@ -58,10 +60,11 @@ def test_one_busy_gpu_worker_asks_for_one_replica(rendered) -> None:
 
 
 def test_cpu_workers_take_one_job_at_a_time(rendered) -> None:
-    """The base (CPU, ASR_BATCH_SIZE auto = 1) keeps one replica per job in flight."""
-    policy = policy_of(one(rendered["base"], "ScaledObject", "asr-worker"))
-    assert policy.pending_entries_count == 1
-    assert asked(policy, lag=0, pending=1, current=1) == 1
+    """The base (CPU, ASR_BATCH_SIZE auto = 1) keeps one replica per job in flight, per pool."""
+    for pool in pools(rendered["base"]):
+        policy = policy_of(one(rendered["base"], "ScaledObject", f"asr-worker-{pool}"))
+        assert policy.pending_entries_count == 1
+        assert asked(policy, lag=0, pending=1, current=1) == 1
 
 
 def quantity_bytes(q: str) -> int:

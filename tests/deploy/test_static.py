@@ -122,6 +122,7 @@ def test_compose_file() -> None:
         "gateway": "gateway",
         "vad-worker": "vad-worker",
         "asr-worker": "asr-worker-cpu",
+        "asr-worker-multi": "asr-worker-cpu",
         "asr-worker-cuda": "asr-worker-cuda",
     }
     for name, target in expected.items():
@@ -132,9 +133,12 @@ def test_compose_file() -> None:
         grace = float(svc["stop_grace_period"].rstrip("s"))
         assert grace > Settings().shutdown_grace_s
     assert services["gateway"]["ports"] == ["${GATEWAY_PORT:-8000}:8000"]
-    for worker in ("vad-worker", "asr-worker"):
+    for worker in ("vad-worker", "asr-worker", "asr-worker-multi"):
         assert "ports" not in services[worker]  # only the gateway is published
         assert "replicas" in services[worker]["deploy"]
+    multi = services["asr-worker-multi"]["environment"]
+    assert multi["ASR_POOL"] == "multi" and multi["ASR_MODEL"] == "${ASR_MULTI_MODEL:-base}"
+    assert f"model-cache:{multi['MODEL_CACHE_DIR']}" in services["asr-worker-multi"]["volumes"]
     gpu = services["asr-worker-cuda"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["capabilities"] == ["gpu"]
 

@@ -201,14 +201,16 @@ async def refused(url: str, pcm: bytes) -> tuple[dict[str, Any], list[Any], int 
         ("lang=de&dest_lang=en", "de_picovoice.wav", "translation"),
     ],
 )
+@pytest.mark.parametrize("path", ["/", "/ws"])
 async def test_languages_the_workers_cannot_serve_are_refused(
-    service: Service, corpus: Path, query: str, file: str, says: str
+    service: Service, corpus: Path, path: str, query: str, file: str, says: str
 ) -> None:
-    """With only English-only workers (the bundled tiny.en): an ``unsupported_language`` error
-    frame in the legacy shape naming the languages served, close 1003, and no English
-    inventions (tests/e2e/test_languages.py has the same sessions served by base)."""
+    """With only an English pool live (the shared service runs tiny.en workers) and no other pool
+    configured (``ASR_POOLS``): an ``unsupported_language`` error frame in the legacy shape naming
+    the languages served, close 1003, and no English inventions (tests/e2e/test_languages.py has
+    the same sessions served by base)."""
     pcm = load_pcm(corpus / "other-languages" / file)
-    error, others, code = await refused(f"{service.ws}/?{query}", pcm)
+    error, others, code = await refused(f"{service.ws}{path}?{query}", pcm)
     assert error == {"type": "error", "code": "unsupported_language", "message": error["message"]}
     assert says in error["message"] and "en" in error["message"]
     assert others == [] and code == 1003

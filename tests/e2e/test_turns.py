@@ -41,7 +41,9 @@ async def session(
     """One session: audio pieces streamed at real time, control frames sent as they come, then
     eof; every message until the close."""
     msgs: list[dict[str, Any]] = []
-    async with websockets.connect(f"{service.ws}/v1/listen?language=en&session_started=true&{query}") as ws:
+    async with websockets.connect(
+        f"{service.ws}/v1/listen?language=en&session_started=true&{query}"
+    ) as ws:
         rx = asyncio.create_task(receive_all(ws, msgs))
         for piece in pieces:
             if isinstance(piece, bytes):

@@ -9,7 +9,7 @@ import msgpack
 import redis.asyncio as aioredis
 
 from shared.audio import decode_file, float32_to_pcm16
-from shared.keys import ASR_GROUP, Keys
+from shared.keys import ASR_GROUP, EN_POOL, Keys
 from shared.redis_util import entry, entry_data
 from shared.schemas import AsrJob, Transcript, decode_as, encode
 from shared.session_state import Field, mapping
@@ -38,7 +38,7 @@ async def test_job_is_transcribed_published_kept_and_acked(
         session_id="s1", segment=0, start=10.0, end=10.0 + len(audio) / 16000,
         pcm=float32_to_pcm16(audio), language="en", enqueued_at=time.time(),
     )  # fmt: skip
-    await redis_client.xadd(keys.asr_jobs, entry(encode(job)))
+    await redis_client.xadd(keys.asr_jobs(EN_POOL), entry(encode(job)))
 
     async def published():
         msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
@@ -55,9 +55,9 @@ async def test_job_is_transcribed_published_kept_and_acked(
     kept = await redis_client.xrange(keys.transcript("s1"))
     assert len(kept) == 1
     assert 0 < await redis_client.ttl(keys.transcript("s1"))
-    pending = await redis_client.xpending(keys.asr_jobs, ASR_GROUP)
+    pending = await redis_client.xpending(keys.asr_jobs(EN_POOL), ASR_GROUP)
     assert pending["pending"] == 0
-    assert await redis_client.xlen(keys.asr_jobs) == 0
+    assert await redis_client.xlen(keys.asr_jobs(EN_POOL)) == 0
     await pubsub.aclose()
     assert worker.alive()
 
@@ -67,25 +67,27 @@ async def test_poison_jobs_go_to_dead_letter_and_worker_carries_on(
 ) -> None:
     keys = Keys(key_prefix)
     worker = spawn("asr-worker")
-    await redis_client.xadd(keys.asr_jobs, {b"d": b"\xc1\xc1 not msgpack"})
-    await redis_client.xadd(keys.asr_jobs, {b"d": msgpack.packb({"type": "asr_job", "v": 1})})
-    await redis_client.xadd(keys.asr_jobs, {b"other": b"field"})
+    await redis_client.xadd(keys.asr_jobs(EN_POOL), {b"d": b"\xc1\xc1 not msgpack"})
+    await redis_client.xadd(
+        keys.asr_jobs(EN_POOL), {b"d": msgpack.packb({"type": "asr_job", "v": 1})}
+    )
+    await redis_client.xadd(keys.asr_jobs(EN_POOL), {b"other": b"field"})
     audio = decode_file(corpus / "librispeech" / "1089-134691-0000.flac")
     good = AsrJob(
         session_id="s2", segment=0, start=0, end=len(audio) / 16000, pcm=float32_to_pcm16(audio),
         language="en",
     )  # fmt: skip
-    await redis_client.xadd(keys.asr_jobs, entry(encode(good)))
+    await redis_client.xadd(keys.asr_jobs(EN_POOL), entry(encode(good)))
 
     async def transcribed():
         return await redis_client.xrange(keys.transcript("s2"))
 
     kept = await wait_for(transcribed, 90)
     assert "wait no longer" in decode_as(entry_data(kept[0][1]), Transcript).text.lower()
-    dead = await redis_client.xrange(keys.asr_dead)
+    dead = await redis_client.xrange(keys.asr_dead(EN_POOL))
     assert len(dead) == 3
     assert all(b"schema" in fields[b"error"] for _id, fields in dead)
-    assert (await redis_client.xpending(keys.asr_jobs, ASR_GROUP))["pending"] == 0
+    assert (await redis_client.xpending(keys.asr_jobs(EN_POOL), ASR_GROUP))["pending"] == 0
     assert worker.alive()
 
 
@@ -104,7 +106,7 @@ async def test_silence_and_noise_give_no_text(
         job = AsrJob(
             session_id="s3", segment=i, start=i * 3.0, end=i * 3.0 + 3, pcm=float32_to_pcm16(audio)
         )
-        await redis_client.xadd(keys.asr_jobs, entry(encode(job)))
+        await redis_client.xadd(keys.asr_jobs(EN_POOL), entry(encode(job)))
 
     async def both():
         got = await redis_client.xrange(keys.transcript("s3"))
@@ -125,11 +127,11 @@ async def test_finals_go_before_a_flood_of_partials_and_stale_partials_are_dropp
     end = len(audio) / 16000
     for rev in range(1, 31):  # segment 1 is still open; its newest revision is 30
         job = AsrJob(session_id="f", segment=1, start=0, end=end, pcm=pcm, final=False, rev=rev)
-        await redis_client.xadd(keys.asr_partials, entry(encode(job)))
+        await redis_client.xadd(keys.asr_partials(EN_POOL), entry(encode(job)))
     marks = mapping({Field.PARTIAL_SEG: 1, Field.PARTIAL_REV: 30})
     await redis_client.hset(keys.session("f"), mapping=marks)
     final = AsrJob(session_id="f", segment=0, start=0, end=end, pcm=pcm, enqueued_at=time.time())
-    await redis_client.xadd(keys.asr_jobs, entry(encode(final)))
+    await redis_client.xadd(keys.asr_jobs(EN_POOL), entry(encode(final)))
     pubsub = redis_client.pubsub()
     await pubsub.subscribe(keys.results("f"))
     spawn("asr-worker")
@@ -145,14 +147,14 @@ async def test_finals_go_before_a_flood_of_partials_and_stale_partials_are_dropp
     assert "wait no longer" in received[1].text.lower()
 
     async def drained():
-        return await redis_client.xlen(keys.asr_partials) == 0
+        return await redis_client.xlen(keys.asr_partials(EN_POOL)) == 0
 
     await wait_for(drained, 30)
-    assert (await redis_client.xpending(keys.asr_partials, ASR_GROUP))["pending"] == 0
+    assert (await redis_client.xpending(keys.asr_partials(EN_POOL), ASR_GROUP))["pending"] == 0
     # a partial of a segment whose final is out is stale too
     await redis_client.hset(keys.session("f"), str(Field.FINAL_SEG), 1)
     late = AsrJob(session_id="f", segment=1, start=0, end=end, pcm=pcm, final=False, rev=31)
-    await redis_client.xadd(keys.asr_partials, entry(encode(late)))
+    await redis_client.xadd(keys.asr_partials(EN_POOL), entry(encode(late)))
     await wait_for(drained, 30)
     assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0) is None
     await pubsub.aclose()
@@ -179,7 +181,7 @@ async def test_partials_read_together_keep_only_the_newest_and_a_new_final_goes_
 
     async with redis_client.pipeline(transaction=True) as pipe:  # arrive together
         for rev in (1, 2, 3):
-            pipe.xadd(keys.asr_partials, entry(job("p", rev)))
+            pipe.xadd(keys.asr_partials(EN_POOL), entry(job("p", rev)))
         await pipe.execute()
 
     async def one() -> Transcript:
@@ -191,11 +193,11 @@ async def test_partials_read_together_keep_only_the_newest_and_a_new_final_goes_
         raise TimeoutError("no result")
 
     async def dropped() -> bool:  # rev 3 stays on the stream until it is decoded
-        return await redis_client.xlen(keys.asr_partials) == 1
+        return await redis_client.xlen(keys.asr_partials(EN_POOL)) == 1
 
     await wait_for(dropped, 30, interval=0.01)
-    await redis_client.xadd(keys.asr_partials, entry(job("q", 1)))
-    await redis_client.xadd(keys.asr_jobs, entry(job("f", 0, final=True)))
+    await redis_client.xadd(keys.asr_partials(EN_POOL), entry(job("q", 1)))
+    await redis_client.xadd(keys.asr_jobs(EN_POOL), entry(job("f", 0, final=True)))
     got = [await one() for _ in range(3)]
     assert [(t.session_id, t.final, t.rev) for t in got] == [
         ("p", False, 3),
@@ -203,7 +205,7 @@ async def test_partials_read_together_keep_only_the_newest_and_a_new_final_goes_
         ("q", False, 1),
     ]
     assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0) is None
-    assert (await redis_client.xpending(keys.asr_partials, ASR_GROUP))["pending"] == 0
+    assert (await redis_client.xpending(keys.asr_partials(EN_POOL), ASR_GROUP))["pending"] == 0
     await pubsub.aclose()
     assert worker.alive()
 

@@ -8,7 +8,7 @@ import time
 import redis.asyncio as aioredis
 
 from shared.audio import decode_file, float32_to_pcm16
-from shared.keys import ASR_GROUP, Keys
+from shared.keys import ASR_GROUP, EN_POOL, Keys
 from shared.redis_util import entry
 from shared.schemas import AsrJob, Transcript, decode_as, encode
 from shared.settings import Settings
@@ -52,7 +52,7 @@ async def test_worker_batches_jobs_waiting_together(
     keys = Keys(key_prefix)
     utts = [u for u in librispeech(held_out_only=True)][4:8]
     for job in jobs_for(utts):
-        await redis_client.xadd(keys.asr_jobs, entry(encode(job)))
+        await redis_client.xadd(keys.asr_jobs(EN_POOL), entry(encode(job)))
     worker = spawn("asr-worker", ASR_BATCH_SIZE="4")
 
     async def all_done() -> bool:
@@ -66,4 +66,4 @@ async def test_worker_batches_jobs_waiting_together(
         ((_id, fields),) = await redis_client.xrange(keys.transcript(f"b{i}"))
         assert wer([(u.reference, decode_as(fields[b"d"], Transcript).text)]).wer <= 0.25
     assert "batch of 4" in worker.log()
-    assert (await redis_client.xpending(keys.asr_jobs, ASR_GROUP))["pending"] == 0
+    assert (await redis_client.xpending(keys.asr_jobs(EN_POOL), ASR_GROUP))["pending"] == 0

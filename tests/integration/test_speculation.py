@@ -9,7 +9,7 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from shared.keys import ASR_GROUP, Keys
+from shared.keys import ASR_GROUP, EN_POOL, Keys
 from shared.redis_util import ensure_group, entry, entry_data
 from shared.schemas import AsrJob, Transcript, decode_as, encode
 from shared.session_state import SpecField, read, spec_field
@@ -93,13 +93,13 @@ async def test_racing_store_and_commit_publish_exactly_once(spec: Speculation, r
 
 async def test_speculate_only_while_no_final_waits(redis_client, key_prefix: str) -> None:
     keys = Keys(key_prefix)
-    await ensure_group(redis_client, keys.asr_jobs, ASR_GROUP)
-    assert await should_speculate(redis_client, keys)
+    await ensure_group(redis_client, keys.asr_jobs(EN_POOL), ASR_GROUP)
+    assert await should_speculate(redis_client, keys, EN_POOL)
     job = AsrJob(session_id=SID, segment=0, start=0.0, end=1.0, pcm=b"\0\0")
-    await redis_client.xadd(keys.asr_jobs, entry(encode(job)))
-    assert not await should_speculate(redis_client, keys)
-    await redis_client.xreadgroup(ASR_GROUP, "w1", {keys.asr_jobs: ">"}, count=1)
-    assert await should_speculate(redis_client, keys)  # delivered: a worker has it
+    await redis_client.xadd(keys.asr_jobs(EN_POOL), entry(encode(job)))
+    assert not await should_speculate(redis_client, keys, EN_POOL)
+    await redis_client.xreadgroup(ASR_GROUP, "w1", {keys.asr_jobs(EN_POOL): ">"}, count=1)
+    assert await should_speculate(redis_client, keys, EN_POOL)  # delivered: a worker has it
 
 
 async def _messages(pubsub) -> list[bytes]:

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from shared.audio import decode_file, float32_to_pcm16
-from shared.keys import VAD_GROUP, Keys
+from shared.keys import EN_POOL, VAD_GROUP, Keys
 from shared.redis_util import entry
 from shared.schemas import (
     AsrJob,
@@ -33,12 +33,16 @@ async def stream_session(
     pcm: bytes,
     chunk: int = 3200,
     start: SessionStart | None = None,
+    end: bool = True,
+    seq: int = 0,
     controls: dict[int, AudioControl] | None = None,
-) -> None:
-    """The session's entries as the gateway writes them; ``controls`` go before audio byte n."""
-    start = start or SessionStart(session_id=sid, language="en")
-    await r.xadd(keys.sessions, entry(encode(start)))
-    seq = 0
+) -> int:
+    """The session's entries as the gateway writes them: ``session_start`` (unless continuing
+    after a first call: pass its ``seq``), the audio (``controls`` go before audio byte n), and
+    ``audio_end`` if ``end``; the last sequence number."""
+    if seq == 0:
+        start = start or SessionStart(session_id=sid, language="en")
+        await r.xadd(keys.sessions, entry(encode(start)))
     for i in range(0, len(pcm), chunk):
         seq += 1
         if controls and i in controls:
@@ -49,7 +53,58 @@ async def stream_session(
             keys.audio(sid),
             entry(encode(AudioChunk(session_id=sid, seq=seq, pcm=pcm[i : i + chunk]))),
         )
-    await r.xadd(keys.audio(sid), entry(encode(AudioEnd(session_id=sid, seq=seq + 1))))
+    if end:
+        seq += 1
+        await r.xadd(keys.audio(sid), entry(encode(AudioEnd(session_id=sid, seq=seq))))
+    return seq
+
+
+async def wait_done(r: aioredis.Redis, keys: Keys, sid: str, timeout: float = 60) -> SessionDone:
+    """The session's ``session_done`` (subscribe before the audio ends)."""
+    pubsub = r.pubsub()
+    await pubsub.subscribe(keys.results(sid))
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if msg and isinstance(done := decode(msg["data"]), SessionDone):
+                return done
+        raise TimeoutError(f"no session_done for {sid}")
+    finally:
+        await pubsub.aclose()
+
+
+async def test_a_sessions_jobs_go_to_its_pool_and_stay_there_after_a_takeover(
+    spawn, redis_client: aioredis.Redis, key_prefix: str, corpus
+) -> None:
+    """The pool chosen by the gateway (``session_start.pool``) survives the owner's death: the
+    new owner reads the same pending entry and queues the rest on the same stream."""
+    keys = Keys(key_prefix)
+    vads = {f"vad-{i}": spawn("vad-worker", CONSUMER_NAME=f"vad-{i}", VAD_CLAIM_IDLE_MS="2000")
+            for i in range(2)}  # fmt: skip
+    pcm = float32_to_pcm16(decode_file(corpus / "long" / "jfk.flac"))
+    half = len(pcm) // 2 // 2 * 2
+    start = SessionStart(session_id="de1", language="de", pool="multi")
+    seq = await stream_session(redis_client, keys, "de1", pcm[:half], start=start, end=False)
+    deadline = time.monotonic() + 60
+    while await redis_client.xlen(keys.asr_jobs("multi")) == 0:
+        assert time.monotonic() < deadline, "no job on the session's pool"
+        await asyncio.sleep(0.1)
+    (owner,) = await redis_client.xpending_range(keys.sessions, VAD_GROUP, "-", "+", 5)
+    victim = owner["consumer"].decode()
+    vads[victim].kill()
+    done = asyncio.create_task(wait_done(redis_client, keys, "de1", 90))
+    await asyncio.sleep(0.2)
+    await stream_session(redis_client, keys, "de1", pcm[half:], seq=seq)
+    total = (await done).segments
+    jobs = [
+        decode_as(f[b"d"], AsrJob) for _id, f in await redis_client.xrange(keys.asr_jobs("multi"))
+    ]
+    assert {j.segment for j in jobs} == set(range(total)) and total >= 2
+    assert all(j.language == "de" for j in jobs)
+    assert await redis_client.xlen(keys.asr_jobs(EN_POOL)) == 0  # nothing on the English pool
+    (survivor,) = [p for name, p in vads.items() if name != victim]
+    assert "taken over" in survivor.log() and "jobs to pool multi" in survivor.log()
 
 
 async def test_segments_cover_the_speech_and_session_is_released(
@@ -71,7 +126,9 @@ async def test_segments_cover_the_speech_and_session_is_released(
     assert isinstance(done, SessionDone)
     assert abs(done.audio_seconds - 11.0) < 0.05
 
-    jobs = [decode_as(f[b"d"], AsrJob) for _id, f in await redis_client.xrange(keys.asr_jobs)]
+    jobs = [
+        decode_as(f[b"d"], AsrJob) for _id, f in await redis_client.xrange(keys.asr_jobs(EN_POOL))
+    ]
     assert len(jobs) == done.segments >= 2
     assert [j.segment for j in jobs] == list(range(len(jobs)))
     for a, b in zip(jobs, jobs[1:], strict=False):
@@ -104,7 +161,10 @@ async def test_key_terms_go_on_every_job_and_change_in_order_with_the_audio(
     deadline = time.monotonic() + 60
     while not (jobs and jobs[-1].end > 10.0) and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
-        jobs = [decode_as(f[b"d"], AsrJob) for _id, f in await redis_client.xrange(keys.asr_jobs)]
+        jobs = [
+            decode_as(f[b"d"], AsrJob)
+            for _id, f in await redis_client.xrange(keys.asr_jobs(EN_POOL))
+        ]
     assert jobs[0].end < 6.0 and jobs[0].keyterms == ["Kennedy"]
     assert jobs[-1].start > 6.0 and jobs[-1].keyterms == ["Americans"]
 
@@ -137,7 +197,7 @@ async def test_session_is_pending_while_owned_and_bad_entries_are_skipped(
     # the open utterance is only cut at the end of the session
     await redis_client.xadd(keys.audio("live"), entry(encode(AudioEnd(session_id="live", seq=2))))
     deadline = time.monotonic() + 30
-    while await redis_client.xlen(keys.asr_jobs) < 1:
+    while await redis_client.xlen(keys.asr_jobs(EN_POOL)) < 1:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.1)
     assert worker.alive()
@@ -175,7 +235,9 @@ async def test_an_entry_that_cannot_be_processed_is_dead_lettered_and_the_worker
     assert [f[b"stream"] for _i, f in dead] == [keys.audio("odd").encode()]
     assert b"ValueError" in dead[0][1][b"error"]
     assert decode_as(dead[0][1][b"d"], AudioChunk).pcm == b"\x01\x02\x03"
-    jobs = [decode_as(f[b"d"], AsrJob) for _id, f in await redis_client.xrange(keys.asr_jobs)]
+    jobs = [
+        decode_as(f[b"d"], AsrJob) for _id, f in await redis_client.xrange(keys.asr_jobs(EN_POOL))
+    ]
     cuts: dict[str, dict[int, tuple[float, float]]] = {"odd": {}, "other": {}}
     for j in jobs:  # per segment, the last job cut (a speculative one may come before it)
         cuts[j.session_id][j.segment] = (j.start, j.end)

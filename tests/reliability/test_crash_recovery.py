@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 import websockets
 
-from shared.keys import ASR_GROUP, VAD_GROUP, Keys
+from shared.keys import ASR_GROUP, EN_POOL, VAD_GROUP, Keys
 from shared.redis_util import entry
 from shared.schemas import AsrJob, Transcript, decode_as, encode
 from tests.conftest import wait_http
@@ -121,7 +121,9 @@ async def test_asr_worker_killed_mid_job_its_final_arrives_once(
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                pending = await redis_client.xpending_range(keys.asr_jobs, ASR_GROUP, "-", "+", 5)
+                pending = await redis_client.xpending_range(
+                    keys.asr_jobs(EN_POOL), ASR_GROUP, "-", "+", 5
+                )
             except Exception:  # group not created yet
                 pending = []
             if pending:
@@ -151,7 +153,7 @@ async def test_job_failing_every_time_goes_to_dead_letter_and_ordering_goes_on(
     pubsub = redis_client.pubsub()
     await pubsub.subscribe(keys.results("dl"))
     bad = AsrJob(session_id="dl", segment=0, start=0, end=1, pcm=b"\x01\x02\x03")  # odd bytes
-    await redis_client.xadd(keys.asr_jobs, entry(encode(bad)))
+    await redis_client.xadd(keys.asr_jobs(EN_POOL), entry(encode(bad)))
     got = None
     deadline = time.monotonic() + 60
     while got is None and time.monotonic() < deadline:
@@ -159,9 +161,9 @@ async def test_job_failing_every_time_goes_to_dead_letter_and_ordering_goes_on(
         if msg:
             got = decode_as(msg["data"], Transcript)
     assert got is not None and got.segment == 0 and got.text == "" and got.error
-    dead = await redis_client.xrange(keys.asr_dead)
+    dead = await redis_client.xrange(keys.asr_dead(EN_POOL))
     assert len(dead) == 1 and b"ValueError" in dead[0][1][b"error"]
-    assert (await redis_client.xpending(keys.asr_jobs, ASR_GROUP))["pending"] == 0
+    assert (await redis_client.xpending(keys.asr_jobs(EN_POOL), ASR_GROUP))["pending"] == 0
     assert worker.alive()
     await pubsub.aclose()
 
@@ -175,12 +177,15 @@ async def test_asr_worker_sigterm_exits_zero_and_leaves_the_group(
 
     async def consumers() -> list[bytes]:
         try:
-            return [c["name"] for c in await redis_client.xinfo_consumers(keys.asr_jobs, ASR_GROUP)]
+            return [
+                c["name"]
+                for c in await redis_client.xinfo_consumers(keys.asr_jobs(EN_POOL), ASR_GROUP)
+            ]
         except aioredis.ResponseError:  # no group yet
             return []
 
     job = AsrJob(session_id="t", segment=0, start=0, end=0.5, pcm=b"\x00\x00" * 8000)
-    await redis_client.xadd(keys.asr_jobs, entry(encode(job)))
+    await redis_client.xadd(keys.asr_jobs(EN_POOL), entry(encode(job)))
     while not await redis_client.exists(keys.transcript("t")):  # it has served the group
         assert time.monotonic() < deadline
         await asyncio.sleep(0.1)

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 import websockets
 
 from shared.audio import float32_to_pcm16
-from shared.keys import Keys
+from shared.keys import EN_POOL, Keys
 from tests.conftest import librispeech, wait_http
 from tests.e2e.test_native import receive_all
 from tests.reliability.test_crash_recovery import start_stack
@@ -77,7 +77,7 @@ async def test_admission_control_refuses_new_sessions_and_keeps_existing_ones(
     procs["asr-0"].proc.send_signal(signal.SIGSTOP)
     try:
         for _ in range(3):
-            await redis_client.xadd(keys.asr_jobs, {b"d": b"backlog"})
+            await redis_client.xadd(keys.asr_jobs(EN_POOL), {b"d": b"backlog"})
         async with websockets.connect(url) as d:
             await expect_error(d, "overloaded", 1013)
         with pytest.raises(websockets.InvalidStatus) as refused:  # Deepgram's: before the upgrade
@@ -172,7 +172,7 @@ async def test_no_leaks_after_500_sessions(
             raise AssertionError(f"keys left behind: {details}")
         await asyncio.sleep(0.5)
     assert await redis_client.xlen(keys.sessions) == 0
-    assert await redis_client.xlen(keys.asr_jobs) == 0
+    assert await redis_client.xlen(keys.asr_jobs(EN_POOL)) == 0
     mem = (await redis_client.info("memory"))["used_memory"]
     assert mem - baseline_mem < 2 * 1024 * 1024, (baseline_mem, mem)
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from gateway.legacy import legacy_final
-from shared.capabilities import Pool, capabilities_of, refusal
+from shared.capabilities import Pool, Route, capabilities_of, parse_pools, refusal, route
 from shared.languages import LANGUAGES
 from shared.schemas import (
     SchemaError,
@@ -27,6 +27,9 @@ def model(multilingual: bool) -> SimpleNamespace:
 
 ENGLISH = capabilities_of(model(False), "asr-0", "tiny.en")
 MULTI = capabilities_of(model(True), "asr-1", "small")
+MULTI_2 = capabilities_of(model(True), "asr-2", "base")
+GPU = capabilities_of(model(True), "asr-3", "large-v3-turbo", pool="gpu")
+DISTIL = capabilities_of(model(True), "asr-4", "distil-large-v3", restrict=["en"])
 
 
 def test_an_english_only_model_announces_english_transcription() -> None:
@@ -37,6 +40,15 @@ def test_an_english_only_model_announces_english_transcription() -> None:
 def test_a_multilingual_model_announces_every_language_detection_and_translation() -> None:
     assert set(MULTI.languages) == set(LANGUAGES) and MULTI.detect
     assert MULTI.tasks == ["transcribe", "translate"]
+
+
+def test_the_pool_is_derived_from_what_the_worker_serves_unless_named() -> None:
+    assert (ENGLISH.pool, MULTI.pool, GPU.pool) == ("en", "multi", "gpu")
+    # distil-large-v3: multilingual in form, announced (and pooled) as English only
+    assert DISTIL.pool == "en" and DISTIL.languages == ["en"] and not DISTIL.detect
+    assert DISTIL.tasks == ["transcribe"]
+    with pytest.raises(ValueError, match="cannot do de"):
+        capabilities_of(model(False), "asr-5", "tiny.en", restrict=["en", "de"])
 
 
 def test_announcement_round_trips_and_refuses_garbage() -> None:
@@ -77,6 +89,72 @@ def test_translation_is_served_by_a_multilingual_worker_and_refused_by_english_o
         assert why is not None and "translation" in why and why.endswith("serve: en")
     assert refusal("de", "translate", Pool()) is None  # no live worker: the job waits
     assert refusal("de", "summarize", Pool(live=1, announced=[MULTI])) is not None
+
+
+def live(*announced: WorkerCapabilities) -> Pool:
+    return Pool(live=len(announced), announced=list(announced))
+
+
+def test_english_goes_to_an_english_pool_and_every_other_language_to_a_multilingual_one() -> None:
+    both = live(MULTI, ENGLISH, MULTI_2)
+    assert route("en", "transcribe", both) == Route("en")
+    for language in ("de", "zh", "ja", "it"):
+        assert route(language, "transcribe", both) == Route("multi")
+    assert route(None, "transcribe", both) == Route("multi")  # detection: multilingual
+    # with no English pool live, English goes to a multilingual one
+    assert route("en", "transcribe", live(MULTI)) == Route("multi")
+
+
+def test_among_several_pools_the_one_with_more_workers_wins_then_the_name() -> None:
+    assert route("de", "transcribe", live(GPU, MULTI, MULTI_2)) == Route("multi")
+    assert route("de", "transcribe", live(GPU, MULTI)) == Route("gpu")  # one each: by name
+    assert route("en", "transcribe", live(GPU, DISTIL)) == Route("en")  # English-only first
+
+
+def test_detection_with_only_english_pools_live_is_served_as_english() -> None:
+    """The first version's clients send ``language: null`` (their "multilingual" option)."""
+    assert route(None, "transcribe", live(ENGLISH)) == Route("en", as_english=True)
+    # ... even where the deployment also runs a multilingual pool that is at zero now
+    known = parse_pools("en=en multi=*")
+    assert route(None, "transcribe", live(ENGLISH), known) == Route("en", as_english=True)
+
+
+def test_a_pool_of_the_deployment_with_no_worker_takes_what_no_live_pool_serves() -> None:
+    """ASR_POOLS: its jobs wait while KEDA scales it from zero, instead of a refusal that would
+    keep it at zero for ever."""
+    known = parse_pools("en=en multi=*")
+    assert route("de", "transcribe", live(ENGLISH), known) == Route("multi", live=False)
+    assert route("en", "transcribe", live(MULTI), known) == Route("multi")  # live first
+    assert route("en", "transcribe", Pool(), known) == Route("en", live=False)
+    assert route(None, "transcribe", Pool(), known) == Route("multi", live=False)
+    # a deployment of English only refuses German even with no worker live
+    why = refusal("de", "transcribe", Pool(), parse_pools("en=en"))
+    assert why is not None and why.endswith("they serve: en")
+
+
+def test_with_nothing_to_go_by_english_and_detection_go_to_en_the_rest_to_multi() -> None:
+    assert route("en", "transcribe", Pool()) == Route("en", live=False)
+    assert route(None, "transcribe", Pool()) == Route("en", live=False)
+    assert route("de", "transcribe", Pool()) == Route("multi", live=False)
+    # a live worker has not announced (an older version): German is not refused
+    assert route("de", "transcribe", Pool(live=2, announced=[ENGLISH])) == Route("multi", False)
+
+
+def test_a_worker_of_a_version_before_pools_is_not_a_pool() -> None:
+    old = WorkerCapabilities(worker="old", languages=["en"])  # no pool in its announcement
+    assert live(old).pools == {} and route("en", "transcribe", live(old)) == Route("en", live=False)
+
+
+def test_asr_pools_is_parsed_and_checked() -> None:
+    en, multi = parse_pools(" en=en   multi=* ")
+    assert (en.name, en.languages, en.detect, en.tasks) == (
+        "en", frozenset({"en"}), False, frozenset({"transcribe"}),
+    )  # fmt: skip
+    assert multi.detect and multi.languages == frozenset(LANGUAGES) and multi.workers == 0
+    assert parse_pools("") == ()
+    for bad in ("en", "en=", "=en", "en=xx", "en=en en=de"):
+        with pytest.raises(ValueError, match="ASR_POOLS"):
+            parse_pools(bad)
 
 
 def test_a_legacy_final_carries_both_versions_fields() -> None:
