@@ -296,7 +296,7 @@ async def test_smart_endpointing_ends_the_turn_when_the_stored_text_looks_finish
     from workers.speculation import Speculation
 
     keys = Keys(key_prefix)
-    await ensure_group(redis_client, keys.asr_jobs, ASR_GROUP)
+    await ensure_group(redis_client, keys.asr_jobs(EN_POOL), ASR_GROUP)
     spawn("vad-worker")
     utt = next(u for u in librispeech() if u.utt_id == "1089-134686-0001")
     audio = decode_file(utt.path)
@@ -314,7 +314,7 @@ async def test_smart_endpointing_ends_the_turn_when_the_stored_text_looks_finish
     deadline = time.monotonic() + 60
     while (job is None or job.end < end / 16000) and time.monotonic() < deadline:
         resp = await redis_client.xreadgroup(
-            ASR_GROUP, "t", {keys.asr_jobs: ">"}, count=1, block=500
+            ASR_GROUP, "t", {keys.asr_jobs(EN_POOL): ">"}, count=1, block=500
         )
         for _s, entries in resp or []:
             got = entries[0]
@@ -322,7 +322,7 @@ async def test_smart_endpointing_ends_the_turn_when_the_stored_text_looks_finish
     assert got is not None and job is not None and job.end >= end / 16000, "no speculative job"
     assert job.speculative and job.turn is smart
     spec = Speculation(redis_client, keys, 100, 60)
-    out = FinalPublisher(Settings(key_prefix=key_prefix), redis_client, keys, spec)
+    out = FinalPublisher(Settings(key_prefix=key_prefix), redis_client, keys, spec, EN_POOL)
     result = Transcript(
         session_id=sid, segment=job.segment, start=job.start, end=job.end, text=text
     )
