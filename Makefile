@@ -9,9 +9,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 TOOLS := .tools
 POETRY := $(TOOLS)/poetry/bin/poetry
 # Two stamps: the run environment (`poetry sync --only main`: what `make run` needs, nothing
-# more) and the test environment (`--with dev`). `poetry sync` removes what the chosen groups do
-# not list, so syncing the main group alone drops the dev stamp, and a dev sync (a superset)
-# refreshes both.
+# more) and the test environment (`--with dev,load`: the load group too, so the Locust test of
+# the predecessor's scenario runs). `poetry sync` removes what the chosen groups do not list, so
+# syncing the main group alone drops the dev stamp, and a dev sync (a superset) refreshes both.
 MAIN_STAMP := .venv/.installed-main
 DEV_STAMP := .venv/.installed-dev
 
@@ -53,7 +53,7 @@ $(MAIN_STAMP): $(POETRY) pyproject.toml poetry.lock
 
 $(DEV_STAMP): $(POETRY) pyproject.toml poetry.lock
 	$(POETRY) env use $(PYTHON) >/dev/null
-	$(POETRY) sync --with dev
+	$(POETRY) sync --with dev,load
 	@touch $(DEV_STAMP) $(MAIN_STAMP)
 
 deploy-tools:

@@ -1,9 +1,10 @@
-"""``make bench-latency`` (issue 3): first-partial and final latency over ``/v1/listen`` (Deepgram's
-live protocol) at real-time pace, at 1, 2, 4 and 8 concurrent streams, and WER with interim
-results on and off; and (issue 17) final latency after ``Finalize`` at 1 and 4 streams, against
-the final latency after end of speech (the server's own endpointing).
-
-Each stream is ~35 s of held-out LibriSpeech utterances joined with 1.5 s of silence; latency is
+"""``make bench-latency`` (issue 3): first-partial and final latency over
+``/v1/listen`` (Deepgram's live protocol) at real-time pace, at 1, 2, 4 and 8
+concurrent streams, and WER with interim results on and off; and (issues 17 and
+18) the turn-taking rows: smart and fixed endpointing at 1 and 4 streams, each
+waited on and with the client's ``Finalize`` ``--finalize-after-ms`` after every
+end of speech, eager end-of-turn latency, mid-turn splits and WER against
+offline. Each stream is ~35 s of held-out LibriSpeech utterances joined with 1.5 s of silence; latency is
 measured from when the client sent the ground-truth onset / end of speech (bench/corpus.py) to
 when the first partial / the final of that speech arrived.
 

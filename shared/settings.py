@@ -139,7 +139,8 @@ class Settings(BaseSettings):
         ge=0,
         description="How long a live session rides through a Redis outage (on top of the "
         "client's own ~9 s of reconnection attempts): it stops reading the socket and resumes "
-        "when Redis is back; longer, `service_unavailable` and close 1013.",
+        "when Redis is back; longer, `service_unavailable` and close 1013. VAD workers ride "
+        "through as long with the write of an utterance's final job.",
     )
     first_audio_timeout_s: float = Field(
         default=30.0,

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
 from shared import metrics, tracing
 from shared.audio import SAMPLE_RATE, float32_to_pcm16
 from shared.keys import ASR_GROUP, Keys
-from shared.redis_util import ensure_group, entry
+from shared.redis_util import ensure_group, entry, ride_through
 from shared.schemas import (
     AsrJob,
     SchemaError,
@@ -141,7 +142,7 @@ class JobWriter:
         committed = False
         if rev is not None and rev == seg.tentative_rev:
             # publishes now, or when transcribed; makes the segment's partials stale at once
-            await self.spec.commit(sid, seg.index, rev)
+            await self._ride(lambda: self.spec.commit(sid, seg.index, rev), sid)
             metrics.VAD_SPECULATIVE.labels("committed").inc()
             committed = True
         else:
@@ -165,18 +166,31 @@ class JobWriter:
              "audio_s": round(job.end - job.start, 3)},
         )  # fmt: skip
         sid = owned.start.session_id
-        async with self.r.pipeline(transaction=False) as pipe:
-            pipe.xadd(
-                self.keys.asr_jobs(owned.pool),
-                entry(encode(job)),
-                maxlen=self.s.jobs_stream_maxlen,
-                approximate=True,
-            )
-            if owned.start.interim_results:  # makes this segment's partial jobs stale
-                write(
-                    pipe, self.keys.session(sid), {Field.FINAL_SEG: seg.index}, self.s.session_ttl_s
+
+        async def put() -> None:
+            async with self.r.pipeline(transaction=False) as pipe:
+                pipe.xadd(
+                    self.keys.asr_jobs(owned.pool),
+                    entry(encode(job)),
+                    maxlen=self.s.jobs_stream_maxlen,
+                    approximate=True,
                 )
-            await pipe.execute()
+                if owned.start.interim_results:  # makes this segment's partial jobs stale
+                    write(
+                        pipe,
+                        self.keys.session(sid),
+                        {Field.FINAL_SEG: seg.index},
+                        self.s.session_ttl_s,
+                    )
+                await pipe.execute()
+
+        await self._ride(put, sid)
+
+    async def _ride(self, op: Callable[[], Awaitable[object]], sid: str) -> None:
+        """A final's write, ridden through a Redis outage (``REDIS_OUTAGE_TOLERANCE_S`` on top
+        of redis-py's retries): the utterance is cut already, so a failed write would lose it.
+        A repeated write is harmless: the gateway keeps one final per segment."""
+        await ride_through(op, tolerance_s=self.s.redis_outage_tolerance_s, what=f"session={sid}")
 
     async def _partial_job(self, owned: OwnedSession, part: Partial) -> None:
         job = self._job(owned, part.index, part.start, part.end, float32_to_pcm16(part.audio))
