@@ -51,11 +51,14 @@ def load_pcm(path: str | Path) -> bytes:
     return float32_to_pcm16(decode_file(path))
 
 
-def listen_url(url: str, language: str | None) -> str:
-    """``/v1/listen`` with this client's audio format (and language) as query parameters."""
+def listen_url(url: str, language: str | None, interim: bool = False) -> str:
+    """``/v1/listen`` with this client's audio format (and language, and interim results) as
+    query parameters."""
     params: dict[str, Any] = {"encoding": "linear16", "sample_rate": SAMPLE_RATE}
     if language:
         params["language"] = language
+    if interim:
+        params["interim_results"] = "true"
     return url + ("&" if "?" in url else "?") + urlencode(params)
 
 
@@ -64,7 +67,7 @@ def _keep(result: ReplayResult, msg: dict[str, Any], sent_at: list[tuple[float, 
     if msg.get("type") == "error":
         result.errors.append(msg)
         return False
-    if msg.get("type") == "ignored":
+    if msg.get("type") in ("ignored", "partial"):
         return False
     result.finals.append(msg)
     end = float(msg.get("end", 0.0))
@@ -76,11 +79,12 @@ def _keep(result: ReplayResult, msg: dict[str, Any], sent_at: list[tuple[float, 
 
 
 def _message(raw: str | bytes, listen: bool) -> dict[str, Any]:
-    """A final or an error as this client keeps it (the rest of /v1/listen is ``ignored``)."""
+    """A final, a partial or an error as this client keeps it (the rest of /v1/listen is
+    ``ignored``)."""
     if not listen:
         return dict(json.loads(raw))
     msg = flatten(json.loads(raw))
-    return msg if msg.get("type") in ("final", "error") else {"type": "ignored"}
+    return msg if msg.get("type") in ("final", "partial", "error") else {"type": "ignored"}
 
 
 async def stream_pcm(
@@ -95,13 +99,15 @@ async def stream_pcm(
     headers: dict[str, str] | None = None,
     on_final: Callable[[dict[str, Any]], None] = lambda _msg: None,
     on_sent: Callable[[float], None] = lambda _audio_s: None,
+    on_partial: Callable[[dict[str, Any]], None] | None = None,
 ) -> ReplayResult:
     """Stream 16 kHz PCM16 mono to ``url`` and collect what comes back; ``on_final`` sees each
-    final as it arrives, ``on_sent`` the seconds of audio sent so far after each frame."""
+    final as it arrives, ``on_sent`` the seconds of audio sent so far after each frame, and
+    ``on_partial`` (on ``/v1/listen``, which is then asked for interim results) each partial."""
     result = ReplayResult(audio_seconds=len(pcm) / 2 / SAMPLE_RATE)
     listen = is_listen(url)
     if listen:  # Deepgram's protocol: the settings are query parameters, not a config frame
-        url, send_config = listen_url(url, language), False
+        url, send_config = listen_url(url, language, interim=on_partial is not None), False
     chunk = SAMPLE_RATE * 2 * chunk_ms // 1000
     sent_at: list[tuple[float, float]] = []  # (audio seconds sent so far, monotonic time)
     started = time.monotonic()
@@ -114,6 +120,8 @@ async def stream_pcm(
                 msg = _message(raw, listen)
                 if _keep(result, msg, sent_at):
                     on_final(msg)
+                elif msg.get("type") == "partial" and on_partial is not None:
+                    on_partial(msg)
 
         receiver = asyncio.create_task(receive())
         if send_config:
@@ -154,8 +162,9 @@ def progress_line(name: str, sent_s: float, total_s: float, finals: int, width: 
 
 class LiveOutput:
     """What the user sees while files stream: finals as text on ``out`` as they arrive (unless
-    ``out`` is where a document goes at the end), a progress bar on ``err`` if it is a terminal
-    (redrawn at most every ``redraw_s``)."""
+    ``out`` is where a document goes at the end), and, if ``err`` is a terminal, a line redrawn
+    in place (at most every ``redraw_s``): the progress bar and the interim text of the
+    utterance in progress, which its final then replaces."""
 
     def __init__(
         self, out: TextIO, err: TextIO, live_text: bool, progress: bool, redraw_s: float = 0.2
@@ -166,6 +175,7 @@ class LiveOutput:
         self.name, self.total_s, self.sent_s, self.finals = "", 0.0, 0.0, 0
         self._drawn_at = 0.0
         self._bar_shown = False
+        self.interim = ""
 
     def start(self, path: Path, total_s: float) -> None:
         self.name, self.total_s, self.sent_s, self.finals = path.name, total_s, 0.0, 0
@@ -175,8 +185,13 @@ class LiveOutput:
         self.sent_s = audio_s
         self._draw()
 
+    def partial(self, msg: dict[str, Any]) -> None:
+        self.interim = " ".join(str(msg.get("text", "")).split())
+        self._draw(force=True)
+
     def final(self, msg: dict[str, Any]) -> None:
         self.finals += 1
+        self.interim = ""
         text = str(msg.get("text", "")).strip()
         if self.live_text and text:
             self._clear()
@@ -195,9 +210,12 @@ class LiveOutput:
         if not self.progress or (not force and now - self._drawn_at < self.redraw_s):
             return
         self._drawn_at = now
-        self.err.write(
-            "\r\x1b[2K" + progress_line(self.name, self.sent_s, self.total_s, self.finals)
-        )
+        line = progress_line(self.name, self.sent_s, self.total_s, self.finals)
+        if self.interim:  # the newest words, in grey, as much as fits an 80-column line
+            room = max(10, 78 - len(line))
+            shown = self.interim if len(self.interim) <= room else "…" + self.interim[-room + 1 :]
+            line += "  \x1b[2m" + shown + "\x1b[0m"
+        self.err.write("\r\x1b[2K" + line)
         self.err.flush()
         self._bar_shown = True
 
@@ -226,7 +244,7 @@ async def _replay_all(
         result = await stream_pcm(
             url, pcm, speed=args.speed, chunk_ms=args.chunk_ms, language=args.language,
             timeout=args.timeout, headers=auth_headers(args), on_final=live.final,
-            on_sent=live.sent,
+            on_sent=live.sent, on_partial=live.partial if live.progress else None,
         )  # fmt: skip
         done(path, result)
 

@@ -21,16 +21,10 @@ from whisper_streaming.replay import auth_headers, progress_line
 pytestmark = pytest.mark.e2e
 
 
-def test_finals_are_printed_while_later_audio_still_streams(
-    service: Service, corpus: Path, tmp_path: Path
-) -> None:
-    # a short utterance first (fewest words), then jfk
-    first = min(librispeech(held_out_only=True), key=lambda u: len(u.reference.split()))
-    jfk = corpus / "long" / "jfk.flac"
-    out_dir = tmp_path / "srt"
-    cmd = [sys.executable, "-m", "whisper_streaming.cli", "replay", "--url", service.ws + "/",
-           "--speed", "1", "--format", "srt", "-o", str(out_dir), str(first.path), str(jfk)]  # fmt: skip
-    master, slave = pty.openpty()  # stderr is a terminal: the progress bar is drawn
+def run_with_a_terminal(cmd: list[str]) -> tuple[str, float, str, float, str]:
+    """Run ``cmd`` with stderr on a pseudo-terminal: its first stdout line and when it came,
+    the rest of stdout, when it exited, and everything it drew on the terminal."""
+    master, slave = pty.openpty()  # stderr is a terminal: the progress line is drawn
     err = bytearray()
 
     def drain() -> None:
@@ -55,6 +49,38 @@ def test_finals_are_printed_while_later_audio_still_streams(
     exited_at = time.monotonic()
     reader.join(timeout=10)
     os.close(master)
+    return first_line, first_at, rest, exited_at, err.decode(errors="replace")
+
+
+def test_interim_results_are_shown_in_place_on_a_terminal(service: Service, corpus: Path) -> None:
+    """On /v1/listen (the default) replay asks for interim results and draws the utterance in
+    progress on the terminal's line, in grey after the progress bar; stdout gets only finals."""
+    jfk = corpus / "long" / "jfk.flac"
+    cmd = [sys.executable, "-m", "whisper_streaming.cli", "replay", "--url",
+           service.ws + "/v1/listen", "--speed", "1", str(jfk)]  # fmt: skip
+    first_line, _, rest, _, shown = run_with_a_terminal(cmd)
+    reference = (corpus / "long" / "jfk.txt").read_text()
+    assert wer([(reference, (first_line + rest).replace("\n", " "))]).wer <= 0.3
+    interims = [
+        part.split("\x1b[0m")[0] for part in shown.split("\x1b[2m")[1:]
+    ]  # what was drawn in grey
+    assert interims, shown
+    words = {w.strip(".,;").lower() for w in reference.split()}
+    drawn = {w.strip(".,;…").lower() for text in interims for w in text.split()}
+    assert len(drawn & words) >= 5, interims  # the speech, while it was being spoken
+    assert "\x1b[2m" not in first_line + rest  # the terminal line only, never stdout
+
+
+def test_finals_are_printed_while_later_audio_still_streams(
+    service: Service, corpus: Path, tmp_path: Path
+) -> None:
+    # a short utterance first (fewest words), then jfk
+    first = min(librispeech(held_out_only=True), key=lambda u: len(u.reference.split()))
+    jfk = corpus / "long" / "jfk.flac"
+    out_dir = tmp_path / "srt"
+    cmd = [sys.executable, "-m", "whisper_streaming.cli", "replay", "--url", service.ws + "/",
+           "--speed", "1", "--format", "srt", "-o", str(out_dir), str(first.path), str(jfk)]  # fmt: skip
+    first_line, first_at, rest, exited_at, shown = run_with_a_terminal(cmd)
     # The first file's final was on stdout before the second file (11 s of audio sent at real-time
     # pace, a floor set by the client's own pacing) had been streamed: not all at the end.
     assert exited_at - first_at >= 5.0, (first_line, rest)
@@ -66,7 +92,6 @@ def test_finals_are_printed_while_later_audio_still_streams(
     srt = (out_dir / "jfk.srt").read_text()
     assert srt.startswith("1\n00:00:") and "-->" in srt
     assert (out_dir / f"{first.path.stem}.srt").read_text().strip()
-    shown = err.decode(errors="replace")
     assert "\r" in shown and "jfk.flac [" in shown and "100%" in shown
     assert "jfk.flac: 11." in shown  # the summary line after the bar
 
