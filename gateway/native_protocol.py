@@ -457,6 +457,23 @@ def utterance_end(session_id: str, segment: int, last_word_end: float) -> dict[s
     }
 
 
+def _summary(
+    session_id: str, *, model: str, sha256: str, created: str, duration: float
+) -> dict[str, Any]:
+    """Deepgram's metadata of a request (live ``Metadata`` and pre-recorded ``metadata``)."""
+    return {
+        "transaction_key": "deprecated",
+        "request_id": request_id(session_id),
+        "sha256": sha256,
+        "created": created,
+        "duration": round(duration, 3),
+        "channels": 1,
+        "models": [model_uuid(model)],
+        "model_info": {model_uuid(model): model_info(model)},
+        "session_id": session_id,
+    }
+
+
 def metadata(
     session_id: str,
     *,
@@ -470,15 +487,7 @@ def metadata(
     (``session_id``, ``segments``)."""
     return {
         "type": "Metadata",
-        "transaction_key": "deprecated",
-        "request_id": request_id(session_id),
-        "sha256": sha256,
-        "created": created,
-        "duration": round(duration, 3),
-        "channels": 1,
-        "models": [model_uuid(model)],
-        "model_info": {model_uuid(model): model_info(model)},
-        "session_id": session_id,
+        **_summary(session_id, model=model, sha256=sha256, created=created, duration=duration),
         "segments": segments,
     }
 
@@ -548,17 +557,9 @@ def prerecorded(
             (t.language_probability for t in spoken if t.language == language), 0.0
         )
     body: dict[str, Any] = {
-        "metadata": {
-            "transaction_key": "deprecated",
-            "request_id": request_id(session_id),
-            "sha256": sha256,
-            "created": created,
-            "duration": round(duration, 3),
-            "channels": 1,
-            "models": [model_uuid(model)],
-            "model_info": {model_uuid(model): model_info(model)},
-            "session_id": session_id,
-        },
+        "metadata": _summary(
+            session_id, model=model, sha256=sha256, created=created, duration=duration
+        ),
         "results": {"channels": [channel]},
     }
     if utterances:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -75,3 +75,17 @@ def start_metrics_server(port: int) -> None:
 
         start_http_server(port)
         log.info("metrics on :%d/metrics", port)
+
+
+def run_worker(role: str, settings: Any, amain: Callable[[Any], Coroutine[Any, Any, None]]) -> None:
+    """A worker process's ``main``: logs (role and worker name on every line) and traces for
+    ``role``, then ``amain(settings)`` until it returns; traces are flushed on the way out."""
+    from shared import tracing
+    from shared.logs import configure
+
+    configure(settings.log_level, settings.log_format, role, settings.consumer_name)
+    tracing.configure(settings.otlp_traces_endpoint, role, settings.consumer_name)
+    try:
+        asyncio.run(amain(settings))
+    finally:
+        tracing.shutdown()

@@ -24,7 +24,13 @@ from shared import metrics, session_state, tracing
 from shared.capabilities import capabilities_of
 from shared.keys import ASR_GROUP, EN_POOL, Keys
 from shared.redis_util import Heartbeat, connect, ensure_group, entry, entry_data
-from shared.runtime import TaskSet, install_signal_handlers, run_with_grace, start_metrics_server
+from shared.runtime import (
+    TaskSet,
+    install_signal_handlers,
+    run_with_grace,
+    run_worker,
+    start_metrics_server,
+)
 from shared.schemas import (
     AsrJob,
     SchemaError,
@@ -469,15 +475,7 @@ async def amain(settings: Settings) -> None:
 
 
 def main(settings: Settings | None = None) -> None:
-    from shared.logs import configure
-
-    settings = settings or Settings()
-    configure(settings.log_level, settings.log_format, "asr-worker", settings.consumer_name)
-    tracing.configure(settings.otlp_traces_endpoint, "asr-worker", settings.consumer_name)
-    try:
-        asyncio.run(amain(settings))
-    finally:
-        tracing.shutdown()
+    run_worker("asr-worker", settings or Settings(), amain)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,18 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared import metrics, tracing
+from shared import metrics
 from shared.audio import SAMPLE_RATE, pcm16_to_float32
 from shared.capabilities import parse_pools
 from shared.keys import EN_POOL, MULTI_POOL, VAD_GROUP, Keys
 from shared.redis_util import Heartbeat, connect, ensure_group, entry_data
-from shared.runtime import TaskSet, install_signal_handlers, run_with_grace, start_metrics_server
+from shared.runtime import (
+    TaskSet,
+    install_signal_handlers,
+    run_with_grace,
+    run_worker,
+    start_metrics_server,
+)
 from shared.schemas import (
     SPECULATED,
     AudioChunk,
@@ -410,15 +416,7 @@ async def amain(settings: Settings) -> None:
 
 
 def main(settings: Settings | None = None) -> None:
-    from shared.logs import configure
-
-    settings = settings or Settings()
-    configure(settings.log_level, settings.log_format, "vad-worker", settings.consumer_name)
-    tracing.configure(settings.otlp_traces_endpoint, "vad-worker", settings.consumer_name)
-    try:
-        asyncio.run(amain(settings))
-    finally:
-        tracing.shutdown()
+    run_worker("vad-worker", settings or Settings(), amain)
 
 
 if __name__ == "__main__":
