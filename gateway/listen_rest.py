@@ -33,9 +33,9 @@ from gateway.transcriptions import (
     check_capacity,
     decode_in_slot,
     read_body,
+    read_bounded,
     run_file,
     take_slot,
-    too_large,
 )
 from shared.audio import SAMPLE_RATE, PcmCarry, StreamResampler
 
@@ -97,13 +97,7 @@ async def fetch(url: str, limit: int) -> bytes:
             async with client.stream("GET", url) as response:
                 if response.status_code != 200:
                     raise ApiError(400, "fetch_failed", f"fetching the url answered {response.status_code}")  # fmt: skip
-                chunks, seen = [], 0
-                async for chunk in response.aiter_bytes():
-                    seen += len(chunk)
-                    if seen > limit:
-                        raise too_large(limit)
-                    chunks.append(chunk)
-                return b"".join(chunks)
+                return await read_bounded(response.aiter_bytes(), limit)
 
     try:
         return await asyncio.wait_for(get(), FETCH_TIMEOUT_S)

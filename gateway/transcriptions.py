@@ -292,16 +292,21 @@ async def check_capacity(ctx: GatewayContext) -> None:
         raise ApiError(503, refused.code, refused.message)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw request body, at most ``limit`` bytes (413 beyond, however it is sent)."""
-    check_length(request, limit)
-    chunks, seen = [], 0
-    async for chunk in request.stream():
+async def read_bounded(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """Everything ``chunks`` yields, at most ``limit`` bytes (413 as soon as it passes them)."""
+    parts, seen = [], 0
+    async for chunk in chunks:
         seen += len(chunk)
         if seen > limit:
             raise too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw request body, at most ``limit`` bytes (413 beyond, however it is sent)."""
+    check_length(request, limit)
+    return await read_bounded(request.stream(), limit)
 
 
 @dataclass(frozen=True)
