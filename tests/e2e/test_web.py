@@ -112,6 +112,11 @@ def test_page_live_captions_file_upload_and_download(
         )
         try:
             page = browser.new_page()
+            # Playwright turns file-chooser interception on when the first listener is added,
+            # without waiting for the browser to confirm: a listener added only at the Enter
+            # press races it (the picker then opens unintercepted and no event comes). One
+            # listener from the start, confirmed by the goto below, closes that race.
+            page.on("filechooser", lambda _chooser: None)
             page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
             page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
             page.goto(service.http + "/")
