@@ -40,6 +40,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from gateway.attachment import RELEASE_SLOT_LUA
 from gateway.protocol import CLOSE_POLICY, ProtocolError
 from shared.keys import Keys
 from shared.logs import clip
@@ -320,7 +321,9 @@ class KeySessions:
         self._keys = keys
         self._limit = settings.api_key_max_sessions
         self.lease_s = settings.api_key_lease_s
-        self._held: dict[str, str] = {}  # session id -> key name, this gateway's open sessions
+        self._held: dict[str, tuple[str, int]] = {}
+        """session id -> (key name, sockets): this gateway's open sessions (a resume may overlap
+        the socket it replaces on the same gateway)."""
 
     def _key(self, name: str) -> str:
         return self._keys.api_key_sessions(name)
@@ -342,12 +345,34 @@ class KeySessions:
                 f"this key already has {self._limit} sessions open",
                 CLOSE_POLICY,
             )
-        self._held[session_id] = principal.name
+        name, sockets = self._held.get(session_id, (principal.name, 0))
+        self._held[session_id] = (name, sockets + 1)
 
-    async def release(self, principal: Principal, session_id: str) -> None:
-        if principal.via != "open":
-            self._held.pop(session_id, None)
-            await self._r.zrem(self._key(principal.name), session_id)
+    async def hold(self, principal: Principal, session_id: str) -> None:
+        """Count ``session_id`` for its key again without a limit check: a resume that took the
+        session over, in case the socket it replaced released the slot meanwhile (the same
+        session never takes two slots: the set's member is the session id)."""
+        if principal.via == "open":
+            return
+        key = self._key(principal.name)
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.zadd(key, {session_id: time.time() + self.lease_s})
+            pipe.expire(key, math.ceil(2 * self.lease_s))
+            await pipe.execute()
+        self._held.setdefault(session_id, (principal.name, 1))
+
+    async def release(self, principal: Principal, session_id: str, token: str = "") -> None:
+        """Free the session's slot — unless ``token``'s socket was replaced by a resume, whose
+        socket holds the slot now (gateway/attachment.py)."""
+        if principal.via == "open":
+            return
+        name, sockets = self._held.pop(session_id, (principal.name, 1))
+        if sockets > 1:
+            self._held[session_id] = (name, sockets - 1)
+        session = self._keys.session(session_id)
+        await self._r.eval(
+            RELEASE_SLOT_LUA, 2, session, self._key(principal.name), token, session_id
+        )
 
     async def renew(self) -> None:
         """Push the leases of this gateway's open sessions forward (ZADD XX: a released entry is
@@ -356,7 +381,7 @@ class KeySessions:
             return
         until = time.time() + self.lease_s
         async with self._r.pipeline(transaction=False) as pipe:
-            for session_id, name in list(self._held.items()):
+            for session_id, (name, _) in list(self._held.items()):
                 pipe.zadd(self._key(name), {session_id: until}, xx=True)
                 pipe.expire(self._key(name), math.ceil(2 * self.lease_s))
             await pipe.execute()

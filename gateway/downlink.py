@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from gateway.attachment import Attachment
 from gateway.context import GatewayContext
 from gateway.ordering import ArrivalClock, ReorderBuffer
 from gateway.router import Resync
@@ -25,12 +26,14 @@ from shared.redis_util import entry_data
 from shared.schemas import (
     SchemaError,
     SessionDone,
+    SocketAttached,
     StreamMessage,
     Transcript,
     TurnEvent,
     VadEvent,
     decode_as,
 )
+from shared.session_state import Field
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,7 @@ class ResultsDownlink:
         after_finals: OnReleased = _nothing,
         listening: Callable[[], bool] = _always,
         clock: ArrivalClock | None = None,
+        attachment: Attachment | None = None,
     ) -> None:
         self.ctx = ctx
         self.session_id = session_id
@@ -89,6 +93,9 @@ class ResultsDownlink:
         self._after_finals = after_finals
         self._listening = listening
         self._clock = clock or ArrivalClock()
+        self.attachment = attachment or Attachment()
+        """This socket's claim on the session: once another socket took it over, nothing more is
+        delivered here (the socket loop closes with ``session_replaced``)."""
         self._queue: asyncio.Queue[StreamMessage | Resync] | None = None
         self._task: asyncio.Task[None] | None = None
         self._read_from = "-"
@@ -112,7 +119,7 @@ class ResultsDownlink:
 
     def open(self) -> None:
         """Register the session's queue on the router: results are kept from now on."""
-        self._queue = self.ctx.router.register(self.session_id)
+        self._queue = self.ctx.router.register(self.session_id, self.attachment.token)
 
     def start(self) -> None:
         """Deliver live results until every final was released (see :meth:`wait`)."""
@@ -131,7 +138,7 @@ class ResultsDownlink:
     def close(self) -> None:
         if self._task is not None and not self._task.done():
             self._task.cancel()
-        self.ctx.router.unregister(self.session_id)
+        self.ctx.router.unregister(self.session_id, self.attachment.token)
 
     # -- the live path ------------------------------------------------------------------------
 
@@ -140,7 +147,7 @@ class ResultsDownlink:
         if self._queue is None:
             self.open()
         assert self._queue is not None
-        while not self.complete:
+        while not self.complete and not self.attachment.lost.is_set():
             await self.handle(await self._queue.get())
 
     async def handle(self, msg: StreamMessage | Resync) -> None:
@@ -157,6 +164,9 @@ class ResultsDownlink:
                 await self._on_turn_event(msg)
         elif isinstance(msg, SessionDone):
             self.ended(msg.segments, msg.audio_seconds)
+        elif isinstance(msg, SocketAttached):
+            if self.attachment.notice(msg.token):
+                log.info("session=%s another socket resumed it: this one stops", self.session_id)
         elif isinstance(msg, Resync):
             await self.resync()
 
@@ -164,6 +174,9 @@ class ResultsDownlink:
         """Catch up on what the live path lost: finals from the transcript stream, and the
         segment count if the session's audio already ended."""
         key = self.ctx.keys.session(self.session_id)
+        conn = await session_state.read_text(self.ctx.redis, key, Field.CONN)
+        if self.attachment.replaced_by(conn):  # its notice may have been lost with the link
+            return
         segments, seconds = await session_state.read_totals(self.ctx.redis, key)
         if segments is not None:
             self.ended(segments, seconds or 0.0)
@@ -201,8 +214,8 @@ class ResultsDownlink:
         await self._after_finals()
 
     async def _deliver(self, t: Transcript) -> None:
-        if not t.text or not self._listening():
-            return  # silence, a failed segment (dead-lettered), or nobody listening
+        if not t.text or not self._listening() or self.attachment.lost.is_set():
+            return  # silence, a failed segment (dead-lettered), nobody listening, or replaced
         await self._on_final(t)
         metrics.FINALS_SENT.inc()
         arrived = self._clock.arrival(int(t.end * SAMPLE_RATE))

@@ -77,7 +77,11 @@ class FileSession:
         self.uplink.language = language
         self.uplink.task = task
         self.downlink = ResultsDownlink(
-            ctx, self.session_id, on_final=self._final, clock=self.uplink.clock
+            ctx,
+            self.session_id,
+            on_final=self._final,
+            clock=self.uplink.clock,
+            attachment=self.uplink.attachment,
         )
         self.finals: list[Transcript] = []
         self.on_final = on_final

@@ -52,6 +52,7 @@ class LegacySession:
             on_final=self._final,
             listening=self.client.connected,
             clock=self.uplink.clock,
+            attachment=self.uplink.attachment,
         )
         query = query or LegacyQuery()
         self.uplink.language = query.language

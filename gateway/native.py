@@ -17,6 +17,8 @@ from starlette.websockets import WebSocket
 
 from gateway import native_protocol as dg
 from gateway.agreement import LocalAgreement
+from gateway.attachment import DETACH_LUA, take_over
+from gateway.auth import Principal
 from gateway.context import GatewayContext
 from gateway.downlink import ResultsDownlink
 from gateway.encodings import parse_input_format
@@ -37,7 +39,7 @@ from gateway.uplink import AudioUplink
 from shared import metrics, session_state
 from shared.audio import SAMPLE_RATE
 from shared.schemas import Transcript, TurnEvent, VadEvent
-from shared.session_state import Field, State
+from shared.session_state import State
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +89,16 @@ class NativeSession:
             after_finals=self._after_finals,
             listening=self.client.connected,
             clock=self.uplink.clock,
+            attachment=self.uplink.attachment,
         )
+        self.principal: Principal | None = None
+        """Whose session (set by the endpoint): a resume re-asserts the key's slot for it."""
         self.options = options
         self.resuming = options.session_id is not None
         self._agreements: dict[int, LocalAgreement] = {}
         self._partial_rev: dict[int, int] = {}
         self._held: dict[int, dict[str, Any]] = {}
         self._last_keepalive = 0.0
-        self._attach = 1
         self._received: str | None = None
         self.model = ctx.settings.asr_model or "tiny.en"
         self.created = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -148,33 +152,52 @@ class NativeSession:
                 CLOSE_POLICY,
             )
         self.downlink.start_at(self.options.last_segment + 1)
+        if view.state != State.ENDED:
+            # Attach this socket, replacing any other (a half-open one included), in one Lua
+            # step that also tells the others; the stream continues after the last entry
+            # accepted from the old socket (gateway/attachment.py).
+            self.uplink.attachment.taking_over = True  # the router's queue is registered
+            taken = await take_over(
+                self.ctx.redis,
+                key,
+                self.ctx.keys.results(self.session_id),
+                self.session_id,
+                self.uplink.attachment.token,
+                self.ctx.settings.session_ttl_s,
+            )
+            if taken is not None:
+                seq = taken.seq if taken.seq is not None else (view.vad_seq or 0)
+                self.uplink.resume(
+                    samples=taken.samples or 0, seq=seq, ended=False, pool=view.pool or ""
+                )
+                if self.principal is not None and self.ctx.key_sessions is not None:
+                    # the old socket may have freed the key's slot before the takeover
+                    await self.ctx.key_sessions.hold(self.principal, self.session_id)
+                log.info(
+                    "session=%s resumed after segment %d (attach %d%s)",
+                    self.session_id,
+                    self.options.last_segment,
+                    taken.attach,
+                    ", replacing a live socket"
+                    if taken.previous and view.state == State.ATTACHED
+                    else "",
+                )
+                return
+            view = await session_state.read(self.ctx.redis, key)  # it ended meanwhile
         seq = view.seq if view.seq is not None else (view.vad_seq or 0)
-        ended = view.state == State.ENDED
-        self.uplink.resume(samples=view.samples or 0, seq=seq, ended=ended, pool=view.pool or "")
-        if ended:
-            if view.segments is not None:
-                self.downlink.ended(view.segments, view.audio_seconds or 0.0)
-            return
-        async with self.ctx.redis.pipeline(transaction=True) as pipe:
-            pipe.hincrby(key, Field.ATTACH, 1)
-            session_state.write(pipe, key, {Field.STATE: State.ATTACHED})
-            attach, _ = await pipe.execute()
-        self._attach = int(attach)
-        log.info("session=%s resumed after segment %d", self.session_id, self.options.last_segment)
+        self.uplink.resume(samples=view.samples or 0, seq=seq, ended=True, pool=view.pool or "")
+        if view.segments is not None:
+            self.downlink.ended(view.segments, view.audio_seconds or 0.0)
 
     async def dropped(self) -> bool:
         grace = self.ctx.settings.resume_grace_s
         if grace <= 0:
             return False
         key = self.ctx.keys.session(self.session_id)
-        saved: dict[Field, session_state.Value] = {
-            Field.STATE: State.DETACHED,
-            Field.SAMPLES: self.uplink.samples,
-            Field.SEQ: self.uplink.seq,
-        }
-        async with self.ctx.redis.pipeline(transaction=False) as pipe:
-            session_state.write(pipe, key, saved)
-            await pipe.execute()
+        token = self.uplink.attachment.token
+        if not await self.ctx.redis.eval(DETACH_LUA, 1, key, token):
+            self.uplink.attachment.lost.set()
+            return True  # another socket resumed the session already: it is not ours to keep
         self.ctx.background.spawn(self._expire_after(grace), f"grace-{self.session_id}")
         log.info("session=%s dropped; resumable for %.0fs", self.session_id, grace)
         return True
@@ -183,9 +206,12 @@ class NativeSession:
         await asyncio.sleep(grace)
         key = self.ctx.keys.session(self.session_id)
         view = await session_state.read(self.ctx.redis, key)
-        if view.attach != self._attach or view.state != State.DETACHED:
+        if view.conn not in (None, self.uplink.attachment.token) or view.state != State.DETACHED:
             return  # resumed (or already ended) meanwhile
-        await self.uplink.end("abandoned")  # its buffer was flushed when the socket dropped
+        try:
+            await self.uplink.end("abandoned")  # its buffer was flushed when the socket dropped
+        except ProtocolError:
+            return  # resumed just now
         log.info("session=%s not resumed within %.0fs: ended", self.session_id, grace)
 
     # -- input -----------------------------------------------------------------------------------

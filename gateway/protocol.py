@@ -22,6 +22,8 @@ CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_SERVICE_RESTART = 1012
 CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_REPLACED = 4409
+"""Another socket resumed this session (``session_replaced``): do not reconnect from here."""
 
 
 class ProtocolError(Exception):
@@ -35,6 +37,15 @@ class ProtocolError(Exception):
 
     def frame(self) -> dict[str, str]:
         return {"type": "error", "code": self.code, "message": self.message}
+
+
+def session_replaced(session_id: str) -> ProtocolError:
+    """The error of a socket whose session another socket (the same key's) resumed."""
+    return ProtocolError(
+        "session_replaced",
+        f"session {session_id} was resumed on another connection; this one is closed",
+        CLOSE_REPLACED,
+    )
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,7 @@ class RealtimeSession:
             after_finals=self._after_finals,
             listening=self.client.connected,
             clock=self.uplink.clock,
+            attachment=self.uplink.attachment,
         )
         self.config = default_config(ctx.settings.vad_min_silence_ms)
         self.beta = False

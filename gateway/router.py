@@ -31,18 +31,26 @@ class ResultRouter:
     def __init__(self, r: aioredis.Redis, keys: Keys) -> None:
         self._r = r
         self._keys = keys
-        self._queues: dict[str, asyncio.Queue[StreamMessage | Resync]] = {}
+        self._queues: dict[str, dict[str, asyncio.Queue[StreamMessage | Resync]]] = {}
+        """session id -> socket token -> queue: while a resuming socket replaces an older one on
+        this gateway, both are registered; each unregisters only its own queue."""
         self._lost = False
         self._pubsub: aioredis.client.PubSub | None = None
         self.connected = asyncio.Event()
 
-    def register(self, session_id: str) -> asyncio.Queue[StreamMessage | Resync]:
+    def register(self, session_id: str, token: str) -> asyncio.Queue[StreamMessage | Resync]:
+        """A queue for one socket (``token``) of the session."""
         queue: asyncio.Queue[StreamMessage | Resync] = asyncio.Queue(SESSION_QUEUE_MAX)
-        self._queues[session_id] = queue
+        self._queues.setdefault(session_id, {})[token] = queue
         return queue
 
-    def unregister(self, session_id: str) -> None:
-        self._queues.pop(session_id, None)
+    def unregister(self, session_id: str, token: str) -> None:
+        """Remove that socket's queue, never another socket's of the same session."""
+        queues = self._queues.get(session_id)
+        if queues is not None:
+            queues.pop(token, None)
+            if not queues:
+                del self._queues[session_id]
 
     async def subscribe(self) -> None:
         self._pubsub = self._r.pubsub(ignore_subscribe_messages=True)
@@ -51,7 +59,7 @@ class ResultRouter:
         if self._lost:
             self._lost = False
             log.warning("results subscription restored: %d sessions resync", len(self._queues))
-            for queue in self._queues.values():
+            for queue in [q for qs in self._queues.values() for q in qs.values()]:
                 try:
                     queue.put_nowait(RESYNC)
                 except asyncio.QueueFull:
@@ -88,12 +96,16 @@ class ResultRouter:
         if not isinstance(channel, bytes) or not isinstance(data, bytes):
             return
         sid = self._keys.session_from_channel(channel.decode())
-        queue = self._queues.get(sid)
-        if queue is None:
+        queues = self._queues.get(sid)
+        if not queues:
             return  # a session of another gateway process
         try:
-            queue.put_nowait(decode(data))
+            msg = decode(data)
         except SchemaError as exc:
             log.error("session=%s undecodable result dropped: %s", sid, exc)
-        except asyncio.QueueFull:
-            log.error("session=%s result queue full; result dropped from live path", sid)
+            return
+        for queue in list(queues.values()):
+            try:
+                queue.put_nowait(msg)
+            except asyncio.QueueFull:
+                log.error("session=%s result queue full; result dropped from live path", sid)

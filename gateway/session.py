@@ -24,6 +24,7 @@ from gateway.protocol import (
     CLOSE_SERVICE_RESTART,
     CLOSE_TRY_AGAIN_LATER,
     ProtocolError,
+    session_replaced,
 )
 from gateway.uplink import AudioUplink
 from shared import metrics
@@ -132,9 +133,20 @@ async def _receive_until_drained(
     """:func:`_receive`, as a task the gateway's drain can stop (SIGTERM): then the session ends
     as at an eof, and closes with 1012 once its finals are out."""
     receiving = asyncio.create_task(_receive(proto, ctx.settings.first_audio_timeout_s))
+    replaced = asyncio.create_task(proto.uplink.attachment.lost.wait())
     ctx.receivers.add(receiving)
     try:
-        return await receiving
+        await asyncio.wait({receiving, replaced}, return_when=asyncio.FIRST_COMPLETED)
+        if receiving.done() or not replaced.done():
+            return await receiving
+        # Another socket resumed the session (a half-open one never sees its own drop): stop
+        # reading this one, tell it, and close it without touching the session's state.
+        receiving.cancel()
+        await asyncio.gather(receiving, return_exceptions=True)
+        err = session_replaced(proto.session_id)
+        log.info("session=%s socket replaced by a resume", proto.session_id)
+        await proto.client.send(proto.error_frame(err))
+        return proto.close_for(err), err.code
     except asyncio.CancelledError:
         current = asyncio.current_task()
         if not (ctx.draining and receiving.cancelled()) or (current and current.cancelling()):
@@ -143,6 +155,7 @@ async def _receive_until_drained(
         return (CLOSE_SERVICE_RESTART, "service restart"), "shutdown"
     finally:
         ctx.receivers.discard(receiving)
+        replaced.cancel()
         if not receiving.done():
             receiving.cancel()
 
@@ -208,11 +221,18 @@ async def _end(ctx: GatewayContext, proto: SocketProtocol, reason: str) -> None:
     client, uplink, downlink = proto.client, proto.uplink, proto.downlink
     if not uplink.announced or reason == "service_unavailable":
         return  # nothing to end, or Redis is gone: the session's keys expire with their TTL
-    if client.gone and not uplink.ended and await proto.dropped():
-        await uplink.flush()
-        return
-    if not uplink.ended:
-        await uplink.end(reason)
+    if uplink.attachment.lost.is_set():
+        return  # another socket has the session now: nothing here is this socket's to end
+    try:
+        if client.gone and not uplink.ended and await proto.dropped():
+            await uplink.flush()
+            return
+        if not uplink.ended:
+            await uplink.end(reason)
+    except ProtocolError as exc:
+        if exc.code == "session_replaced":
+            return  # resumed elsewhere while this socket was going
+        raise
     if client.gone:
         return  # finals stay on transcript:{session} for the session TTL
     if not await downlink.wait(ctx.settings.eof_timeout_s):

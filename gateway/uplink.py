@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from gateway.attachment import APPEND_LUA, Attachment, new_token
 from gateway.context import GatewayContext, overloaded
 from gateway.encodings import EncodingError, InputFormat
 from gateway.ordering import ArrivalClock, Coalescer, FrameCounter
@@ -31,6 +32,7 @@ from gateway.protocol import (
     CLOSE_TRY_AGAIN_LATER,
     CLOSE_UNSUPPORTED,
     ProtocolError,
+    session_replaced,
 )
 from shared import metrics, session_state
 from shared.audio import SAMPLE_RATE
@@ -67,6 +69,9 @@ class AudioUplink:
         self.endpoint = endpoint
         self.owner = "dev"
         """The API key's name: only the same key may resume the session."""
+        self.attachment = Attachment(new_token(s.consumer_name))
+        """This socket's token: written as the session's ``conn`` at the announcement (or by a
+        resume's takeover); every write of the audio stream is conditional on it."""
         self.language: str | None = None
         self.task = TRANSCRIBE
         """``translate`` (into English) or ``transcribe``; checked against the live workers."""
@@ -213,7 +218,7 @@ class AudioUplink:
             ctl = AudioControl(session_id=self.session_id, seq=self.seq, kind=kind)
             if kind == "keyterms":
                 ctl.keyterms = self.keyterms
-            await self._ride(lambda: self.ctx.redis.xadd(self.audio_key, entry(encode(ctl))))
+            await self._append(encode(ctl))
 
     async def flush(self) -> None:
         """XADD whatever is coalesced now (a dropped socket's audio, before it detaches)."""
@@ -226,16 +231,7 @@ class AudioUplink:
             await self._flush_locked()
             self.seq += 1
             end = AudioEnd(session_id=self.session_id, seq=self.seq, reason=reason)
-            ttl = self.ctx.settings.session_ttl_s
-
-            async def write_end() -> None:
-                async with self.ctx.redis.pipeline(transaction=False) as pipe:
-                    pipe.xadd(self.audio_key, entry(encode(end)))
-                    pipe.expire(self.audio_key, ttl)
-                    session_state.write(pipe, self.session_key, {Field.STATE: State.ENDED}, ttl)
-                    await pipe.execute()
-
-            await self._ride(write_end)
+            await self._append(encode(end), ended=True)
             self.ended = True
 
     async def tick(self) -> None:
@@ -246,7 +242,14 @@ class AudioUplink:
             await asyncio.sleep(period)
             if self._coalescer.due(time.monotonic()):
                 async with self._lock:
-                    await self._flush_locked()
+                    if self.attachment.lost.is_set():
+                        return  # another socket has the session: the loop closes this one
+                    try:
+                        await self._flush_locked()
+                    except ProtocolError:
+                        if self.attachment.lost.is_set():
+                            return  # session_replaced
+                        raise
 
     # -- Redis ------------------------------------------------------------------------------
 
@@ -303,6 +306,7 @@ class AudioUplink:
         fields: dict[Field, session_state.Value] = {
             Field.STATE: State.ATTACHED,
             Field.ATTACH: 1,
+            Field.CONN: self.attachment.token,
             Field.ENDPOINT: self.endpoint,
             Field.OWNER: self.owner,
             Field.POOL: self.pool,
@@ -336,16 +340,22 @@ class AudioUplink:
             session_id=self.session_id, seq=self.seq, pcm=pcm, received_at=time.time()
         )
 
-        async def write_chunk() -> None:
-            async with self.ctx.redis.pipeline(transaction=False) as pipe:
-                pipe.xadd(self.audio_key, entry(encode(chunk)))
-                # a TTL even while live: if every process of the session dies, nothing stays
-                pipe.expire(self.audio_key, self.ctx.settings.session_ttl_s)
-                await pipe.execute()
-
-        await self._ride(write_chunk)
+        await self._append(encode(chunk))
         if self.seq % BACKLOG_CHECK_EVERY == 0:
             await self._wait_for_vad()
+
+    async def _append(self, payload: bytes, ended: bool = False) -> None:
+        """XADD one entry (with the session TTL on the stream and the hash, even while live: if
+        every process of the session dies, nothing stays) — only while this socket is the
+        session's attached one (:data:`~gateway.attachment.APPEND_LUA`); otherwise mark the
+        attachment lost and raise ``session_replaced``."""
+        ttl = self.ctx.settings.session_ttl_s
+        keys_args = (self.session_key, self.audio_key, self.attachment.token, payload, ttl)
+        args = (*keys_args, self.seq, self.samples, "1" if ended else "0")
+        accepted = await self._ride(lambda: self.ctx.redis.eval(APPEND_LUA, 2, *args))
+        if not accepted:
+            self.attachment.lost.set()
+            raise session_replaced(self.session_id)
 
     async def _wait_for_vad(self) -> None:
         """Back-pressure: while the session's VAD worker is behind by more than

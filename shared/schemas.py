@@ -196,6 +196,14 @@ class TurnEvent(_Msg, tag="turn_event"):
     text: str = ""
 
 
+class SocketAttached(_Msg, tag="socket_attached"):
+    """On ``results:{session}``, published by a gateway in the Lua step that attaches a resuming
+    socket (gateway/attachment.py): every other socket of the session, on any gateway, stops
+    delivering and closes with ``session_replaced``. In order with the results around it."""
+
+    token: str
+
+
 class SessionDone(_Msg, tag="session_done"):
     """Published by the VAD worker once the session's audio is consumed: ``segments`` jobs in all."""
 
@@ -255,6 +263,7 @@ StreamMessage = (
     | Transcript
     | SessionDone
     | TurnEvent
+    | SocketAttached
 )
 
 _encoder = msgspec.msgpack.Encoder()

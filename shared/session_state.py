@@ -23,6 +23,7 @@ class Field(StrEnum):
 
     STATE = "state"
     ATTACH = "attach"
+    CONN = "conn"
     ENDPOINT = "endpoint"
     OWNER = "owner"
     POOL = "pool"
@@ -61,12 +62,13 @@ class FieldDoc:
 
 FIELDS: dict[Field, FieldDoc] = {
     Field.STATE: FieldDoc("str", "gateway", "gateway", "attached / detached / ended (:class:`State`)"),
-    Field.ATTACH: FieldDoc("int", "gateway", "gateway", "how many sockets attached so far (a resume increments it; the grace timer of an older socket sees it changed)"),
+    Field.ATTACH: FieldDoc("int", "gateway", "gateway", "how many sockets attached so far (a resume increments it; for operators)"),
+    Field.CONN: FieldDoc("str", "gateway", "gateway", "the token of the one socket attached to the session: only it may write the session's audio; a resume replaces it (gateway/attachment.py)"),
     Field.ENDPOINT: FieldDoc("str", "gateway", "operators", "the endpoint the session was opened on"),
     Field.OWNER: FieldDoc("str", "gateway", "gateway", "the API key's name: only the same key may resume"),
     Field.POOL: FieldDoc("str", "gateway", "gateway (resume), operators", "the model pool the session's jobs go to (asr:jobs:{pool}), chosen at its first audio"),
-    Field.SAMPLES: FieldDoc("int", "gateway", "gateway", "16 kHz samples received, saved when the socket drops (resume)"),
-    Field.SEQ: FieldDoc("int", "gateway", "gateway", "last audio-stream sequence number, saved when the socket drops (resume)"),
+    Field.SAMPLES: FieldDoc("int", "gateway", "gateway", "16 kHz samples received, saved with each audio entry (resume)"),
+    Field.SEQ: FieldDoc("int", "gateway", "gateway", "last audio-stream sequence number, saved with each audio entry (resume)"),
     Field.VAD_SEQ: FieldDoc("int", "VAD worker", "gateway", "last audio-stream sequence number the VAD worker processed (back-pressure)"),
     Field.VAD_CKPT: FieldDoc("msgpack", "VAD worker", "VAD worker", "segmenter and VAD state between utterances, for a takeover"),
     Field.SEGMENTS: FieldDoc("int", "VAD worker", "gateway", "number of segments, once the audio has ended"),
@@ -121,6 +123,7 @@ class SessionView:
 
     state: State | None = None
     attach: int | None = None
+    conn: str | None = None
     endpoint: str | None = None
     owner: str | None = None
     pool: str | None = None
