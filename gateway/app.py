@@ -65,7 +65,10 @@ async def run_session(
     try:
         await session.run()
     finally:
-        await ctx.key_sessions.release(principal, session.session_id)
+        token = (
+            session.uplink.attachment.token
+        )  # a replaced socket leaves the slot to its successor
+        await ctx.key_sessions.release(principal, session.session_id, token)
 
 
 async def refuse(ws: WebSocket) -> bool:
@@ -185,12 +188,13 @@ async def listen(ws: WebSocket) -> None:
             credential_from(dict(ws.headers), dict(ws.query_params), offered)
         )
         options = parse_options(listen_query(ws), None, ctx.settings.endpointing_min_ms)
-        if options.session_id is None:
-            refused = await admission_error(ctx)
-            if refused is not None:
-                raise refused
+        refused = await admission_error(ctx)  # a resume too: it is a socket like any other
+        if refused is not None:
+            raise refused
         session = NativeSession(ws, ctx, options)
         session.uplink.owner = principal.name
+        session.principal = principal
+        # a resume of a session that holds its key's slot takes no second one (same member)
         await ctx.key_sessions.acquire(principal, session.session_id)
     except ProtocolError as exc:
         await deny(ws, exc, native_protocol.request_id(uuid.uuid4().hex))
@@ -200,7 +204,10 @@ async def listen(ws: WebSocket) -> None:
         await ws.accept(subprotocol=offered_subprotocol(ws), headers=[(b"dg-request-id", rid)])
         await session.run()
     finally:
-        await ctx.key_sessions.release(principal, session.session_id)
+        token = (
+            session.uplink.attachment.token
+        )  # a replaced socket leaves the slot to its successor
+        await ctx.key_sessions.release(principal, session.session_id, token)
 
 
 async def realtime(ws: WebSocket) -> None:
