@@ -15,6 +15,7 @@ feed it alike, and a limit broken is a :class:`~gateway.protocol.ProtocolError` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -36,8 +37,16 @@ from shared import metrics, session_state
 from shared.audio import SAMPLE_RATE
 from shared.capabilities import TRANSCRIBE, parse_pools, read_pool, route
 from shared.keyterms import KeytermError, check_keyterms
-from shared.redis_util import entry, ride_through
-from shared.schemas import AudioChunk, AudioControl, AudioEnd, SessionStart, encode
+from shared.redis_util import entry, entry_data, ride_through
+from shared.schemas import (
+    AudioChunk,
+    AudioControl,
+    AudioEnd,
+    SchemaError,
+    SessionStart,
+    decode,
+    encode,
+)
 from shared.session_state import Field, State
 
 log = logging.getLogger(__name__)
@@ -52,6 +61,10 @@ BACKPRESSURE_MAX_WAIT_S = 20.0
 
 BACKPRESSURE_POLL_S = 0.05
 """How often a held-back session looks at its VAD worker's progress again."""
+
+RESUME_SEQ_SCAN = 50
+"""A resumed uplink reads this many of the audio stream's last entries for the highest ``seq``
+written (more than the ASR workers' ``seq``-0 nudges that can follow it)."""
 
 
 class AudioUplink:
@@ -103,6 +116,8 @@ class AudioUplink:
         self._text_frames = FrameCounter()
         self._lock = asyncio.Lock()
         """Keeps entries in order: audio, a flush by the ticker, control entries, the end."""
+        self._resync = False
+        """Resumed: before its first write, take ``seq`` past what the audio stream holds."""
 
     @property
     def audio_key(self) -> str:
@@ -140,6 +155,26 @@ class AudioUplink:
         self.samples = samples
         self.seq = seq
         self.ended = ended
+        self._resync = True
+
+    async def _resync_seq(self) -> None:
+        """A resumed session's ``seq`` continues after the last entry on its audio stream.
+
+        The saved ``seq`` is only as new as the last clean drop (a SIGKILLed gateway saves
+        nothing, and the fallback, ``vad_seq``, lags the stream while the VAD worker is behind
+        or being replaced): numbering from there repeats sequence numbers already written, and
+        the VAD worker skips such entries as repeated writes, so the resumed audio was lost."""
+        if not self._resync:
+            return
+        tail = await self._ride(
+            lambda: self.ctx.redis.xrevrange(self.audio_key, count=RESUME_SEQ_SCAN)
+        )
+        for _id, fields in tail:
+            with contextlib.suppress(SchemaError):
+                msg = decode(entry_data(fields))
+                if isinstance(msg, AudioChunk | AudioControl | AudioEnd):
+                    self.seq = max(self.seq, msg.seq)
+        self._resync = False
 
     # -- audio in ---------------------------------------------------------------------------
 
@@ -209,6 +244,7 @@ class AudioUplink:
             return
         async with self._lock:
             await self._flush_locked()
+            await self._resync_seq()
             self.seq += 1
             ctl = AudioControl(session_id=self.session_id, seq=self.seq, kind=kind)
             if kind == "keyterms":
@@ -224,6 +260,7 @@ class AudioUplink:
         """Flush, then ``audio_end``: the VAD worker closes the open utterance and the session."""
         async with self._lock:
             await self._flush_locked()
+            await self._resync_seq()
             self.seq += 1
             end = AudioEnd(session_id=self.session_id, seq=self.seq, reason=reason)
             ttl = self.ctx.settings.session_ttl_s
@@ -331,6 +368,7 @@ class AudioUplink:
         )
 
     async def _xadd_audio(self, pcm: bytes) -> None:
+        await self._resync_seq()
         self.seq += 1
         chunk = AudioChunk(
             session_id=self.session_id, seq=self.seq, pcm=pcm, received_at=time.time()
