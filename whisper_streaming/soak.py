@@ -55,6 +55,9 @@ from whisper_streaming.up import EmbeddedRedis, free_port
 REPO = Path(__file__).resolve().parents[1]
 ASR_WORKERS = 2
 GATEWAYS = 2
+SLOW_SESSION_S = 30.0
+"""A session that ends this much later than its audio is noted among the errors, with its
+sockets' history (a stall; not a failure)."""
 MARK_BEGIN = "<!-- soak:begin -->"
 MARK_END = "<!-- soak:end -->"
 
@@ -77,6 +80,9 @@ class Totals:
     victims: list[str] = field(default_factory=list)
     pairs: list[tuple[str, str]] = field(default_factory=list)
     memory: list[dict[str, float]] = field(default_factory=list)
+    per_session: list[dict[str, Any]] = field(default_factory=list)
+    """Each session's resumes, audio lost, WER and duration (in the JSON: whether the faults
+    cost words)."""
     errors: list[str] = field(default_factory=list)
 
     def status(self, elapsed_s: float, total_s: float) -> str:
@@ -107,7 +113,7 @@ def playlists(n: int) -> list[tuple[bytes, str]]:
 
 
 class Stack:
-    def __init__(self, redis_url: str, log_dir: Path) -> None:
+    def __init__(self, redis_url: str, log_dir: Path, log_level: str = "WARNING") -> None:
         self.env = dict(os.environ) | {
             "REDIS_URL": redis_url,
             "AUTH_ENABLED": "false",
@@ -116,7 +122,7 @@ class Stack:
             "HEARTBEAT_TTL_S": "3",
             "VAD_CLAIM_IDLE_MS": "3000",
             "ASR_CLAIM_IDLE_MS": "8000",
-            "LOG_LEVEL": "WARNING",
+            "LOG_LEVEL": log_level,
         }
         self.log_dir = log_dir
         self.procs: dict[str, ServiceProcess] = {}
@@ -155,11 +161,15 @@ async def one_session(
     gateways: list[str], slot: int, pcm: bytes, reference: str, totals: Totals, run: Run
 ) -> None:
     client = ResumingClient(gateways, slot, pcm, run.clock)
+    began = run.clock()
     try:
         await client.run()
     except SessionFailed as exc:
         totals.failed_sessions += 1
-        totals.errors.append(str(exc))
+        totals.errors.append(f"{exc} (session {client.session_id}: {client.history})")
+    took = run.clock() - began
+    if took > len(pcm) / 32000 + SLOW_SESSION_S:
+        totals.errors.append(f"session {client.session_id} took {took:.0f}s: {client.history}")
     totals.sessions += 1
     totals.resumes += client.resumes
     log = client.log
@@ -171,6 +181,15 @@ async def one_session(
     merge(totals.lost, by_cause(log.lost(), run.faults))
     totals.audio_lost_s += client.audio_lost_s()
     totals.pairs.append((reference, client.transcript()))
+    totals.per_session.append(
+        {
+            "session_id": client.session_id,
+            "resumes": client.resumes,
+            "audio_lost_s": round(client.audio_lost_s(), 3),
+            "wer": round(wer([(reference, client.transcript())]).wer, 4),
+            "took_s": round(took, 1),
+        }
+    )
 
 
 @dataclass
@@ -236,7 +255,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     log_dir = Path(args.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     redis_server = Redis()
-    stack = Stack(redis_server.url, log_dir)
+    stack = Stack(redis_server.url, log_dir, args.log_level)
     totals = Totals()
     lists = playlists(args.sessions)
     gateways = [f"gateway-{i}" for i in range(GATEWAYS)]
@@ -334,6 +353,7 @@ def result_of(args: argparse.Namespace, totals: Totals, faults: list[Fault]) -> 
         "faults": [dataclasses.asdict(f) for f in faults],
         "wer": round(result.wer, 4),
         "memory": totals.memory,
+        "per_session": totals.per_session,
         "errors": totals.errors[:20],
     }
 
@@ -394,6 +414,7 @@ def main() -> int:
                    help="SIGKILL redis-server and restart it on its AOF (0: never)")  # fmt: skip
     p.add_argument("--redis-down-s", type=float, default=2.0, help="how long Redis stays down")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--log-level", default="WARNING", help="of the service processes")
     p.add_argument("--log-dir", default="artifacts/soak")
     p.add_argument("--json", default="artifacts/soak/soak.json")
     p.add_argument("--doc", default="docs/reliability.md", help="'': do not write the doc")

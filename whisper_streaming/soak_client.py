@@ -62,6 +62,9 @@ class ResumingClient:
         self.audio_seconds = 0.0
         """Of session audio, as ``Metadata`` says."""
         self.texts: dict[int, str] = {}
+        self.history: list[str] = []
+        """One line per socket: when it opened, the gateway, how it ended (a slow session's
+        story, in the soak's errors)."""
         self._closed = False
         self._error: dict[str, Any] | None = None
 
@@ -78,18 +81,24 @@ class ResumingClient:
         down_since: float | None = None
         while True:
             self._error = None
+            opened, how = self.clock(), "closed"
             try:
                 async with websockets.connect(self.url(), open_timeout=5) as ws:
                     down_since = None
                     await self._one_socket(ws, t0)
-            except (OSError, websockets.WebSocketException, TimeoutError):
-                pass
+            except (OSError, websockets.WebSocketException, TimeoutError) as exc:
+                how = type(exc).__name__
+            self.history.append(
+                f"{opened:.0f}-{self.clock():.0f}s {self.pick % len(self.gateways)} {how}"
+                f"{' ' + str(self._error.get('code')) if self._error else ''} "
+                f"sent={self.sent / 32000:.1f}s finals<={self.last_segment}"
+            )
             if self._closed:
                 self.log.ended_at = self.clock()
                 return
-            code = (self._error or {}).get("code")
-            if self._error is not None and code not in RETRYABLE:
-                raise SessionFailed(f"error {code}: {self._error.get('message')}")
+            if self._error is not None and self._error.get("code") not in RETRYABLE:
+                err = self._error
+                raise SessionFailed(f"error {err.get('code')}: {err.get('message')}")
             if self.session_id is None:
                 self.sent = 0  # never learned the id: start again, as a new session
             now = time.monotonic()
