@@ -20,8 +20,16 @@ from gateway.encodings import InputFormat
 from gateway.protocol import CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN_LATER, ProtocolError
 from gateway.uplink import AudioUplink
 from shared import session_state
-from shared.redis_util import entry_data
-from shared.schemas import AudioChunk, AudioControl, AudioEnd, SessionStart, decode, decode_as
+from shared.redis_util import entry, entry_data
+from shared.schemas import (
+    AudioChunk,
+    AudioControl,
+    AudioEnd,
+    SessionStart,
+    decode,
+    decode_as,
+    encode,
+)
 from shared.session_state import Field, State
 from tests.integration.gateway_parts import eventually, gateway_context
 
@@ -209,6 +217,39 @@ async def test_a_resumed_uplink_continues_the_sequence(ctx: GatewayContext) -> N
     (chunk,) = await audio_entries(ctx, up)
     assert chunk.seq == 8 and up.samples == 3200
     assert await ctx.redis.xlen(ctx.keys.sessions) == 0  # announced by the earlier socket
+
+
+async def test_a_resume_after_a_gateway_crash_numbers_after_the_stream(ctx: GatewayContext) -> None:
+    """A SIGKILLed gateway saves nothing at its end: the resuming one used to start from a stale
+    ``seq`` (an earlier drop's, or the lagging ``vad_seq``), its entries repeated numbers already
+    on the stream, and the VAD worker skips a repeated number: the resumed audio was lost. Now
+    ``seq`` and ``samples`` are saved with every entry, and the takeover reads them."""
+    from gateway.attachment import take_over
+
+    first = uplink(ctx)
+    for _ in range(12):
+        await first.push(b"\1" * MS100)
+    await first.flush()
+    written, samples = first.seq, first.samples
+    # the first gateway dies here: no drop, nothing saved by it after its last entry
+    second = AudioUplink(ctx, first.session_id, "/test")
+    taken = await take_over(
+        ctx.redis, first.session_key, ctx.keys.results(first.session_id), first.session_id,
+        second.attachment.token, ctx.settings.session_ttl_s,
+    )  # fmt: skip
+    assert taken is not None and (taken.seq, taken.samples) == (written, samples)
+    second.resume(samples=taken.samples or 0, seq=taken.seq or 0, ended=False)
+    await second.push(b"\2" * MS100)
+    await second.flush()
+    await second.control("finalize")
+    await second.end("eof")
+    tail = (await audio_entries(ctx, first))[-3:]
+    assert [type(m) for m in tail] == [AudioChunk, AudioControl, AudioEnd]
+    assert [m.seq for m in tail] == [written + 1, written + 2, written + 3]
+    # the replaced first socket can no longer write
+    with pytest.raises(ProtocolError):
+        await first.push(b"\3" * MS100)
+        await first.flush()
 
 
 # -- languages the live ASR workers serve ---------------------------------------------------
