@@ -20,7 +20,7 @@ from gateway.encodings import InputFormat
 from gateway.protocol import CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN_LATER, ProtocolError
 from gateway.uplink import AudioUplink
 from shared import session_state
-from shared.redis_util import entry, entry_data
+from shared.redis_util import entry_data
 from shared.schemas import (
     AudioChunk,
     AudioControl,
@@ -28,7 +28,6 @@ from shared.schemas import (
     SessionStart,
     decode,
     decode_as,
-    encode,
 )
 from shared.session_state import Field, State
 from tests.integration.gateway_parts import eventually, gateway_context
