@@ -134,6 +134,7 @@ class NativeSession:
                     "request_id": dg.request_id(self.session_id),
                     "protocol_version": PROTOCOL_VERSION,
                     "resumed": self.resuming,
+                    "audio_received": round(self.uplink.written / SAMPLE_RATE, 3),
                     "settings": self.options.public(default_endpointing(self.ctx.settings)),
                 }
             )

@@ -95,6 +95,9 @@ class AudioUplink:
         """``audio_end`` is on the audio stream (or the resumed session had ended already)."""
         self.samples = 0
         """16 kHz samples received so far."""
+        self.written = 0
+        """16 kHz samples on the audio stream (``samples`` less what is still being coalesced):
+        saved with every entry, what a resume reports as ``audio_received``."""
         self.seq = 0
         """Sequence number of the last entry put on the audio stream."""
         self.received = hashlib.sha256()
@@ -143,6 +146,7 @@ class AudioUplink:
         self.announced = True
         self.pool = pool
         self.samples = samples
+        self.written = samples
         self.seq = seq
         self.ended = ended
 
@@ -336,6 +340,7 @@ class AudioUplink:
 
     async def _xadd_audio(self, pcm: bytes) -> None:
         self.seq += 1
+        self.written += len(pcm) // 2
         chunk = AudioChunk(
             session_id=self.session_id, seq=self.seq, pcm=pcm, received_at=time.time()
         )
@@ -351,7 +356,7 @@ class AudioUplink:
         attachment lost and raise ``session_replaced``."""
         ttl = self.ctx.settings.session_ttl_s
         keys_args = (self.session_key, self.audio_key, self.attachment.token, payload, ttl)
-        args = (*keys_args, self.seq, self.samples, "1" if ended else "0")
+        args = (*keys_args, self.seq, self.written, "1" if ended else "0")
         accepted = await self._ride(lambda: self.ctx.redis.eval(APPEND_LUA, 2, *args))
         if not accepted:
             self.attachment.lost.set()

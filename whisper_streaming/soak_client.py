@@ -3,15 +3,16 @@ on another gateway when its socket drops (docs/protocol.md, *Resumable sessions*
 
 It streams PCM16 at real-time pace, keeping the session id (``session_started=true``) and the last
 final's ``segment``; when the socket drops before ``Metadata``, it reconnects to the next gateway
-with ``session_id`` and ``last_segment`` and sends on from the first byte it had not yet handed to
-the dropped socket. Audio is a live source: what "was spoken" while it reconnected is sent at once
-(the gateway's frame-rate limit holds a burst back, never refuses it).
+with ``session_id`` and ``last_segment``, waits for ``SessionStarted`` and sends on from its
+``audio_received``: the seconds of audio the session holds durably. Audio is a live source: what
+"was spoken" while it reconnected is sent at once (the gateway's frame-rate limit holds a burst
+back, never refuses it).
 
-What the protocol promises, and what it does not: finals are durable (``transcript:{session}``),
-so none is lost or repeated across a resume. Audio is not acknowledged: what a socket had taken
-but not yet written to Redis when its gateway died (the coalescing buffer, ~``COALESCE_MS``, plus
-frames in the socket buffers) is gone, and the client cannot know how much, so it cannot resend
-exactly that. The soak measures it: seconds sent minus the ``duration`` the server reports.
+What the protocol promises: finals are durable (``transcript:{session}``), so none is lost or
+repeated across a resume; and ``audio_received`` says where the session's audio stops, so audio a
+dead gateway had taken but not yet written to Redis (its coalescing buffer, ~``COALESCE_MS``, and
+frames in the socket buffers) is sent again, and nothing already held is repeated. The soak
+measures what is still lost: seconds sent minus the ``duration`` the server reports.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class ResumingClient:
         story, in the soak's errors)."""
         self._closed = False
         self._error: dict[str, Any] | None = None
+        self._hello = asyncio.Event()
 
     def url(self) -> str:
         base = self.gateways[self.pick % len(self.gateways)]
@@ -109,8 +111,14 @@ class ResumingClient:
             await asyncio.sleep(RECONNECT_PAUSE_S)
 
     async def _one_socket(self, ws: Any, t0: float) -> None:
+        resuming = self.session_id is not None
+        self._hello.clear()
         rx = asyncio.create_task(self._receive(ws))
         try:
+            if resuming:  # send on from what the session holds (SessionStarted.audio_received)
+                hello = asyncio.create_task(self._hello.wait())
+                await asyncio.wait({hello, rx}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+                hello.cancel()
             while self.sent < len(self.pcm) and not rx.done():
                 await ws.send(self.pcm[self.sent : self.sent + FRAME])
                 self.sent = min(len(self.pcm), self.sent + FRAME)
@@ -133,7 +141,11 @@ class ResumingClient:
         kind = msg.get("type")
         if kind == "session":
             self.session_id = msg["session_id"]
-            self.resumes += bool(msg.get("resumed"))
+            if msg.get("resumed"):
+                self.resumes += 1
+                held = int(float(msg.get("audio_received") or 0.0) * 16000) * 2
+                self.sent = min(self.sent, held)
+            self._hello.set()
         seg = msg.get("segment")
         if isinstance(seg, int):
             self.log.heard[seg] = now

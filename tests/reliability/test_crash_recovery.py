@@ -214,10 +214,20 @@ async def test_gateway_killed_client_resumes_on_another_gateway(spawn) -> None:
     resume = f"{url_b}/v1/listen?session_id={sid}&last_segment={last}&session_started=true"
     async with websockets.connect(resume) as ws2:
         rx2 = asyncio.create_task(receive_all(ws2, second))
-        await stream(ws2, pcm[cut:], speed=2.0)
+        for _ in range(300):  # SessionStarted first
+            if second:
+                break
+            await asyncio.sleep(0.1)
+        # the audio the session holds: the dead gateway wrote what it had coalesced up to its
+        # last entry; the client sends on from there (nothing repeated, nothing lost)
+        held = second[0]["audio_received"]
+        assert 0 < held <= cut / 32000, (held, cut / 32000)
+        resend = int(held * 16000) * 2
+        await stream(ws2, pcm[resend:], speed=2.0)
         await ws2.send(CLOSE_STREAM)
         await asyncio.wait_for(rx2, 60)
     assert second[0]["resumed"] is True
+    assert abs(second[-1]["audio_seconds"] - len(pcm) / 32000) < 0.01, second[-1]
     check_complete([m for m in first + second if m["type"] == "final"] + [second[-1]], reference)
 
 
