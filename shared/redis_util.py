@@ -48,8 +48,12 @@ async def ensure_group(r: aioredis.Redis, stream: str, group: str, start_id: str
 
 def is_nogroup(exc: BaseException) -> bool:
     """Whether Redis answered NOGROUP: the stream or its group is gone (a restart without
-    persistence, a FLUSHALL, an operator's DEL)."""
-    return isinstance(exc, ResponseError) and "NOGROUP" in str(exc)
+    persistence, a FLUSHALL, an operator's DEL); or, to a blocked XREADGROUP, that its stream
+    was deleted meanwhile (``UNBLOCKED the stream key no longer exists``)."""
+    if not isinstance(exc, ResponseError):
+        return False
+    text = str(exc)
+    return "NOGROUP" in text or ("UNBLOCKED" in text and "no longer exists" in text)
 
 
 GROUP_RECOVERY_PAUSE_S = 1.0
