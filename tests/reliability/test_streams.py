@@ -51,7 +51,8 @@ def job_of(corpus, sid: str, name: str = "1089-134691-0001.flac", **kw) -> AsrJo
 
 def long_job(corpus, sid: str, seconds: float = 30.0, **kw) -> AsrJob:
     """A segment long enough that its decode takes seconds on one CPU thread."""
-    audio = decode_file(corpus / "long" / "sonnet001_librivox.wav")[: int(seconds * 16000)]
+    sonnet = decode_file(corpus / "long" / "sonnet001_librivox.wav")  # 53 s
+    audio = np.concatenate([sonnet] * 4)[: int(seconds * 16000)]
     return AsrJob(
         session_id=sid, segment=0, start=0.0, end=len(audio) / 16000,
         pcm=float32_to_pcm16(audio), language="en", enqueued_at=time.time(), **kw,
@@ -171,9 +172,9 @@ async def test_a_decode_longer_than_the_claim_idle_time_is_not_decoded_twice(
     workers = [spawn("asr-worker", ASR_CLAIM_IDLE_MS="1000", **FAST) for _ in range(2)]
     for w in workers:
         await wait_for(lambda w=w: _logged(w, "ready on"), 90)
-    await redis_client.xadd(keys.asr_jobs(EN_POOL), entry(encode(long_job(corpus, "slow"))))
+    await redis_client.xadd(keys.asr_jobs(EN_POOL), entry(encode(long_job(corpus, "slow", 160))))
     result = await transcribed(redis_client, keys, "slow", 120)
-    assert result.processing_time > 1.0, result.processing_time  # over the claim idle time
+    assert result.processing_time > 3.0, result.processing_time  # 3 x the claim idle time
     for w in workers:
         assert "reclaimed job" not in w.log(), w.log()[-3000:]
     assert len(await redis_client.xrange(keys.transcript("slow"))) == 1
