@@ -21,7 +21,8 @@ from tests.integration.test_asr_worker import wait_for
 from tests.integration.test_vad_worker import stream_session, wait_done
 from whisper_streaming.up import EmbeddedRedis
 
-FAST = {"ASR_CPU_THREADS": "1"}
+FAST = {"ASR_CPU_THREADS": "1", "ASR_DEVICE": "cpu"}
+"""One CPU thread, even where a GPU is visible: the slow decode of the claim test stays slow."""
 
 
 @pytest.fixture
