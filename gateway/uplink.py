@@ -277,10 +277,15 @@ class AudioUplink:
             metrics.SESSIONS_REFUSED.labels("unsupported_language").inc()
             log.info("session=%s refused: %s", self.session_id, chosen)
             raise ProtocolError("unsupported_language", chosen, CLOSE_UNSUPPORTED)
-        pool_jobs = self.ctx.keys.asr_jobs(chosen.pool)
-        backlog = await self._ride(lambda: self.ctx.redis.xlen(pool_jobs))
+        backlog, sessions = await self._ride(lambda: self._lengths(chosen.pool))
         if backlog >= s.max_job_backlog:
             raise overloaded(backlog)
+        if sessions >= s.sessions_stream_max:
+            metrics.SESSIONS_REFUSED.labels("overloaded").inc()
+            raise ProtocolError(
+                "overloaded", f"{sessions} sessions are open or waiting; try again shortly",
+                CLOSE_TRY_AGAIN_LATER,
+            )  # fmt: skip
         metrics.SESSIONS_ROUTED.labels(chosen.pool).inc()
         if not chosen.live:
             log.info("session=%s pool %s has no live worker: its jobs wait for one",
@@ -289,6 +294,14 @@ class AudioUplink:
             log.info("session=%s detection with only English pools live: served as English",
                      self.session_id)  # fmt: skip
         return chosen.pool
+
+    async def _lengths(self, pool: str) -> tuple[int, int]:
+        """Jobs on ``pool``'s stream and entries on ``sessions`` (one round trip)."""
+        async with self.ctx.redis.pipeline(transaction=False) as pipe:
+            pipe.xlen(self.ctx.keys.asr_jobs(pool))
+            pipe.xlen(self.ctx.keys.sessions)
+            jobs, sessions = await pipe.execute()
+        return int(jobs), int(sessions)
 
     async def _announce(self) -> None:
         self.pool = await self._admit()
@@ -319,12 +332,9 @@ class AudioUplink:
         async def write_start() -> None:
             async with self.ctx.redis.pipeline(transaction=True) as pipe:
                 session_state.write(pipe, self.session_key, fields, self.ctx.settings.session_ttl_s)
-                pipe.xadd(
-                    self.ctx.keys.sessions,
-                    entry(encode(start)),
-                    maxlen=self.ctx.settings.sessions_stream_maxlen,
-                    approximate=True,
-                )
+                # never trimmed (an entry is a live session's ownership): SESSIONS_STREAM_MAX
+                # is enforced at admission
+                pipe.xadd(self.ctx.keys.sessions, entry(encode(start)))
                 await pipe.execute()
 
         await self._ride(write_start)
@@ -369,19 +379,29 @@ class AudioUplink:
         limit = self.ctx.settings.audio_backlog_max
         deadline = time.monotonic() + BACKPRESSURE_MAX_WAIT_S
         while True:
-            (done,) = await self._ride(
-                lambda: session_state.read_ints(self.ctx.redis, self.session_key, Field.VAD_SEQ)
-            )
-            if self.seq - (done or 0) <= limit:
+            done, jobs = await self._ride(self._progress)
+            vad_behind = self.seq - done > limit
+            if not vad_behind and jobs < self.ctx.settings.jobs_stream_max:
                 return
             metrics.BACKPRESSURE_WAITS.inc()
             if time.monotonic() > deadline:
                 raise ProtocolError(
                     "overloaded",
-                    "speech detection is not keeping up with this session's audio",
+                    "speech detection is not keeping up with this session's audio"
+                    if vad_behind
+                    else f"{jobs} utterances are waiting for transcription",
                     CLOSE_TRY_AGAIN_LATER,
                 )
             await asyncio.sleep(BACKPRESSURE_POLL_S)
+
+    async def _progress(self) -> tuple[int, int]:
+        """The last audio entry the session's VAD worker took, and the jobs waiting on its
+        pool's stream (JOBS_STREAM_MAX is its hard bound: back-pressure, not trimming)."""
+        async with self.ctx.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(self.session_key, str(Field.VAD_SEQ))
+            pipe.xlen(self.ctx.keys.asr_jobs(self.pool))
+            done, jobs = await pipe.execute()
+        return int(done or 0), int(jobs)
 
     async def _flush_locked(self) -> None:
         chunk = self._coalescer.take()

@@ -1,11 +1,13 @@
-"""Redis helpers shared by the gateway and the workers: connections, groups, heartbeats."""
+"""Redis helpers shared by the gateway and the workers: connections, groups (recreated when
+Redis lost them), entries held while processed, dead consumers removed, heartbeats."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager, suppress
 from typing import TypeVar
 
 import redis.asyncio as aioredis
@@ -42,6 +44,157 @@ async def ensure_group(r: aioredis.Redis, stream: str, group: str, start_id: str
     except ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
+
+
+def is_nogroup(exc: BaseException) -> bool:
+    """Whether Redis answered NOGROUP: the stream or its group is gone (a restart without
+    persistence, a FLUSHALL, an operator's DEL); or, to a blocked XREADGROUP, that its stream
+    was deleted meanwhile (``UNBLOCKED the stream key no longer exists``)."""
+    if not isinstance(exc, ResponseError):
+        return False
+    text = str(exc)
+    return "NOGROUP" in text or ("UNBLOCKED" in text and "no longer exists" in text)
+
+
+GROUP_RECOVERY_PAUSE_S = 1.0
+"""Groups lost again within this long of a recovery: wait this long first (no busy loop)."""
+
+
+class GroupKeeper:
+    """The consumer groups one worker reads, made at start and made again whenever Redis
+    answers NOGROUP: the worker logs the loss once and carries on with new entries (those of
+    the lost stream are gone with it) instead of exiting or failing in a loop."""
+
+    def __init__(self, r: aioredis.Redis, groups: Sequence[tuple[str, str]], who: str) -> None:
+        self._r = r
+        self.groups = list(groups)
+        """(stream, group) pairs."""
+        self._who = who
+        self._recovered_at = -GROUP_RECOVERY_PAUSE_S
+        self.recoveries = 0
+
+    async def ensure(self) -> None:
+        for stream, group in self.groups:
+            await ensure_group(self._r, stream, group)
+
+    async def recover(self, exc: BaseException) -> None:
+        """Recreate every group after a NOGROUP answer (``exc``), logged once per loss."""
+        since = time.monotonic() - self._recovered_at
+        if since < GROUP_RECOVERY_PAUSE_S:
+            await asyncio.sleep(GROUP_RECOVERY_PAUSE_S - since)
+        self.recoveries += 1
+        log.warning("%s: consumer groups lost (%s): recreating %s", self._who,
+                    str(exc).splitlines()[-1][:200], ", ".join(s for s, _g in self.groups))  # fmt: skip
+        await self.ensure()
+        self._recovered_at = time.monotonic()
+
+
+_TOUCH_LUA = """
+-- KEYS[1] stream; ARGV[1] group, ARGV[2] consumer, ARGV[3..] entry ids.
+-- Resets the idle time of the entries still pending on this consumer (XCLAIM JUSTID: the
+-- delivery count stays); returns them. An entry another consumer took meanwhile stays theirs.
+local claim = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0}
+local kept = {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p == 1 and p[1][2] == ARGV[2] then
+    kept[#kept + 1] = ARGV[i]
+    claim[#claim + 1] = ARGV[i]
+  end
+end
+if #kept > 0 then
+  claim[#claim + 1] = 'JUSTID'
+  redis.call(unpack(claim))
+end
+return kept
+"""
+
+
+async def touch_pending(
+    r: aioredis.Redis, stream: str, group: str, consumer: str, ids: Sequence[bytes]
+) -> set[bytes]:
+    """Reset the idle time of our pending ``ids`` (so XAUTOCLAIM does not take them); return
+    those still ours."""
+    if not ids:
+        return set()
+    kept = await r.eval(_TOUCH_LUA, 1, stream, group, consumer, *ids)
+    return {k if isinstance(k, bytes) else str(k).encode() for k in kept}
+
+
+def hold_interval_s(claim_idle_ms: int) -> float:
+    """How often an entry being processed is touched: three times per claim idle time, so one
+    late touch (a stalled loop, a slow Redis) still comes before a peer may claim it."""
+    return claim_idle_ms / 3000
+
+
+@asynccontextmanager
+async def held(
+    r: aioredis.Redis,
+    stream: str,
+    group: str,
+    consumer: str,
+    ids: Sequence[bytes],
+    claim_idle_ms: int,
+) -> AsyncIterator[None]:
+    """While the body runs (a decode longer than the claim idle time, say), keep ``ids``
+    claimed by ``consumer``: peers reclaim only what a dead worker left."""
+    every = hold_interval_s(claim_idle_ms)
+
+    async def keep() -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await touch_pending(r, stream, group, consumer, ids)
+            except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
+                log.warning("could not extend the claim of %d entries of %s: %s",
+                            len(ids), stream, exc)  # fmt: skip
+
+    task = asyncio.create_task(keep(), name=f"hold {stream}")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
+_REAP_LUA = """
+-- KEYS[1] stream; ARGV[1] group, ARGV[2] consumer. Deletes the consumer only if it holds no
+-- pending entry (checked in the same atomic step: DELCONSUMER would drop them).
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+
+async def live_names(r: aioredis.Redis, keys: Keys, role: str, ttl_s: float) -> set[str]:
+    """Names of the workers of ``role`` whose heartbeat is younger than ``ttl_s``."""
+    names = await r.zrangebyscore(keys.heartbeats(role), time.time() - ttl_s, "+inf")
+    return {n.decode() if isinstance(n, bytes) else str(n) for n in names}
+
+
+async def reap_consumers(
+    r: aioredis.Redis, stream: str, group: str, live: set[str], idle_ms: int
+) -> list[str]:
+    """Remove the consumers of ``group`` that hold no pending entries, are not in ``live``
+    (no heartbeat) and have been idle longer than ``idle_ms``: dead workers' names, which would
+    otherwise stay in the group (and in its metrics) forever. Returns the names removed."""
+    try:
+        consumers = await r.xinfo_consumers(stream, group)
+    except ResponseError as exc:
+        if is_nogroup(exc) or "no such key" in str(exc).lower():
+            return []
+        raise
+    removed = []
+    for c in consumers:
+        raw = c["name"]
+        name = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if name in live or int(c["pending"]) or int(c["idle"]) < idle_ms:
+            continue
+        if await r.eval(_REAP_LUA, 1, stream, group, name):
+            removed.append(name)
+            log.info("removed dead consumer %s from %s of %s", name, group, stream)
+    return removed
 
 
 class RedisUnavailable(Exception):

@@ -243,10 +243,20 @@ class Settings(BaseSettings):
         "worker; beyond it the gateway stops reading the socket (back-pressure) instead of "
         "dropping audio. VAD workers trim what they have checkpointed.",
     )
-    jobs_stream_maxlen: int = Field(
-        default=10_000, ge=100, description="Bound of each pool's asr:jobs:{pool}."
+    jobs_stream_max: int = Field(
+        default=10_000,
+        ge=1,
+        description="Hard bound of each pool's asr:jobs:{pool}, never trimmed (a trim would drop "
+        "undelivered utterances): while the stream of a session's pool holds this many jobs, "
+        "the gateway stops reading its audio (back-pressure), and ends it with `overloaded` "
+        "after 20 s. New sessions are refused earlier, at MAX_JOB_BACKLOG.",
     )
-    sessions_stream_maxlen: int = Field(default=10_000, ge=100, description="Bound of sessions.")
+    sessions_stream_max: int = Field(
+        default=10_000,
+        ge=1,
+        description="Hard bound of the sessions stream (live sessions and those waiting for a "
+        "VAD worker), never trimmed: new sessions are refused (`overloaded`, 1013) at it.",
+    )
     transcript_stream_maxlen: int = Field(
         default=10_000, ge=10, description="Finals kept per session on transcript:{session}."
     )
@@ -539,6 +549,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
+        if self.jobs_stream_max < self.max_job_backlog:
+            raise ValueError("JOBS_STREAM_MAX must be at least MAX_JOB_BACKLOG")
         if self.heartbeat_ttl_s <= self.heartbeat_interval_s:
             raise ValueError("HEARTBEAT_TTL_S must be larger than HEARTBEAT_INTERVAL_S")
         return self

@@ -15,15 +15,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextlib import AbstractAsyncContextManager
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import metrics, session_state, tracing
 from shared.capabilities import capabilities_of
 from shared.keys import ASR_GROUP, EN_POOL, Keys
-from shared.redis_util import Heartbeat, connect, ensure_group, entry, entry_data
+from shared.redis_util import (
+    GroupKeeper,
+    Heartbeat,
+    connect,
+    entry,
+    entry_data,
+    held,
+    is_nogroup,
+)
 from shared.runtime import (
     TaskSet,
     install_signal_handlers,
@@ -43,6 +53,7 @@ from shared.schemas import (
 from shared.session_state import Field, SpecField, read_ints, read_text, spec_field
 from shared.settings import Settings
 from workers.asr import DecodeOptions, Transcriber, load_model, resolve_auto
+from workers.asr_claims import ROLE, drop_stale_partials, reap_dead, touch_held
 from workers.asr_policy import (
     ORDINARY,
     SPECULATIVE,
@@ -67,7 +78,6 @@ from workers.speculation import Speculation
 
 log = logging.getLogger(__name__)
 
-ROLE = "asr"
 READ_BLOCK_MS = 1000
 """A blocked read returns after this long with nothing, so the loop sees the stop event."""
 
@@ -117,10 +127,13 @@ class AsrWorker:
             r, self.keys, settings.transcript_stream_maxlen, settings.session_ttl_s
         )
         self.out = FinalPublisher(settings, r, self.keys, self.spec, self.pool)
+        self.groups = GroupKeeper(
+            r, [(self.jobs, ASR_GROUP), (self.partials, ASR_GROUP)], f"asr worker {self.name}"
+        )
+        """Made at start, made again when Redis lost them (NOGROUP)."""
 
     async def run(self, stop: asyncio.Event) -> None:
-        await ensure_group(self.r, self.jobs, ASR_GROUP)
-        await ensure_group(self.r, self.partials, ASR_GROUP)
+        await self.groups.ensure()
         beat = Heartbeat(
             self.r,
             self.keys,
@@ -148,6 +161,12 @@ class AsrWorker:
                         break
                     log.warning("redis unavailable (%s); retrying", exc)
                     await asyncio.sleep(1.0)
+                except ResponseError as exc:
+                    if not is_nogroup(exc):
+                        log.exception("asr worker %s: step failed", self.name)
+                        await asyncio.sleep(0.1)
+                    elif not self.state.closing:
+                        await self.groups.recover(exc)
                 except Exception:  # a bug or bad data outside one job's handling: keep going
                     log.exception("asr worker %s: step failed", self.name)
                     await asyncio.sleep(0.1)
@@ -156,7 +175,7 @@ class AsrWorker:
             try:
                 await beat.remove()
                 await self._leave_groups()
-            except (RedisConnectionError, RedisTimeoutError):
+            except (RedisConnectionError, RedisTimeoutError, ResponseError):
                 pass
             log.info("asr worker %s stopped", self.name)
 
@@ -285,7 +304,8 @@ class AsrWorker:
                 await self._prompt(j) if self.s.asr_condition_on_previous else None for j in jobs
             ]
             try:
-                results = await asyncio.to_thread(self.batcher.transcribe, jobs, prompts)
+                async with self._held(self.jobs, [i for i, _j in group]):
+                    results = await asyncio.to_thread(self.batcher.transcribe, jobs, prompts)
             except Exception:
                 log.exception("batch of %d failed; taking its jobs one by one", len(jobs))
                 singles += [(i, entry(encode(j))) for i, j in group]
@@ -306,9 +326,10 @@ class AsrWorker:
             prompt, language = await self._context(job)
             beam = self.s.asr_partial_beam_size
             started = time.monotonic()
-            result = await asyncio.to_thread(
-                self.transcriber.transcribe, job, prompt, beam, language
-            )
+            async with self._held(self.partials, [entry_id]):
+                result = await asyncio.to_thread(
+                    self.transcriber.transcribe, job, prompt, beam, language
+                )
             self.state.partial_decoded(started, time.monotonic())
             (final_seg,) = await read_ints(
                 self.r, self.keys.session(job.session_id), Field.FINAL_SEG
@@ -320,17 +341,37 @@ class AsrWorker:
             metrics.ASR_PARTIALS.labels(self.pool, "ok").inc()
         except (RedisConnectionError, RedisTimeoutError):
             raise
-        except Exception:
+        except Exception as exc:
+            if is_nogroup(exc):
+                raise
             metrics.ASR_PARTIALS.labels(self.pool, "error").inc()
             log.exception("partial %s (session %s) failed; dropped", entry_id, job.session_id)
         finally:
             await self._drop_partials([entry_id])
 
+    def _held(self, stream: str, ids: list[bytes]) -> AbstractAsyncContextManager[None]:
+        """Keep ``ids`` claimed while they decode (a decode longer than
+        ``ASR_CLAIM_IDLE_MS`` is not taken over and decoded again by a peer)."""
+        return held(self.r, stream, ASR_GROUP, self.name, ids, self.s.asr_claim_idle_ms)
+
     async def _claim_stale(self) -> None:
+        """The claim round (workers/asr_claims.py): keep what we hold, take over a dead
+        worker's jobs (decoded) and partials (dropped), remove dead consumers."""
         now = time.monotonic()
         if now - self._last_claim < self.s.asr_claim_idle_ms / 2000:
             return
         self._last_claim = now
+        await touch_held(self.r, self.jobs, self.name, [f.entry_id for f in self.state.finals])
+        await touch_held(
+            self.r, self.partials, self.name, [p.entry_id for p in self.state.partials]
+        )
+        await self._claim_jobs()
+        await drop_stale_partials(
+            self.r, self.partials, self.name, self.s.asr_claim_idle_ms, self.pool
+        )
+        await reap_dead(self.r, self.s, self.keys, [self.jobs, self.partials])
+
+    async def _claim_jobs(self) -> None:
         cursor: bytes | str = "0-0"
         while True:
             cursor, claimed, _deleted = await self.r.xautoclaim(
@@ -355,7 +396,9 @@ class AsrWorker:
             await self.handle(entry_id, fields, deliveries)
         except (RedisConnectionError, RedisTimeoutError):
             raise
-        except Exception:
+        except Exception as exc:
+            if is_nogroup(exc):  # the stream or group is gone: the loop recreates it
+                raise
             metrics.ASR_JOBS.labels(self.pool, "error").inc()
             log.exception("job %s: unexpected error; left pending for a retry", entry_id)
 
@@ -377,9 +420,10 @@ class AsrWorker:
         waited = queue_wait(job)
         prompt, language = await self._context(job)
         try:
-            result = await asyncio.to_thread(
-                self.transcriber.transcribe, job, prompt, None, language
-            )
+            async with self._held(self.jobs, [entry_id]):
+                result = await asyncio.to_thread(
+                    self.transcriber.transcribe, job, prompt, None, language
+                )
         except Exception as exc:
             log.exception(
                 "job %s (session %s segment %d) failed on delivery %d",

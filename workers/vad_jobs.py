@@ -56,6 +56,10 @@ class JobWriter:
         await ensure_group(self.r, self.keys.asr_partials(pool), ASR_GROUP)
         self._ready.add(pool)
 
+    def forget_pools(self) -> None:
+        """Redis lost groups (NOGROUP): make each pool's again with its next job."""
+        self._ready.clear()
+
     async def write(self, owned: OwnedSession, events: list[Event]) -> None:
         if events:
             await self.ensure_pool(owned.pool)
@@ -127,12 +131,8 @@ class JobWriter:
         job = self._job(owned, t.index, t.start, t.end, float32_to_pcm16(t.audio))
         job.rev, job.speculative, job.eager = t.rev, True, owned.start.eager_eot
         job.turn = owned.turns.smart
-        await self.r.xadd(
-            self.keys.asr_jobs(owned.pool),
-            entry(encode(job)),
-            maxlen=self.s.jobs_stream_maxlen,
-            approximate=True,
-        )
+        # never trimmed: its entries are work (bounded by the gateway's JOBS_STREAM_MAX)
+        await self.r.xadd(self.keys.asr_jobs(owned.pool), entry(encode(job)))
         owned.speculated[t.index] = t.rev
         metrics.VAD_SPECULATIVE.labels("sent").inc()
 
@@ -169,12 +169,7 @@ class JobWriter:
 
         async def put() -> None:
             async with self.r.pipeline(transaction=False) as pipe:
-                pipe.xadd(
-                    self.keys.asr_jobs(owned.pool),
-                    entry(encode(job)),
-                    maxlen=self.s.jobs_stream_maxlen,
-                    approximate=True,
-                )
+                pipe.xadd(self.keys.asr_jobs(owned.pool), entry(encode(job)))  # never trimmed
                 if owned.start.interim_results:  # makes this segment's partial jobs stale
                     write(
                         pipe,

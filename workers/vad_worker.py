@@ -18,13 +18,22 @@ import time
 import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import metrics
 from shared.audio import SAMPLE_RATE, pcm16_to_float32
 from shared.capabilities import parse_pools
-from shared.keys import EN_POOL, MULTI_POOL, VAD_GROUP, Keys
-from shared.redis_util import Heartbeat, connect, ensure_group, entry_data
+from shared.keys import ASR_GROUP, EN_POOL, MULTI_POOL, VAD_GROUP, Keys
+from shared.redis_util import (
+    GroupKeeper,
+    Heartbeat,
+    connect,
+    entry_data,
+    is_nogroup,
+    live_names,
+    reap_consumers,
+)
 from shared.runtime import (
     TaskSet,
     install_signal_handlers,
@@ -82,6 +91,21 @@ class VadWorker:
         self.sessions: dict[str, OwnedSession] = {}
         self.jobs = JobWriter(settings, r, self.keys)
         self._maintained_at = 0.0
+        self._reaped_at = 0.0
+        # the ASR groups of the deployment's pools too: KEDA reads their lag even while a pool
+        # is scaled to zero (a pool not named in ASR_POOLS gets them with its first job)
+        pools = [p.name for p in parse_pools(settings.asr_pools)] or [EN_POOL, MULTI_POOL]
+        self.groups = GroupKeeper(
+            r,
+            [(self.keys.sessions, VAD_GROUP)]
+            + [
+                (s, ASR_GROUP)
+                for p in pools
+                for s in (self.keys.asr_jobs(p), self.keys.asr_partials(p))
+            ],
+            f"vad worker {self.name}",
+        )
+        """Made at start, made again when Redis lost them (NOGROUP)."""
 
     def segmenter_config(self, start: SessionStart) -> SegmenterConfig:
         det = detection_params(self.s)
@@ -114,11 +138,7 @@ class VadWorker:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        await ensure_group(self.r, self.keys.sessions, VAD_GROUP)
-        # the ASR groups of the deployment's pools too: KEDA reads their lag even while a pool
-        # is scaled to zero (a pool not named in ASR_POOLS gets them with its first job)
-        for pool in [p.name for p in parse_pools(self.s.asr_pools)] or [EN_POOL, MULTI_POOL]:
-            await self.jobs.ensure_pool(pool)
+        await self.groups.ensure()
         beat = Heartbeat(self.r, self.keys, ROLE, self.name, self.s.heartbeat_interval_s)
         tasks = TaskSet()
         tasks.spawn(beat.run(stop), "heartbeat")
@@ -134,12 +154,17 @@ class VadWorker:
                 except (RedisConnectionError, RedisTimeoutError) as exc:
                     log.warning("redis unavailable (%s); retrying", exc)
                     await asyncio.sleep(1.0)
+                except ResponseError as exc:
+                    if not is_nogroup(exc):
+                        raise
+                    self.jobs.forget_pools()  # their groups may be gone too
+                    await self.groups.recover(exc)
         finally:
             await tasks.cancel_all()
             try:
                 await self._hand_back_all()
                 await beat.remove()
-            except (RedisConnectionError, RedisTimeoutError) as exc:
+            except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
                 log.warning("could not hand sessions back (%s): they are reclaimed when idle", exc)
             log.info("vad worker %s stopped", self.name)
 
@@ -162,6 +187,16 @@ class VadWorker:
             ):
                 await self._own(entry_id, fields, takeover=True)
         metrics.VAD_SESSIONS.set(len(self.sessions))
+        await self._reap(now)
+
+    async def _reap(self, now: float) -> None:
+        """Every ``VAD_CLAIM_IDLE_MS``: remove from the group the consumers of dead workers
+        (no pending entries, no heartbeat, idle that long), which would stay there forever."""
+        if now - self._reaped_at < self.s.vad_claim_idle_ms / 1000:
+            return
+        self._reaped_at = now
+        live = await live_names(self.r, self.keys, ROLE, self.s.heartbeat_ttl_s) | {self.name}
+        await reap_consumers(self.r, self.keys.sessions, VAD_GROUP, live, self.s.vad_claim_idle_ms)
 
     async def _hand_back_all(self) -> None:
         for owned in self.sessions.values():

@@ -209,6 +209,39 @@ async def test_back_pressure_gives_up_with_overloaded(
     assert await ctx.redis.xlen(up.audio_key) == 20  # nothing dropped
 
 
+async def test_a_full_job_stream_holds_live_sessions_back_and_nothing_is_trimmed(
+    ctx: GatewayContext,
+) -> None:
+    """``JOBS_STREAM_MAX`` is a back-pressure bound, not a MAXLEN: while the session's pool
+    stream holds that many jobs its audio is not taken; once it drains, it is."""
+    up = uplink(ctx, jobs_stream_max=5, max_job_backlog=5)
+    await up.push(b"\0" * MS100)  # announced: the pool is chosen
+    await ctx.redis.hset(up.session_key, Field.VAD_SEQ, 1000)  # the VAD worker keeps up
+    jobs = ctx.keys.asr_jobs(up.pool)
+    ids = [await ctx.redis.xadd(jobs, {b"d": b"job"}) for _ in range(5)]
+    for _ in range(8):
+        await up.push(b"\0" * MS100)
+    pushing = asyncio.create_task(up.push(b"\0" * MS100))  # entry 10: the check
+    await asyncio.sleep(0.5)
+    assert not pushing.done()
+    assert await ctx.redis.xlen(jobs) == 5
+    await ctx.redis.xdel(jobs, ids[0])  # an ASR worker acked one
+    await asyncio.wait_for(pushing, 2)
+    assert up.seq == 10
+
+
+async def test_new_sessions_are_refused_at_sessions_stream_max_and_none_is_trimmed(
+    ctx: GatewayContext,
+) -> None:
+    for _ in range(3):
+        await ctx.redis.xadd(ctx.keys.sessions, {b"d": b"a live session"})
+    up = uplink(ctx, sessions_stream_max=3)
+    with pytest.raises(ProtocolError) as err:
+        await up.push(b"\0" * MS100)
+    assert (err.value.code, err.value.close_code) == ("overloaded", CLOSE_TRY_AGAIN_LATER)
+    assert await ctx.redis.xlen(ctx.keys.sessions) == 3
+
+
 async def test_a_resumed_uplink_continues_the_sequence(ctx: GatewayContext) -> None:
     up = uplink(ctx)
     up.resume(samples=1600, seq=7, ended=False)
