@@ -70,6 +70,8 @@ class AudioUplink:
         self.owner = "dev"
         """The API key's name: only the same key may resume the session."""
         self.attachment = Attachment(new_token(s.consumer_name))
+        self._append_script = ctx.redis.register_script(APPEND_LUA)
+        """EVALSHA (the script is sent once per Redis server, not with every entry)."""
         """This socket's token: written as the session's ``conn`` at the announcement (or by a
         resume's takeover); every write of the audio stream is conditional on it."""
         self.language: str | None = None
@@ -367,7 +369,8 @@ class AudioUplink:
         ttl = self.ctx.settings.session_ttl_s
         keys_args = (self.session_key, self.audio_key, self.attachment.token, payload, ttl)
         args = (*keys_args, self.seq, self.written, "1" if ended else "0")
-        accepted = await self._ride(lambda: self.ctx.redis.eval(APPEND_LUA, 2, *args))
+        keys, argv = args[:2], args[2:]
+        accepted = await self._ride(lambda: self._append_script(keys=keys, args=argv))
         if not accepted:
             self.attachment.lost.set()
             raise session_replaced(self.session_id)
