@@ -166,21 +166,25 @@ def converse(
     return out
 
 
-def crossing_close(frames: list[tuple[str, Any]], end: str | None) -> bool:
-    """A text frame that is not UTF-8 and the client's close arrive together: uvicorn's
-    websockets-sansio protocol then fails to send its 1007 (the connection is closing already:
-    ``InvalidState``) and aborts the TCP connection; an upstream limitation, harmless (the
-    client was leaving; the process and the other sessions are unaffected)."""
-    return end is None and any(kind == "raw_text" for kind, _ in frames)
+def may_abort(frames: list[tuple[str, Any]], end: str | None) -> bool:
+    """Whether the client may see the connection end without a close frame, harmlessly (the
+    process and the other sessions are unaffected): the WebSocket library refuses a message over
+    ``WS_MAX_SIZE`` or a text frame that is not UTF-8 and closes the TCP connection while the
+    client is still sending, so the client's kernel may discard the 1009 / 1007 (a reset); and
+    a non-UTF-8 frame arriving together with the client's close makes uvicorn's
+    websockets-sansio protocol fail to send its 1007 (``InvalidState``) and abort, an upstream
+    limitation."""
+    oversized = any(kind == "bytes" and len(data) > WS_MAX_SIZE for kind, data in frames)
+    return oversized or any(kind == "raw_text" for kind, _ in frames)
 
 
 def check_close(
-    out: Outcome, errors: list[dict[str, Any]], client_closed: bool, may_abort: bool = False
+    out: Outcome, errors: list[dict[str, Any]], client_closed: bool, abort_ok: bool = False
 ) -> None:
     """Accepted, and closed properly: normally (an error may cross the client's own close), by
     the WebSocket library, or after an error message with that error's code."""
     assert out.status is None, (out.status, out.body[:300])
-    if out.close_code is None and may_abort:
+    if out.close_code is None and abort_ok:
         return
     assert out.close_code is not None, "closed without a close frame"
     assert out.close_code != 1011
@@ -220,13 +224,13 @@ legacy_texts = texts(
 )
 
 
-def check_legacy(out: Outcome, client_closed: bool, may_abort: bool) -> None:
+def check_legacy(out: Outcome, client_closed: bool, abort_ok: bool) -> None:
     errors = [m for m in out.received if m.get("type") == "error"]
     for m in errors:
         assert isinstance(m["code"], str) and isinstance(m["message"], str) and m["message"], m
     for m in out.received:
         assert m.get("type") == "error" or isinstance(m.get("text"), str), m
-    check_close(out, errors, client_closed, may_abort)
+    check_close(out, errors, client_closed, abort_ok)
 
 
 def test_hostile_legacy_clients(fuzz_stack: FuzzStack) -> None:
@@ -241,7 +245,7 @@ def test_hostile_legacy_clients(fuzz_stack: FuzzStack) -> None:
     @example(path="/ws", params="lang=%FF", frames=[("bytes", bytes(WS_MAX_SIZE + 1))], end=None)
     def prop(path: str, params: str, frames: list[tuple[str, Any]], end: str | None) -> None:
         out = converse(f"{fuzz_stack.ws}{path}?{params}", frames, end)
-        check_legacy(out, end is None, crossing_close(frames, end))
+        check_legacy(out, end is None, may_abort(frames, end))
 
     run_property(fuzz_stack, prop)
 
@@ -268,7 +272,7 @@ listen_texts = texts(
 )
 
 
-def check_listen(out: Outcome, client_closed: bool, may_abort: bool) -> None:
+def check_listen(out: Outcome, client_closed: bool, abort_ok: bool) -> None:
     if out.status is not None:  # refused before the upgrade, with Deepgram's JSON error
         assert out.status in HANDSHAKE_REFUSALS, (out.status, out.body[:300])
         body = json.loads(out.body)
@@ -279,7 +283,7 @@ def check_listen(out: Outcome, client_closed: bool, may_abort: bool) -> None:
         assert m.get("type") in SERVER_MESSAGES, m
     for m in errors:
         assert all(isinstance(m[k], str) and m[k] for k in ("variant", "description", "code")), m
-    check_close(out, errors, client_closed, may_abort)
+    check_close(out, errors, client_closed, abort_ok)
 
 
 def test_hostile_listen_clients(fuzz_stack: FuzzStack) -> None:
@@ -293,7 +297,7 @@ def test_hostile_listen_clients(fuzz_stack: FuzzStack) -> None:
     @example(params="session_id=" + "0" * 32, frames=[], end=None)
     def prop(params: str, frames: list[tuple[str, Any]], end: str | None) -> None:
         out = converse(f"{fuzz_stack.ws}/v1/listen?{params}", frames, end)
-        check_listen(out, end is None, crossing_close(frames, end))
+        check_listen(out, end is None, may_abort(frames, end))
 
     run_property(fuzz_stack, prop)
 
@@ -358,8 +362,8 @@ realtime_texts = texts(
 )  # fmt: skip
 
 
-def check_realtime(out: Outcome, may_abort: bool) -> None:
-    if out.close_code is None and may_abort:
+def check_realtime(out: Outcome, abort_ok: bool) -> None:
+    if out.close_code is None and abort_ok:
         return
     # session.created first; a close by the WebSocket library (a non-UTF-8 frame) may beat it
     assert out.received or out.close_code in PROTOCOL_CLOSES | {1003}, out.close_code
@@ -374,7 +378,7 @@ def check_realtime(out: Outcome, may_abort: bool) -> None:
             assert isinstance(err["code"], str) and isinstance(err["message"], str), m
             errors.append(m)
     # OpenAI's errors do not end the session (the client closes it); the uplink's limits do
-    check_close(out, errors, True, may_abort)
+    check_close(out, errors, True, abort_ok)
 
 
 def test_hostile_realtime_clients(fuzz_stack: FuzzStack) -> None:
@@ -393,6 +397,6 @@ def test_hostile_realtime_clients(fuzz_stack: FuzzStack) -> None:
     ) -> None:
         url = f"{fuzz_stack.ws}/v1/realtime?{params}"
         out = converse(url, frames, end, subprotocols, then_close=True)
-        check_realtime(out, may_abort=False)
+        check_realtime(out, may_abort(frames, end))
 
     run_property(fuzz_stack, prop)
