@@ -25,6 +25,7 @@ from shared import metrics
 from shared.audio import SAMPLE_RATE, pcm16_to_float32
 from shared.capabilities import parse_pools
 from shared.keys import ASR_GROUP, EN_POOL, MULTI_POOL, VAD_GROUP, Keys
+from shared.logs import clip
 from shared.redis_util import (
     GroupKeeper,
     Heartbeat,
@@ -226,6 +227,7 @@ class VadWorker:
     ) -> None:
         try:
             start = decode_as(entry_data(fields), SessionStart)
+            await self._check_new(start, entry_id)
         except SchemaError as exc:
             log.error("bad session entry %s dropped: %s", entry_id, exc)
             await self._dead_letter(self.keys.sessions, entry_id, fields, exc)
@@ -249,6 +251,18 @@ class VadWorker:
             start.session_id, "taken over" if takeover else "owned", self.name, owned.last_id,
             owned.pool,
         )  # fmt: skip
+
+    async def _check_new(self, start: SessionStart, entry_id: bytes) -> None:
+        """A second ``session_start`` of a session (a gateway's XADD retried through a Redis
+        outage lands twice; or a forged one) is refused with :class:`SchemaError`: owning it
+        again would restart the session's audio from the beginning and orphan the first entry
+        (pending for ever, re-owned by every claim round)."""
+        sid = start.session_id
+        owned = self.sessions.get(sid)
+        if owned is not None and owned.entry_id != entry_id:
+            raise SchemaError(f"session {clip(sid)} is already owned (by entry {owned.entry_id!r})")
+        if await self.r.hexists(self.keys.session(sid), str(Field.SEGMENTS)):
+            raise SchemaError(f"session {clip(sid)} has already finished")
 
     async def _restore(self, owned: OwnedSession) -> None:
         raw = await read_bytes(self.r, self.keys.session(owned.start.session_id), Field.VAD_CKPT)
@@ -399,8 +413,11 @@ class VadWorker:
         if isinstance(msg, AudioEnd):
             await self._finish(owned, msg.reason)
             return True
-        metrics.VAD_BAD_MESSAGES.inc()
+        # a valid message of another stream (a session_start, a job…): dead-lettered like an
+        # undecodable one, so that every entry the worker does not use is accounted for
         log.error("session=%s unexpected %s on audio stream", sid, type(msg).__name__)
+        unexpected = SchemaError(f"unexpected {type(msg).__name__} on an audio stream")
+        await self._dead_letter(self.keys.audio(sid), entry_id, fields, unexpected)
         return False
 
     async def _finish(self, owned: OwnedSession, reason: str) -> None:
