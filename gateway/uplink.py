@@ -19,7 +19,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from gateway.attachment import APPEND_LUA, Attachment, new_token
 from gateway.context import GatewayContext, overloaded
@@ -70,7 +70,7 @@ class AudioUplink:
         self.owner = "dev"
         """The API key's name: only the same key may resume the session."""
         self.attachment = Attachment(new_token(s.consumer_name))
-        self._append_script = ctx.redis.register_script(APPEND_LUA)
+        self._append_script: Any = None
         """EVALSHA (the script is sent once per Redis server, not with every entry)."""
         """This socket's token: written as the session's ``conn`` at the announcement (or by a
         resume's takeover); every write of the audio stream is conditional on it."""
@@ -370,6 +370,8 @@ class AudioUplink:
         keys_args = (self.session_key, self.audio_key, self.attachment.token, payload, ttl)
         args = (*keys_args, self.seq, self.written, "1" if ended else "0")
         keys, argv = args[:2], args[2:]
+        if self._append_script is None:
+            self._append_script = self.ctx.redis.register_script(APPEND_LUA)
         accepted = await self._ride(lambda: self._append_script(keys=keys, args=argv))
         if not accepted:
             self.attachment.lost.set()
