@@ -83,13 +83,14 @@ async def admission_error(ctx: GatewayContext) -> ProtocolError | None:
     return None
 
 
-def overloaded(backlog: int) -> ProtocolError:
-    """``overloaded`` (1013) for a session whose model pool has ``backlog`` jobs waiting."""
+def overloaded(
+    backlog: int, waiting: str = "utterances are waiting for transcription"
+) -> ProtocolError:
+    """``overloaded`` (1013) for a new session refused at a bound: ``backlog`` jobs waiting on
+    its model pool's stream (or, with ``waiting`` saying so, entries on another stream)."""
     metrics.SESSIONS_REFUSED.labels("overloaded").inc()
     return ProtocolError(
-        "overloaded",
-        f"{backlog} utterances are waiting for transcription; try again shortly",
-        CLOSE_TRY_AGAIN_LATER,
+        "overloaded", f"{backlog} {waiting}; try again shortly", CLOSE_TRY_AGAIN_LATER
     )
 
 

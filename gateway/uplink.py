@@ -70,10 +70,11 @@ class AudioUplink:
         self.owner = "dev"
         """The API key's name: only the same key may resume the session."""
         self.attachment = Attachment(new_token(s.consumer_name))
-        self._append_script: Any = None
-        """EVALSHA (the script is sent once per Redis server, not with every entry)."""
         """This socket's token: written as the session's ``conn`` at the announcement (or by a
         resume's takeover); every write of the audio stream is conditional on it."""
+        self._append_script: Any = None
+        """:data:`APPEND_LUA` by EVALSHA (registered at the first append: the script is sent
+        once per Redis server, not with every entry)."""
         self.language: str | None = None
         self.task = TRANSCRIBE
         """``translate`` (into English) or ``transcribe``; checked against the live workers."""
@@ -283,11 +284,7 @@ class AudioUplink:
         if backlog >= s.max_job_backlog:
             raise overloaded(backlog)
         if sessions >= s.sessions_stream_max:
-            metrics.SESSIONS_REFUSED.labels("overloaded").inc()
-            raise ProtocolError(
-                "overloaded", f"{sessions} sessions are open or waiting; try again shortly",
-                CLOSE_TRY_AGAIN_LATER,
-            )  # fmt: skip
+            raise overloaded(sessions, "sessions are open or waiting")
         metrics.SESSIONS_ROUTED.labels(chosen.pool).inc()
         if not chosen.live:
             log.info("session=%s pool %s has no live worker: its jobs wait for one",
@@ -366,10 +363,11 @@ class AudioUplink:
         every process of the session dies, nothing stays) — only while this socket is the
         session's attached one (:data:`~gateway.attachment.APPEND_LUA`); otherwise mark the
         attachment lost and raise ``session_replaced``."""
-        ttl = self.ctx.settings.session_ttl_s
-        keys_args = (self.session_key, self.audio_key, self.attachment.token, payload, ttl)
-        args = (*keys_args, self.seq, self.written, "1" if ended else "0")
-        keys, argv = args[:2], args[2:]
+        keys = (self.session_key, self.audio_key)
+        argv = (
+            self.attachment.token, payload, self.ctx.settings.session_ttl_s,
+            self.seq, self.written, "1" if ended else "0",
+        )  # fmt: skip
         if self._append_script is None:
             self._append_script = self.ctx.redis.register_script(APPEND_LUA)
         accepted = await self._ride(lambda: self._append_script(keys=keys, args=argv))
