@@ -197,6 +197,25 @@ async def reap_consumers(
     return removed
 
 
+async def reap_dead(
+    r: aioredis.Redis,
+    keys: Keys,
+    role: str,
+    me: str,
+    heartbeat_ttl_s: float,
+    groups: Sequence[tuple[str, str]],
+    idle_ms: int,
+) -> list[str]:
+    """Remove dead ``role`` workers' consumers (no pending entries, no heartbeat, idle longer
+    than ``idle_ms``) from each ``(stream, group)``; ``me`` is alive whatever its heartbeat
+    says. Returns the names removed."""
+    live = await live_names(r, keys, role, heartbeat_ttl_s) | {me}
+    removed: list[str] = []
+    for stream, group in groups:
+        removed += await reap_consumers(r, stream, group, live, idle_ms)
+    return removed
+
+
 class RedisUnavailable(Exception):
     """Redis did not answer for longer than the outage tolerance."""
 

@@ -1,10 +1,10 @@
-"""The ASR worker's claim round, beside its reading: what a dead worker left is taken over.
+"""What the ASR worker's claim round takes over from a dead worker's partials.
 
-Every half ``ASR_CLAIM_IDLE_MS`` the worker (workers/asr_worker.py) first touches the entries it
-holds in memory (read, not decoded yet) so that no peer takes them, then reclaims final jobs idle
-longer than that (it decodes them), reclaims pending partials idle as long (a dead worker's: a
-stale partial is worthless, so they are acked and deleted, counted as ``stale``), and removes
-from both groups the consumers that hold nothing, have no heartbeat and have been idle as long.
+Every half ``ASR_CLAIM_IDLE_MS`` the worker (workers/asr_worker.py, ``_claim_stale``) touches the
+entries it holds in memory, reclaims final jobs idle longer than that (it decodes them), drops
+the partials a dead worker left pending as long (:func:`drop_stale_partials`: a stale partial is
+worthless, so they are acked and deleted, counted as ``stale``), and removes dead consumers
+(``shared.redis_util.reap_dead``, shared with the VAD worker).
 """
 
 from __future__ import annotations
@@ -14,20 +14,12 @@ import logging
 import redis.asyncio as aioredis
 
 from shared import metrics
-from shared.keys import ASR_GROUP, Keys
-from shared.redis_util import live_names, reap_consumers, touch_pending
-from shared.settings import Settings
+from shared.keys import ASR_GROUP
 
 log = logging.getLogger(__name__)
 
 ROLE = "asr"
 CLAIM_COUNT = 10
-
-
-async def touch_held(r: aioredis.Redis, stream: str, name: str, ids: list[bytes]) -> None:
-    """Keep the entries we hold in memory ours (their idle time restarts)."""
-    if ids:
-        await touch_pending(r, stream, ASR_GROUP, name, ids)
 
 
 async def drop_stale_partials(
@@ -54,16 +46,3 @@ async def drop_stale_partials(
         metrics.ASR_PARTIALS.labels(pool, "stale").inc(dropped)
         log.warning("dropped %d partials a dead worker left pending on %s", dropped, partials)
     return dropped
-
-
-async def reap_dead(
-    r: aioredis.Redis, settings: Settings, keys: Keys, streams: list[str]
-) -> list[str]:
-    """Remove dead workers' consumers (no pending entries, no heartbeat, idle longer than
-    ``ASR_CLAIM_IDLE_MS``) from the ``asr`` group of each stream."""
-    live = await live_names(r, keys, ROLE, settings.heartbeat_ttl_s)
-    live.add(settings.consumer_name)
-    removed: list[str] = []
-    for stream in streams:
-        removed += await reap_consumers(r, stream, ASR_GROUP, live, settings.asr_claim_idle_ms)
-    return removed

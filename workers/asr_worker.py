@@ -33,6 +33,8 @@ from shared.redis_util import (
     entry_data,
     held,
     is_nogroup,
+    reap_dead,
+    touch_pending,
 )
 from shared.runtime import (
     TaskSet,
@@ -53,7 +55,7 @@ from shared.schemas import (
 from shared.session_state import Field, SpecField, read_ints, read_text, spec_field
 from shared.settings import Settings
 from workers.asr import DecodeOptions, Transcriber, load_model, resolve_auto
-from workers.asr_claims import ROLE, drop_stale_partials, reap_dead, touch_held
+from workers.asr_claims import ROLE, drop_stale_partials
 from workers.asr_policy import (
     ORDINARY,
     SPECULATIVE,
@@ -361,15 +363,18 @@ class AsrWorker:
         if now - self._last_claim < self.s.asr_claim_idle_ms / 2000:
             return
         self._last_claim = now
-        await touch_held(self.r, self.jobs, self.name, [f.entry_id for f in self.state.finals])
-        await touch_held(
-            self.r, self.partials, self.name, [p.entry_id for p in self.state.partials]
-        )
+        held_finals = [f.entry_id for f in self.state.finals]
+        await touch_pending(self.r, self.jobs, ASR_GROUP, self.name, held_finals)
+        held_partials = [p.entry_id for p in self.state.partials]
+        await touch_pending(self.r, self.partials, ASR_GROUP, self.name, held_partials)
         await self._claim_jobs()
         await drop_stale_partials(
             self.r, self.partials, self.name, self.s.asr_claim_idle_ms, self.pool
         )
-        await reap_dead(self.r, self.s, self.keys, [self.jobs, self.partials])
+        await reap_dead(
+            self.r, self.keys, ROLE, self.name, self.s.heartbeat_ttl_s,
+            [(self.jobs, ASR_GROUP), (self.partials, ASR_GROUP)], self.s.asr_claim_idle_ms,
+        )  # fmt: skip
 
     async def _claim_jobs(self) -> None:
         cursor: bytes | str = "0-0"

@@ -32,8 +32,7 @@ from shared.redis_util import (
     connect,
     entry_data,
     is_nogroup,
-    live_names,
-    reap_consumers,
+    reap_dead,
 )
 from shared.runtime import (
     TaskSet,
@@ -196,8 +195,10 @@ class VadWorker:
         if now - self._reaped_at < self.s.vad_claim_idle_ms / 1000:
             return
         self._reaped_at = now
-        live = await live_names(self.r, self.keys, ROLE, self.s.heartbeat_ttl_s) | {self.name}
-        await reap_consumers(self.r, self.keys.sessions, VAD_GROUP, live, self.s.vad_claim_idle_ms)
+        await reap_dead(
+            self.r, self.keys, ROLE, self.name, self.s.heartbeat_ttl_s,
+            [(self.keys.sessions, VAD_GROUP)], self.s.vad_claim_idle_ms,
+        )  # fmt: skip
 
     async def _hand_back_all(self) -> None:
         for owned in self.sessions.values():
