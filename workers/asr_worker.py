@@ -34,6 +34,7 @@ from shared.redis_util import (
     held,
     is_nogroup,
     reap_dead,
+    ride_through,
     touch_pending,
 )
 from shared.runtime import (
@@ -460,10 +461,17 @@ class AsrWorker:
              "queue_ms": round(waited * 1000), "processing_ms": round(result.processing_time * 1000)},
         )  # fmt: skip
         await self.speakers.label(job, result)
-        await asyncio.shield(
-            self.out.publish_and_ack(
-                entry_id, result, spec_rev(job), eager=job.eager, turn=job.turn
-            )
+        # A decoded final is not thrown away because Redis blinked (it would wait a whole
+        # ASR_CLAIM_IDLE_MS to be reclaimed and decoded again): the publish rides through the
+        # outage. Repeating it is safe: the gateway drops a second answer for a segment.
+        await ride_through(
+            lambda: asyncio.shield(
+                self.out.publish_and_ack(
+                    entry_id, result, spec_rev(job), eager=job.eager, turn=job.turn
+                )
+            ),
+            tolerance_s=self.s.redis_outage_tolerance_s,
+            what=f"session={job.session_id} segment={job.segment}",
         )
         if job.language is None and result.text and result.language:
             await self._remember_language(job.session_id, result.language)
