@@ -62,7 +62,7 @@ def offline(recs: list[Recording], env: dict[str, str]) -> dict[str, dict[str, A
     ``task="translate"`` (what a client of faster-whisper does for both)."""
     settings = Settings(
         **{k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields}
-    )
+    ).model_copy(update={"asr_context_pad_s": 0.0})  # stock faster-whisper: whole 30 s windows
     opts = DecodeOptions.from_settings(settings)
     model: Any = load_model(settings)
     kwargs = {"beam_size": opts.beam_size, **opts.whisper_kwargs()}

@@ -1,6 +1,8 @@
 """The limit: faster-whisper alone, in this process, over the same files with the same model and
 decoding settings as the ASR worker (workers/asr.py: beam, thresholds, temperatures, word
-timestamps, no VAD filter, no conditioning on previous text)."""
+timestamps, no VAD filter, no conditioning on previous text), and faster-whisper's own encoder
+context (whole 30 s windows: ``ASR_CONTEXT_PAD_S=0``, where the worker fits it to the utterance,
+workers/context.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from workers.asr import DecodeOptions, load_model
 def offline(utts: list[Utterance], env: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     settings = Settings(
         **{k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields}
-    )
+    ).model_copy(update={"asr_context_pad_s": 0.0})  # stock faster-whisper: whole 30 s windows
     opts = DecodeOptions.from_settings(settings)
     model = load_model(settings)
     for u in utts[:1]:  # warm-up, not timed

@@ -17,6 +17,7 @@ from shared.capabilities import TRANSCRIBE, TRANSLATE
 from shared.keyterms import hotwords as hotwords_of
 from shared.schemas import AsrJob, Transcript, Translation, Word
 from shared.settings import Settings
+from workers.context import fitted_model_class
 from workers.detection import DEFAULT_SWITCH_PROBABILITY, choose_language
 from workers.models import resolve_model
 
@@ -64,15 +65,18 @@ def resolve_auto(settings: Settings) -> Settings:
 
 
 def load_model(settings: Settings) -> WhisperLike:
-    from faster_whisper import WhisperModel
-
+    """The worker's model: faster-whisper's ``WhisperModel`` with its encoder context fitted to
+    each utterance (``ASR_CONTEXT_PAD_S``, workers/context.py)."""
     device, compute = device_and_compute(settings.asr_device, settings.asr_compute_type)
     path = resolve_model(settings.asr_model, settings.model_cache_dir)
     started = time.monotonic()
-    model = WhisperModel(
+    model = fitted_model_class()(
         path, device=device, compute_type=compute, cpu_threads=settings.asr_cpu_threads
     )
-    log.info("loaded model %s on %s/%s in %.2fs", path, device, compute, time.monotonic() - started)
+    model.context_pad_s = settings.asr_context_pad_s
+    log.info("loaded model %s on %s/%s in %.2fs (encoder context: %s)", path, device, compute,
+             time.monotonic() - started,
+             f"utterance + {settings.asr_context_pad_s:g} s" if settings.asr_context_pad_s else "30 s")  # fmt: skip
     return model
 
 

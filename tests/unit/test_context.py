@@ -1,0 +1,54 @@
+"""The rule that fits Whisper's encoder context to the utterance (workers/context.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workers.context import QUANTUM_FRAMES, content_frames, fit, fitted_frames
+
+
+def padded(frames: int, total: int = 3000, mels: int = 80) -> np.ndarray:
+    """Log-mel features of ``frames`` frames of audio, zero-padded as ``pad_or_trim`` does."""
+    rng = np.random.default_rng(frames)
+    out = np.zeros((mels, total), dtype=np.float32)
+    out[:, :frames] = rng.uniform(-1.0, 1.5, size=(mels, frames))
+    return out
+
+
+def test_content_ends_at_the_last_frame_before_the_zero_padding() -> None:
+    assert content_frames(padded(542)) == 542
+    assert content_frames(padded(3000)) == 3000
+    assert content_frames(padded(0)) == 0
+
+
+def test_a_frame_with_one_nonzero_band_is_content() -> None:
+    f = padded(100)
+    f[:, 100:] = 0
+    f[79, 700] = 0.25  # one band of one frame: still audio, not padding
+    assert content_frames(f) == 701
+
+
+def test_a_batch_is_fitted_to_its_longest_item() -> None:
+    batch = np.stack([padded(300), padded(1234), padded(10)])
+    assert content_frames(batch) == 1234
+    assert fit(batch, 3.0).shape == (3, 80, 1600)
+
+
+def test_the_fitted_length_is_the_audio_and_the_pad_in_whole_seconds() -> None:
+    assert fitted_frames(542, 3000, 3.0) == 900  # 5.42 s + 3 s -> 9 s
+    assert fitted_frames(500, 3000, 3.0) == 800  # exactly on a second stays there
+    assert fitted_frames(1, 3000, 0.5) == QUANTUM_FRAMES
+    assert fitted_frames(2900, 3000, 3.0) == 3000  # never more than the window
+    assert fitted_frames(542, 3000, 0.0) == 3000  # 0: the whole window, as faster-whisper
+
+
+@pytest.mark.parametrize("pad_s", [0.5, 2.0, 3.0, 10.0])
+def test_fitting_keeps_every_frame_of_audio_and_cuts_only_padding(pad_s: float) -> None:
+    for frames in (1, 99, 100, 101, 542, 1499, 2999):
+        f = padded(frames)
+        cut = fit(f, pad_s)
+        assert cut.shape[-1] % QUANTUM_FRAMES == 0 or cut.shape[-1] == f.shape[-1]
+        assert cut.shape[-1] >= min(f.shape[-1], frames + pad_s * 100)
+        assert np.array_equal(cut[:, :frames], f[:, :frames])
+        assert not cut[:, frames:].any()

@@ -1,0 +1,72 @@
+"""The encoder's context fitted to the utterance instead of a whole 30 s window.
+
+faster-whisper pads every window's log-mel features with zeros to 3000 frames (30 s) before the
+encoder, as Whisper was trained. An utterance of a live session is a few seconds long, so most of
+each encoder pass is spent on padding, and the encoder is most of a decode: tiny.en int8 on one
+CPU thread encodes a whole window in ~0.33 s and 15 s in ~0.06 s (self-attention is quadratic in
+the length). CTranslate2's Whisper encoder takes any length up to the window, so the encoder can
+be given the utterance and ``pad_s`` seconds of the padding, rounded up to whole seconds (fewer
+distinct shapes for the allocator and, on a GPU, for kernel caches), never more than the window.
+
+With too little padding Whisper loses the end of the utterance or its timestamps drift (0.5 s:
+WER 8.2 % → 22 % on the corpus' LibriSpeech files); from ~2 s on, the WER is that of the whole
+window, and a decode of the held-out utterances takes ~0.14 s instead of ~0.46 s
+(docs/benchmarks.md, *Encoder context*). Everything that decodes through the model's ``encode``
+gets it: faster-whisper's ``transcribe`` and ``generate_segments`` (a later window of a long job
+too), the shared-encoder path of detection and translation, and the cross-session batches
+(fitted to the longest item of the batch).
+
+:func:`fitted_frames` is the rule (pure); :func:`fitted_model_class` wraps faster-whisper's
+``WhisperModel`` with it.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+FRAMES_PER_S = 100
+"""Whisper's log-mel frames per second (hop of 160 samples at 16 kHz)."""
+QUANTUM_FRAMES = FRAMES_PER_S
+"""The fitted length is rounded up to a multiple of this (1 s)."""
+
+
+def content_frames(features: np.ndarray) -> int:
+    """Frames of ``features`` (``(n_mels, frames)`` or ``(batch, n_mels, frames)``) before the
+    trailing zero padding of ``pad_or_trim`` (the longest item of a batch). A frame of real
+    normalised log-mel features is never zero in every band."""
+    frames = features if features.ndim == 3 else features[None]
+    used = np.flatnonzero(np.any(frames != 0, axis=(0, 1)))
+    return int(used[-1]) + 1 if len(used) else 0
+
+
+def fitted_frames(content: int, total: int, pad_s: float) -> int:
+    """How many of ``total`` frames the encoder gets for ``content`` frames of audio: the audio
+    and ``pad_s`` seconds more, rounded up to :data:`QUANTUM_FRAMES`; ``pad_s`` 0: all of
+    them (the whole window)."""
+    if pad_s <= 0:
+        return total
+    wanted = content + round(pad_s * FRAMES_PER_S)
+    return min(total, -(-wanted // QUANTUM_FRAMES) * QUANTUM_FRAMES)
+
+
+def fit(features: np.ndarray, pad_s: float) -> np.ndarray:
+    """``features`` cut to their fitted length (a view)."""
+    return features[..., : fitted_frames(content_frames(features), features.shape[-1], pad_s)]
+
+
+@cache
+def fitted_model_class() -> Any:
+    """faster-whisper's ``WhisperModel`` whose ``encode`` fits its input (:func:`fit`) to
+    ``context_pad_s`` (an attribute; 0: the whole window)."""
+    from faster_whisper import WhisperModel
+
+    class FittedWhisperModel(WhisperModel):  # type: ignore[misc]
+        context_pad_s: float = 0.0
+
+        def encode(self, features: np.ndarray) -> Any:
+            return super().encode(fit(features, self.context_pad_s))
+
+    return FittedWhisperModel
