@@ -8,10 +8,10 @@ the length). CTranslate2's Whisper encoder takes any length up to the window, so
 be given the utterance and ``pad_s`` seconds of the padding, rounded up to whole seconds (fewer
 distinct shapes for the allocator and, on a GPU, for kernel caches), never more than the window.
 
-With too little padding Whisper loses the end of the utterance or its timestamps drift (0.5 s:
-WER 8.2 % → 22 % on the corpus' LibriSpeech files); from ~2 s on, the WER is that of the whole
-window, and a decode of the held-out utterances takes ~0.14 s instead of ~0.46 s
-(docs/benchmarks.md, *Encoder context*). Everything that decodes through the model's ``encode``
+With too little padding Whisper stops short of the end of the audio and a second pass decodes
+the rest (0.5 s: WER 8.19 % → 12.52 % on the corpus' 72 LibriSpeech files); from ~2 s on, the WER
+is that of the whole window, and a decode takes 0.13 s on average instead of 0.42 s
+(``python -m bench.context``, docs/benchmarks.md, *Encoder context*). Everything that decodes through the model's ``encode``
 gets it: faster-whisper's ``transcribe`` and ``generate_segments`` (a later window of a long job
 too), the shared-encoder path of detection and translation, and the cross-session batches
 (fitted to the longest item of the batch).
