@@ -425,11 +425,11 @@ class Settings(BaseSettings):
     )
     asr_cpu_threads: int = Field(default=0, ge=0, description="0 = as many as cores.")
     asr_context_pad_s: float = Field(
-        default=3.0,
+        default=5.0,
         ge=0,
         le=30,
         description="Whisper's encoder sees each utterance and this much of the zero padding "
-        "after it, not a whole 30 s window (workers/context.py: a decode of a 5 s utterance ~3x "
+        "after it, not a whole 30 s window (workers/context.py: decodes ~3x "
         "faster on CPU at the same WER, docs/benchmarks.md); 0 = the whole window.",
     )
     asr_beam_size: int = Field(

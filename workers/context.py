@@ -10,8 +10,11 @@ distinct shapes for the allocator and, on a GPU, for kernel caches), never more 
 
 With too little padding Whisper stops short of the end of the audio and a second pass decodes
 the rest (0.5 s: WER 8.19 % → 12.52 % on the corpus' 72 LibriSpeech files); from ~2 s on, the WER
-is that of the whole window, and a decode takes 0.13 s on average instead of 0.42 s
-(``python -m bench.context``, docs/benchmarks.md, *Encoder context*). Everything that decodes through the model's ``encode``
+of wideband speech is that of the whole window. Short narrowband utterances (telephony, 8 kHz
+μ-law) want a longer context: a 2.3 s one of the e2e tests came out differently at every length
+below 20 s, so the fitted context is the utterance and ``ASR_CONTEXT_PAD_S`` (5 s) of padding,
+never less than :data:`MIN_CONTEXT_FRAMES` (20 s) (``python -m bench.context``,
+docs/benchmarks.md, *Encoder context*). Everything that decodes through the model's ``encode``
 gets it: faster-whisper's ``transcribe`` and ``generate_segments`` (a later window of a long job
 too), the shared-encoder path of detection and translation, and the cross-session batches
 (fitted to the longest item of the batch).
@@ -42,13 +45,22 @@ def content_frames(features: np.ndarray) -> int:
     return int(used[-1]) + 1 if len(used) else 0
 
 
-def fitted_frames(content: int, total: int, pad_s: float) -> int:
+MIN_CONTEXT_FRAMES = 20 * FRAMES_PER_S
+"""No fitted context is shorter than 20 s: a short utterance in a short context is where tiny.en
+went wrong first (a 2.3 s μ-law utterance of the e2e tests decoded differently at each context
+length below 20 s, some of them worse than the whole window). Long enough for that, it still
+spares the encoder about two thirds of a whole window's work (attention is quadratic)."""
+
+
+def fitted_frames(
+    content: int, total: int, pad_s: float, min_frames: int = MIN_CONTEXT_FRAMES
+) -> int:
     """How many of ``total`` frames the encoder gets for ``content`` frames of audio: the audio
-    and ``pad_s`` seconds more, rounded up to :data:`QUANTUM_FRAMES`; ``pad_s`` 0: all of
-    them (the whole window)."""
+    and ``pad_s`` seconds more, at least ``min_frames``, rounded up to :data:`QUANTUM_FRAMES`;
+    ``pad_s`` 0: all of them (the whole window)."""
     if pad_s <= 0:
         return total
-    wanted = content + round(pad_s * FRAMES_PER_S)
+    wanted = max(content + round(pad_s * FRAMES_PER_S), min_frames)
     return min(total, -(-wanted // QUANTUM_FRAMES) * QUANTUM_FRAMES)
 
 

@@ -56,7 +56,8 @@ def test_the_encoder_sees_the_utterance_and_its_pad_and_transcribes_as_well(
         frames = len(job.pcm) // 2 // 160
         encoder_inputs.clear()
         out = fitted.transcribe(job)
-        assert encoder_inputs and encoder_inputs[0] == fitted_frames(frames, 3000, 3.0) < 3000
+        pad = Settings().asr_context_pad_s
+        assert encoder_inputs and encoder_inputs[0] == fitted_frames(frames, 3000, pad) < 3000
         assert out.words and out.words[-1].end <= job.start + frames / 100 + 0.5
         encoder_inputs.clear()
         full = whole.transcribe(job)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workers.context import QUANTUM_FRAMES, content_frames, fit, fitted_frames
+from workers.context import MIN_CONTEXT_FRAMES, QUANTUM_FRAMES, content_frames, fit, fitted_frames
 
 
 def padded(frames: int, total: int = 3000, mels: int = 80) -> np.ndarray:
@@ -32,13 +32,15 @@ def test_a_frame_with_one_nonzero_band_is_content() -> None:
 def test_a_batch_is_fitted_to_its_longest_item() -> None:
     batch = np.stack([padded(300), padded(1234), padded(10)])
     assert content_frames(batch) == 1234
-    assert fit(batch, 3.0).shape == (3, 80, 1600)
+    assert fit(batch, 5.0).shape == (3, 80, MIN_CONTEXT_FRAMES)
+    assert fit(np.stack([padded(300), padded(1834)]), 5.0).shape == (2, 80, 2400)
+    assert fit(np.stack([padded(300), padded(10)]), 5.0).shape[-1] == MIN_CONTEXT_FRAMES
 
 
 def test_the_fitted_length_is_the_audio_and_the_pad_in_whole_seconds() -> None:
-    assert fitted_frames(542, 3000, 3.0) == 900  # 5.42 s + 3 s -> 9 s
-    assert fitted_frames(500, 3000, 3.0) == 800  # exactly on a second stays there
-    assert fitted_frames(1, 3000, 0.5) == QUANTUM_FRAMES
+    assert fitted_frames(1842, 3000, 3.0) == 2200  # 18.42 s + 3 s -> 22 s
+    assert fitted_frames(1800, 3000, 3.0) == 2100  # exactly on a second stays there
+    assert fitted_frames(1, 3000, 0.5, min_frames=0) == QUANTUM_FRAMES
     assert fitted_frames(2900, 3000, 3.0) == 3000  # never more than the window
     assert fitted_frames(542, 3000, 0.0) == 3000  # 0: the whole window, as faster-whisper
 
@@ -49,6 +51,12 @@ def test_fitting_keeps_every_frame_of_audio_and_cuts_only_padding(pad_s: float) 
         f = padded(frames)
         cut = fit(f, pad_s)
         assert cut.shape[-1] % QUANTUM_FRAMES == 0 or cut.shape[-1] == f.shape[-1]
-        assert cut.shape[-1] >= min(f.shape[-1], frames + pad_s * 100)
+        assert cut.shape[-1] >= min(f.shape[-1], max(frames + pad_s * 100, MIN_CONTEXT_FRAMES))
         assert np.array_equal(cut[:, :frames], f[:, :frames])
         assert not cut[:, frames:].any()
+
+
+def test_a_short_utterance_gets_at_least_the_minimum_context() -> None:
+    assert fitted_frames(230, 3000, 5.0) == MIN_CONTEXT_FRAMES  # 2.3 s + 5 s < 20 s
+    assert fitted_frames(230, 3000, 5.0, min_frames=0) == 800
+    assert fitted_frames(1700, 3000, 5.0) == 2200
