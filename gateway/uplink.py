@@ -307,6 +307,7 @@ class AudioUplink:
         start = SessionStart(
             session_id=self.session_id,
             sample_rate=SAMPLE_RATE,
+            source_rate=self.input_format.sample_rate,
             language=self.language,
             created_at=time.time(),
             min_silence_ms=self.min_silence_ms,

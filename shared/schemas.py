@@ -27,6 +27,9 @@ class SessionStart(_Msg, tag="session_start"):
     """Announces a session on the sessions stream; the VAD worker that reads it owns it."""
 
     sample_rate: int = 16000
+    source_rate: int = 16000
+    """The rate of the client's audio before the gateway resampled it (8000 for telephony): audio
+    that came at less than 16 kHz has no band above half its rate (workers/context.py)."""
     language: str | None = None
     created_at: float = 0.0
     min_silence_ms: int | None = None
@@ -102,6 +105,9 @@ class AsrJob(_Msg, tag="asr_job"):
     end: float
     pcm: bytes
     sample_rate: int = 16000
+    source_rate: int = 16000
+    """The session's :attr:`SessionStart.source_rate`: below 16 kHz (narrowband), the encoder
+    sees whole 30 s windows (workers/context.py)."""
     language: str | None = None
     final: bool = True
     """False for a partial job (a snapshot of the open utterance, on ``asr:partials:{pool}``)."""

@@ -17,7 +17,7 @@ from shared.capabilities import TRANSCRIBE, TRANSLATE
 from shared.keyterms import hotwords as hotwords_of
 from shared.schemas import AsrJob, Transcript, Translation, Word
 from shared.settings import Settings
-from workers.context import fitted_model_class
+from workers.context import context_for, fitted_model_class
 from workers.detection import DEFAULT_SWITCH_PROBABILITY, choose_language
 from workers.models import resolve_model
 
@@ -246,8 +246,9 @@ class Transcriber:
         without them. ``session_language``: the
         language of the session's latest final (detection keeps it unless another is
         confidently detected)."""
-        first = self._transcribe(job, prompt, beam_size, session_language)
-        return self.recover(job, prompt, first, beam_size, session_language)
+        with context_for(self._model, job):
+            first = self._transcribe(job, prompt, beam_size, session_language)
+            return self.recover(job, prompt, first, beam_size, session_language)
 
     def recover(
         self,

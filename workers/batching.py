@@ -25,6 +25,7 @@ from shared.audio import pcm16_to_float32
 from shared.capabilities import TRANSCRIBE
 from shared.schemas import AsrJob, Transcript, Word
 from workers.asr import PROMPT_MAX_CHARS, DecodeOptions, is_hallucination, transcription_options
+from workers.context import is_narrowband
 
 
 class MultiPromptPipeline(BatchedInferencePipeline):  # type: ignore[misc]
@@ -78,8 +79,9 @@ class BatchTranscriber:
         """Transcription jobs with a known language (or any job for an English-only model) and
         without key terms: detection and translation take the shared-encoder path of
         :class:`Transcriber`, and key terms (``hotwords``) make each prompt different in length,
-        so those jobs go one by one."""
-        if job.task != TRANSCRIBE or job.keyterms:
+        so those jobs go one by one; so do narrowband jobs, whose encoder context differs
+        (workers/context.py)."""
+        if job.task != TRANSCRIBE or job.keyterms or is_narrowband(job):
             return False
         return job.language is not None or not self._model.model.is_multilingual
 

@@ -10,11 +10,11 @@ distinct shapes for the allocator and, on a GPU, for kernel caches), never more 
 
 With too little padding Whisper stops short of the end of the audio and a second pass decodes
 the rest (0.5 s: WER 8.19 % → 12.52 % on the corpus' 72 LibriSpeech files); from ~2 s on, the WER
-of wideband speech is that of the whole window. Short narrowband utterances (telephony, 8 kHz
-μ-law) want a longer context: a 2.3 s one of the e2e tests came out differently at every length
-below 20 s, so the fitted context is the utterance and ``ASR_CONTEXT_PAD_S`` (5 s) of padding,
-never less than :data:`MIN_CONTEXT_FRAMES` (20 s) (``python -m bench.context``,
-docs/benchmarks.md, *Encoder context*). Everything that decodes through the model's ``encode``
+of wideband speech is that of the whole window. The default is the utterance and 5 s of padding
+(``ASR_CONTEXT_PAD_S``), never less than :data:`MIN_CONTEXT_FRAMES` (10 s). Narrowband audio
+(a session whose client sent less than 16 kHz: telephony's 8 kHz G.711) keeps whole windows
+(:func:`context_for`): its short utterances lost words in every fitted context tried, up to 20 s
+(``python -m bench.context`` and docs/benchmarks.md, *Encoder context*). Everything that decodes through the model's ``encode``
 gets it: faster-whisper's ``transcribe`` and ``generate_segments`` (a later window of a long job
 too), the shared-encoder path of detection and translation, and the cross-session batches
 (fitted to the longest item of the batch).
@@ -25,6 +25,8 @@ too), the shared-encoder path of detection and translation, and the cross-sessio
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -45,11 +47,10 @@ def content_frames(features: np.ndarray) -> int:
     return int(used[-1]) + 1 if len(used) else 0
 
 
-MIN_CONTEXT_FRAMES = 20 * FRAMES_PER_S
-"""No fitted context is shorter than 20 s: a short utterance in a short context is where tiny.en
-went wrong first (a 2.3 s μ-law utterance of the e2e tests decoded differently at each context
-length below 20 s, some of them worse than the whole window). Long enough for that, it still
-spares the encoder about two thirds of a whole window's work (attention is quadratic)."""
+MIN_CONTEXT_FRAMES = 10 * FRAMES_PER_S
+"""No fitted context is shorter than 10 s: on the corpus' utterances cut as the service cuts
+them (median 2.6 s), 5 s of padding alone cost wideband speech ~0.5 WER points and a 10 s floor
+nothing, at the same speed (docs/benchmarks.md, *Encoder context*)."""
 
 
 def fitted_frames(
@@ -67,6 +68,31 @@ def fitted_frames(
 def fit(features: np.ndarray, pad_s: float) -> np.ndarray:
     """``features`` cut to their fitted length (a view)."""
     return features[..., : fitted_frames(content_frames(features), features.shape[-1], pad_s)]
+
+
+WIDEBAND_RATE = 16_000
+"""Audio that reached the gateway at a lower rate (telephony: 8 kHz G.711) is narrowband."""
+
+
+def is_narrowband(job: Any) -> bool:
+    """Whether a job's audio came at less than 16 kHz: its encoder sees whole windows."""
+    return int(getattr(job, "source_rate", WIDEBAND_RATE)) < WIDEBAND_RATE
+
+
+@contextmanager
+def context_for(model: Any, job: Any) -> Iterator[None]:
+    """The model's encoder context for one job's decode: the whole window for narrowband audio
+    (short telephony utterances lost words in fitted contexts: docs/benchmarks.md, *Encoder
+    context*), else the model's fitted one. The worker decodes one job at a time."""
+    if not is_narrowband(job) or not hasattr(model, "context_pad_s"):
+        yield
+        return
+    saved = model.context_pad_s
+    model.context_pad_s = 0.0
+    try:
+        yield
+    finally:
+        model.context_pad_s = saved
 
 
 @cache

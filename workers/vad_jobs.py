@@ -115,6 +115,7 @@ class JobWriter:
             start=round(start / SAMPLE_RATE, 3),
             end=round(end / SAMPLE_RATE, 3),
             pcm=pcm,
+            source_rate=owned.start.source_rate,
             language=owned.start.language,
             enqueued_at=time.time(),
             speech_ended_at=owned.last_received_at,

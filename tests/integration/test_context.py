@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 from faster_whisper import WhisperModel
@@ -66,3 +67,13 @@ def test_the_encoder_sees_the_utterance_and_its_pad_and_transcribes_as_well(
         pairs_whole.append((reference, full.text))
     # the same accuracy as the whole window (docs/benchmarks.md measures it on all 72 files)
     assert wer(pairs_fitted).wer <= wer(pairs_whole).wer + 0.02
+
+
+def test_a_narrowband_session_is_decoded_in_whole_windows(encoder_inputs: list[int]) -> None:
+    fitted = Transcriber(load_model(Settings()), DecodeOptions.from_settings(Settings()))
+    job, reference = jobs(1)[0]
+    fitted.transcribe(msgspec.structs.replace(job, source_rate=8000))
+    assert encoder_inputs == [3000]
+    encoder_inputs.clear()
+    fitted.transcribe(job)
+    assert encoder_inputs and encoder_inputs[0] < 3000

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
-from workers.context import MIN_CONTEXT_FRAMES, QUANTUM_FRAMES, content_frames, fit, fitted_frames
+from workers.context import (
+    MIN_CONTEXT_FRAMES,
+    QUANTUM_FRAMES,
+    content_frames,
+    context_for,
+    fit,
+    fitted_frames,
+    is_narrowband,
+)
 
 
 def padded(frames: int, total: int = 3000, mels: int = 80) -> np.ndarray:
@@ -32,7 +42,8 @@ def test_a_frame_with_one_nonzero_band_is_content() -> None:
 def test_a_batch_is_fitted_to_its_longest_item() -> None:
     batch = np.stack([padded(300), padded(1234), padded(10)])
     assert content_frames(batch) == 1234
-    assert fit(batch, 5.0).shape == (3, 80, MIN_CONTEXT_FRAMES)
+    assert fit(batch, 5.0).shape == (3, 80, 1800)
+    assert fit(np.stack([padded(300), padded(10)]), 5.0).shape[-1] == MIN_CONTEXT_FRAMES
     assert fit(np.stack([padded(300), padded(1834)]), 5.0).shape == (2, 80, 2400)
     assert fit(np.stack([padded(300), padded(10)]), 5.0).shape[-1] == MIN_CONTEXT_FRAMES
 
@@ -57,6 +68,23 @@ def test_fitting_keeps_every_frame_of_audio_and_cuts_only_padding(pad_s: float) 
 
 
 def test_a_short_utterance_gets_at_least_the_minimum_context() -> None:
-    assert fitted_frames(230, 3000, 5.0) == MIN_CONTEXT_FRAMES  # 2.3 s + 5 s < 20 s
+    assert fitted_frames(230, 3000, 5.0) == MIN_CONTEXT_FRAMES  # 2.3 s + 5 s < 10 s
     assert fitted_frames(230, 3000, 5.0, min_frames=0) == 800
     assert fitted_frames(1700, 3000, 5.0) == 2200
+
+
+def test_narrowband_jobs_get_the_whole_window_for_their_decode_only() -> None:
+    model = SimpleNamespace(context_pad_s=5.0)
+    phone, mic = SimpleNamespace(source_rate=8000), SimpleNamespace(source_rate=48000)
+    assert is_narrowband(phone) and not is_narrowband(mic)
+    with context_for(model, phone):
+        assert model.context_pad_s == 0.0
+    assert model.context_pad_s == 5.0
+    with context_for(model, mic):
+        assert model.context_pad_s == 5.0
+    try:
+        with context_for(model, phone):
+            raise RuntimeError("decode failed")
+    except RuntimeError:
+        pass
+    assert model.context_pad_s == 5.0
