@@ -7,8 +7,9 @@ as faster-whisper does), one file at a time, in this process. For each it report
 against the references, the decode time per file (mean, p50, p95, max) and how many files needed
 a second encoder pass (Whisper stopped short of the end of the audio and decoding went on from
 its last timestamp); and the WER of the same files as a phone line carries them (8 kHz G.711
-μ-law, decoded by the gateway's own decoder), where a short context failed first. Writes ``bench-results/context.json`` and, with the default name, the
-*Encoder context* section of docs/benchmarks.md. No service: no Redis, no workers.
+μ-law, decoded by the gateway's own decoder), where a short context failed first. Writes
+``bench-results/context.json`` and, with the default name, the *Encoder context* section of
+docs/benchmarks.md. No service: no Redis, no workers.
 """
 
 from __future__ import annotations

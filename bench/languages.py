@@ -33,6 +33,7 @@ from bench import report
 from bench.cli import add_stack_args, finish, meta, sigterm_as_interrupt, stack_config, wait_quiet
 from bench.client import StreamRun, stream
 from bench.corpus import audio, speech_regions, to_pcm16
+from bench.offline import stock_settings
 from bench.runs import DRAIN_TIMEOUT_S, wait_idle
 from bench.stack import BenchStack, Sampler
 from shared.settings import Settings
@@ -60,9 +61,7 @@ def chrf(hypotheses: list[str], references: list[str]) -> float:
 def offline(recs: list[Recording], env: dict[str, str]) -> dict[str, dict[str, Any]]:
     """Each file whole through ``WhisperModel.transcribe``: detection and transcription, then
     ``task="translate"`` (what a client of faster-whisper does for both)."""
-    settings = Settings(
-        **{k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields}
-    ).model_copy(update={"asr_context_pad_s": 0.0})  # stock faster-whisper: whole 30 s windows
+    settings = stock_settings(env)
     opts = DecodeOptions.from_settings(settings)
     model: Any = load_model(settings)
     kwargs = {"beam_size": opts.beam_size, **opts.whisper_kwargs()}

@@ -17,10 +17,15 @@ from shared.settings import Settings
 from workers.asr import DecodeOptions, load_model
 
 
+def stock_settings(env: dict[str, str]) -> Settings:
+    """The service's settings of ``env`` for an offline reference: the worker's model and
+    decoding, with stock faster-whisper's whole 30 s encoder windows."""
+    known = {k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields}
+    return Settings(**known).model_copy(update={"asr_context_pad_s": 0.0})
+
+
 def offline(utts: list[Utterance], env: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
-    settings = Settings(
-        **{k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields}
-    ).model_copy(update={"asr_context_pad_s": 0.0})  # stock faster-whisper: whole 30 s windows
+    settings = stock_settings(env)
     opts = DecodeOptions.from_settings(settings)
     model = load_model(settings)
     for u in utts[:1]:  # warm-up, not timed

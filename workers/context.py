@@ -14,10 +14,12 @@ of wideband speech is that of the whole window. The default is the utterance and
 (``ASR_CONTEXT_PAD_S``), never less than :data:`MIN_CONTEXT_FRAMES` (10 s). Narrowband audio
 (a session whose client sent less than 16 kHz: telephony's 8 kHz G.711) keeps whole windows
 (:func:`context_for`): its short utterances lost words in every fitted context tried, up to 20 s
-(``python -m bench.context`` and docs/benchmarks.md, *Encoder context*). Everything that decodes through the model's ``encode``
-gets it: faster-whisper's ``transcribe`` and ``generate_segments`` (a later window of a long job
-too), the shared-encoder path of detection and translation, and the cross-session batches
-(fitted to the longest item of the batch).
+(``python -m bench.context`` and docs/benchmarks.md, *Encoder context*).
+
+Everything that decodes through the model's ``encode`` gets it: faster-whisper's ``transcribe``
+and ``generate_segments`` (a later window of a long job too), the shared-encoder path of
+detection and translation, and the cross-session batches (fitted to the longest item of the
+batch).
 
 :func:`fitted_frames` is the rule (pure); :func:`fitted_model_class` wraps faster-whisper's
 ``WhisperModel`` with it.
@@ -76,7 +78,7 @@ WIDEBAND_RATE = 16_000
 
 def is_narrowband(job: Any) -> bool:
     """Whether a job's audio came at less than 16 kHz: its encoder sees whole windows."""
-    return int(getattr(job, "source_rate", WIDEBAND_RATE)) < WIDEBAND_RATE
+    return int(job.source_rate) < WIDEBAND_RATE
 
 
 @contextmanager

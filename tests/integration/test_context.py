@@ -52,12 +52,12 @@ def test_the_encoder_sees_the_utterance_and_its_pad_and_transcribes_as_well(
     fitted = Transcriber(load_model(Settings()), DecodeOptions.from_settings(Settings()))
     whole_settings = Settings(asr_context_pad_s=0)
     whole = Transcriber(load_model(whole_settings), DecodeOptions.from_settings(whole_settings))
+    pad = Settings().asr_context_pad_s
     pairs_fitted, pairs_whole = [], []
     for job, reference in jobs(8):
         frames = len(job.pcm) // 2 // 160
         encoder_inputs.clear()
         out = fitted.transcribe(job)
-        pad = Settings().asr_context_pad_s
         assert encoder_inputs and encoder_inputs[0] == fitted_frames(frames, 3000, pad) < 3000
         assert out.words and out.words[-1].end <= job.start + frames / 100 + 0.5
         encoder_inputs.clear()
@@ -71,7 +71,7 @@ def test_the_encoder_sees_the_utterance_and_its_pad_and_transcribes_as_well(
 
 def test_a_narrowband_session_is_decoded_in_whole_windows(encoder_inputs: list[int]) -> None:
     fitted = Transcriber(load_model(Settings()), DecodeOptions.from_settings(Settings()))
-    job, reference = jobs(1)[0]
+    job, _ = jobs(1)[0]
     fitted.transcribe(msgspec.structs.replace(job, source_rate=8000))
     assert encoder_inputs == [3000]
     encoder_inputs.clear()
