@@ -59,6 +59,7 @@ def pauses_of(utt: Any, vad: Any, settings: Settings, transcribe: Any) -> list[P
         min_silence_ms=settings.vad_min_silence_ms,
         speech_pad_ms=settings.vad_speech_pad_ms,
         speech_pad_end_ms=settings.vad_speech_pad_end_ms,
+        quiet_pad_end_ms=settings.vad_quiet_pad_end_ms,
         min_speech_ms=settings.vad_min_speech_ms,
         max_segment_s=settings.vad_max_segment_s,
         tentative=True,

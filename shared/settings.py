@@ -347,6 +347,13 @@ class Settings(BaseSettings):
         description="Audio kept after speech when a pause ends an utterance (speculative finals "
         "start this far into the pause); -1 = VAD_SPEECH_PAD_MS.",
     )
+    vad_quiet_pad_end_ms: int = Field(
+        default=64,
+        ge=0,
+        description="A pause that is quiet this far in (every window scored as silence, 30 dB "
+        "under the utterance's speech) starts its speculative final here; if the rest of the end pad is "
+        "quiet too, the utterance ends here, else at VAD_SPEECH_PAD_END_MS. 0 = off.",
+    )
     speculative_finals: bool = Field(
         default=True,
         description="Transcribe an utterance as soon as a pause reaches VAD_SPEECH_PAD_END_MS, "

@@ -62,6 +62,15 @@ class SegmenterConfig:
     tentative: bool = False
     """Emit a :class:`Tentative` as soon as a silence is ``speech_pad_end_ms`` long: the segment's
     audio is then complete *if* the silence lasts until the endpoint (speculative finals)."""
+    quiet_pad_end_ms: int = 0
+    """A pause that is quiet (every window scored as silence, :attr:`quiet_db`) this far in gets
+    its tentative here, not at ``speech_pad_end_ms``; when the pause reaches ``speech_pad_end_ms``
+    and the audio in between is quiet too, the segment keeps this shorter end pad (its
+    speculative final was under way that much sooner); if not, that tentative is void and the
+    usual one is cut. 0: off."""
+    quiet_db: float = -30.0
+    """Quiet: every window's speech probability under :attr:`silence_off`, and the audio's RMS
+    this many dB under that of the utterance's speech."""
 
     @property
     def silence_off(self) -> float:
@@ -102,6 +111,9 @@ class Tentative:
     end: int
     audio: np.ndarray
     rev: int
+    quiet: bool = False
+    """Cut ``quiet_pad_end_ms`` into a quiet pause (its tail is checked when the pause reaches
+    ``speech_pad_end_ms``)."""
 
 
 @dataclass
@@ -146,6 +158,10 @@ class _Open:
     tentative_rev: int = 0
     tentative_cut: int | None = None
     """The end of the live tentative (``None``: none, or it was made void)."""
+    tentative_quiet: bool = False
+    """The live tentative is the quiet pause's early one, its tail not yet checked."""
+    quiet_looked: int | None = None
+    """The silence whose start was looked at for an early tentative (once per pause)."""
 
 
 class Segmenter:
@@ -157,6 +173,8 @@ class Segmenter:
         self._pad = self.cfg.samples(self.cfg.speech_pad_ms)
         pad_end = self.cfg.speech_pad_end_ms
         self._pad_end = self._pad if pad_end is None else self.cfg.samples(pad_end)
+        quiet = self.cfg.samples(self.cfg.quiet_pad_end_ms)
+        self._quiet_pad = quiet if 0 < quiet < self._pad_end else 0
         self._min_silence = self.cfg.samples(self.cfg.min_silence_ms)
         self._min_speech_windows = max(
             1, int(np.ceil(self.cfg.samples(self.cfg.min_speech_ms) / self.cfg.window))
@@ -343,13 +361,12 @@ class Segmenter:
             else (self._min_silence, self._max_len)
         )
         if seg.silence_start is not None and end - seg.silence_start >= min_silence:
-            cut = min(seg.silence_start + self._pad_end, end)
+            # a live tentative is of this silence (speech voids it): the segment is its audio
+            live = seg.tentative_cut
+            cut = live if live is not None else min(seg.silence_start + self._pad_end, end)
             self._open = None
             self._floor = cut
-            # a live tentative ends exactly here (same silence, same pad): this is its audio
-            confirmed = seg.tentative_rev if seg.tentative_cut == cut else None
-            if confirmed is None:
-                self._void(seg)
+            confirmed = seg.tentative_rev if live is not None else None
             if seg.speech_windows >= self._min_speech_windows:
                 return self._emit(seg.start, cut, "silence", confirmed)
             return None
@@ -360,27 +377,61 @@ class Segmenter:
         return None
 
     def _maybe_tentative(self, seg: _Open, end: int) -> None:
-        """A pause just reached ``speech_pad_end_ms``: the segment's final audio is known if the
-        pause goes on to the endpoint, so it can be transcribed now (see :class:`Tentative`)."""
+        """A pause just reached ``speech_pad_end_ms`` (or, quiet, ``quiet_pad_end_ms``): the
+        segment's final audio is known if the pause goes on to the endpoint, so it can be
+        transcribed now (see :class:`Tentative`)."""
         if (
             not self.cfg.tentative
             or self.fast
             or seg.silence_start is None
-            or seg.tentative_cut is not None
             or self._pad_end >= self._min_silence
-            or end - seg.silence_start < self._pad_end
             or seg.speech_windows < self._min_speech_windows
         ):
             return
-        cut = seg.silence_start + self._pad_end
+        silence = seg.silence_start
+        pause = end - silence
+        if seg.tentative_cut is None:
+            if self._quiet_pad and seg.quiet_looked != silence and pause >= self._quiet_pad:
+                seg.quiet_looked = silence
+                if pause < self._pad_end and self._quiet(seg, silence, silence + self._quiet_pad):
+                    self._tentative(seg, silence + self._quiet_pad, quiet=True)
+                    return
+            if pause >= self._pad_end:
+                self._tentative(seg, silence + self._pad_end)
+        elif seg.tentative_quiet and pause >= self._pad_end:
+            seg.tentative_quiet = False
+            if not self._quiet(seg, seg.tentative_cut, silence + self._pad_end):
+                self._void(seg)  # the tail was not silence after all: keep the usual end pad
+                self._tentative(seg, silence + self._pad_end)
+
+    def _tentative(self, seg: _Open, cut: int, quiet: bool = False) -> None:
         seg.tentative_rev += 1
         seg.tentative_cut = cut
+        seg.tentative_quiet = quiet
         audio = self._buf[seg.start - self._buf_start : cut - self._buf_start].copy()
-        self._events.append(Tentative(self._next_index, seg.start, cut, audio, seg.tentative_rev))
+        self._events.append(
+            Tentative(self._next_index, seg.start, cut, audio, seg.tentative_rev, quiet)
+        )
+
+    def _quiet(self, seg: _Open, start: int, end: int) -> bool:
+        """Whether ``start``..``end`` of the open utterance is quiet: every window touching it
+        scored as silence, and its RMS ``quiet_db`` under that of the speech before the pause."""
+        w, off = self.cfg.window, self.cfg.silence_off
+        if any(p >= off for s, p in seg.probs if s < end and s + w > start):
+            return False
+        speech_end = seg.silence_start if seg.silence_start is not None else start
+        speech = self._buf[seg.onset - self._buf_start : speech_end - self._buf_start]
+        tail = self._buf[start - self._buf_start : end - self._buf_start]
+        if not len(tail):
+            return True
+        loud = float(np.sqrt(np.mean(np.square(speech, dtype=np.float64)))) if len(speech) else 0.0
+        rms = float(np.sqrt(np.mean(np.square(tail, dtype=np.float64))))
+        return rms <= loud * 10 ** (self.cfg.quiet_db / 20)
 
     def _void(self, seg: _Open) -> None:
         if seg.tentative_cut is not None:
             seg.tentative_cut = None
+            seg.tentative_quiet = False
             self._events.append(TentativeVoid(self._next_index, seg.tentative_rev))
 
     def _cut_at_quietest(self, seg: _Open, end: int, max_len: int) -> Segment:

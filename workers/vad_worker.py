@@ -123,6 +123,7 @@ class VadWorker:
             speech_pad_end_ms=None
             if self.s.vad_speech_pad_end_ms < 0
             else self.s.vad_speech_pad_end_ms,
+            quiet_pad_end_ms=self.s.vad_quiet_pad_end_ms,
             # speaker labels are stateful: a speculative final that is voided would skew them
             tentative=self.s.speculative_finals and not start.diarize,
         )

@@ -336,3 +336,57 @@ async def test_smart_endpointing_ends_the_turn_when_the_stored_text_looks_finish
         final = await _final_within(pubsub, 20)
         assert final is not None and final.text == text and final.end == job.end
     await pubsub.aclose()
+
+
+async def _last_speculative_job(
+    r: aioredis.Redis, keys: Keys, sid: str, pcm: bytes, timeout: float = 60
+) -> AsrJob:
+    """Stream ``pcm`` as session ``sid`` to its end and consume the pool's jobs as an ASR worker
+    would (speculation waits for an empty queue); the last speculative job of the session."""
+    from shared.keys import ASR_GROUP
+
+    done = asyncio.create_task(wait_done(r, keys, sid, timeout))
+    await asyncio.sleep(0.2)  # subscribed before the audio ends
+    await stream_session(r, keys, sid, pcm)
+    jobs: list[AsrJob] = []
+    while not done.done():
+        resp = await r.xreadgroup(ASR_GROUP, "t", {keys.asr_jobs(EN_POOL): ">"}, block=200)
+        jobs += [decode_as(f[b"d"], AsrJob) for _s, entries in resp or [] for _i, f in entries]
+    await done
+    resp = await r.xreadgroup(ASR_GROUP, "t", {keys.asr_jobs(EN_POOL): ">"}, block=200)
+    jobs += [decode_as(f[b"d"], AsrJob) for _s, entries in resp or [] for _i, f in entries]
+    spec = [j for j in jobs if j.session_id == sid and j.speculative]
+    assert spec, f"no speculative job for {sid}"
+    return spec[-1]
+
+
+async def test_a_quiet_pause_starts_its_speculative_final_86_ms_sooner(
+    spawn, redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    """A real utterance cut where its speech stops, then digital silence: the VAD worker's
+    speculative job for that pause ends 64 ms into it (``VAD_QUIET_PAD_END_MS``), not 150 ms:
+    the same audio through a worker with it off gives a job 86 ms longer, from the same start.
+    (This recording's own room noise after the speech is not quiet enough: it keeps 150 ms.)"""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    from shared.keys import ASR_GROUP
+    from shared.redis_util import ensure_group
+    from tests.conftest import librispeech
+
+    keys = Keys(key_prefix)
+    await ensure_group(redis_client, keys.asr_jobs(EN_POOL), ASR_GROUP)
+    utt = next(u for u in librispeech() if u.utt_id == "1089-134686-0001")
+    speech = decode_file(utt.path)
+    opts = VadOptions(speech_pad_ms=0, min_silence_duration_ms=100)
+    end = get_speech_timestamps(speech, opts)[-1]["end"]
+    audio = np.concatenate([speech[:end], np.zeros(16000 * 3 // 10, np.float32)])
+    pcm = float32_to_pcm16(audio)
+    jobs = {}
+    for quiet in ("64", "0"):
+        worker = spawn("vad-worker", VAD_QUIET_PAD_END_MS=quiet)
+        jobs[quiet] = await _last_speculative_job(redis_client, keys, f"quiet-{quiet}", pcm)
+        worker.stop()
+    early, usual = jobs["64"], jobs["0"]
+    assert early.start == usual.start
+    assert usual.end - early.end == pytest.approx(0.086, abs=0.0015)
+    assert len(early.pcm) == len(usual.pcm) - 86 * 32  # 86 ms of 16-bit samples fewer

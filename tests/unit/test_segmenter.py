@@ -421,3 +421,89 @@ def test_min_finalize_ms_off_keeps_every_finalize_a_cut() -> None:
     assert [e.reason for e in seg.finalize() if isinstance(e, Segment)] == ["finalize"]
     seg.feed(audio[10 * W : 20 * W])
     assert [e.reason for e in seg.finalize() if isinstance(e, Segment)] == ["finalize"]
+
+
+# -- speculative finals: the quiet pause's early tentative --------------------------------------
+
+QUIET = SegmenterConfig(
+    min_silence_ms=320, speech_pad_ms=64, speech_pad_end_ms=160, min_speech_ms=96,
+    tentative=True, quiet_pad_end_ms=64,
+)  # fmt: skip
+
+
+def levels(*spans: tuple[int, float]) -> np.ndarray:
+    """Audio of (windows, amplitude) spans: a sine at that amplitude (speech is 0.5, room noise
+    0.001: -54 dB under it, a trailing consonant the VAD missed 0.1: -14 dB)."""
+    t = np.arange(sum(n for n, _ in spans) * W, dtype=np.float32)
+    amp = np.concatenate([np.full(n * W, a, np.float32) for n, a in spans])
+    return (amp * np.sin(t * 0.3)).astype(np.float32)
+
+
+def quiet_events(probs: list[float], audio: np.ndarray, cfg: SegmenterConfig = QUIET):
+    seg = Segmenter(ScriptedVad(probs), cfg)
+    out = []
+    for i in range(0, len(audio), W):
+        out += seg.feed(audio[i : i + W])
+    return [e for e in out if not isinstance(e, SpeechStart | Partial)], seg
+
+
+def test_a_quiet_pause_gets_its_tentative_early_and_the_segment_keeps_the_short_end_pad() -> None:
+    probs = [0.0] * 10 + [0.9] * 30 + [0.0] * 20
+    audio = levels((10, 0.001), (30, 0.5), (20, 0.001))
+    out, _ = quiet_events(probs, audio)
+    assert [type(e).__name__ for e in out] == ["Tentative", "Segment"]
+    t, s = out
+    assert t.quiet and t.end == 40 * W + 64 * 16  # 64 ms into the pause, not 160
+    assert (s.start, s.end, s.tentative_rev) == (t.start, t.end, t.rev)
+    np.testing.assert_array_equal(t.audio, s.audio)
+
+
+def test_a_tail_louder_than_room_noise_voids_the_early_tentative_and_keeps_the_usual_pad() -> None:
+    """The VAD called it silence, but 64 to 160 ms into the pause the audio is only 14 dB under
+    the speech (a trailing consonant): that audio stays in the utterance."""
+    probs = [0.0] * 10 + [0.9] * 30 + [0.0] * 20
+    audio = levels((10, 0.001), (30, 0.5), (2, 0.001), (3, 0.1), (15, 0.001))
+    out, _ = quiet_events(probs, audio)
+    assert [type(e).__name__ for e in out] == ["Tentative", "TentativeVoid", "Tentative", "Segment"]
+    early, void, usual, s = out
+    assert (early.rev, void.rev, usual.rev, s.tentative_rev) == (1, 1, 2, 2)
+    assert early.end == 40 * W + 64 * 16 and usual.end == s.end == 40 * W + 160 * 16
+
+
+@pytest.mark.parametrize("how", ["probability", "level"])
+def test_a_pause_that_does_not_start_quiet_gets_only_the_usual_tentative(how: str) -> None:
+    probs = [0.0] * 10 + [0.9] * 30 + ([0.0, 0.4] if how == "probability" else [0.0] * 2)
+    probs += [0.0] * 18
+    first = 0.001 if how == "probability" else 0.1
+    audio = levels((10, 0.001), (30, 0.5), (2, first), (18, 0.001))
+    out, _ = quiet_events(probs, audio)
+    assert [type(e).__name__ for e in out] == ["Tentative", "Segment"]
+    assert out[0].end == out[1].end == 40 * W + 160 * 16
+
+
+def test_speech_after_the_early_tentative_voids_it_and_the_next_quiet_pause_gets_another() -> None:
+    probs = [0.0] * 10 + [0.9] * 30 + [0.0] * 3 + [0.9] * 20 + [0.0] * 20
+    audio = levels((10, 0.001), (30, 0.5), (3, 0.001), (20, 0.5), (20, 0.001))
+    out, _ = quiet_events(probs, audio)
+    assert [type(e).__name__ for e in out] == ["Tentative", "TentativeVoid", "Tentative", "Segment"]
+    assert out[-1].tentative_rev == 2 and out[-1].end == 63 * W + 64 * 16
+
+
+def test_a_finalize_before_the_tail_check_ends_the_utterance_at_the_early_tentative() -> None:
+    probs = [0.0] * 10 + [0.9] * 30 + [0.0] * 3
+    audio = levels((10, 0.001), (30, 0.5), (3, 0.001))
+    out, seg = quiet_events(probs, audio)
+    assert [type(e).__name__ for e in out] == ["Tentative"]
+    (closed,) = seg.finalize()
+    assert (closed.end, closed.tentative_rev) == (out[0].end, 1)
+
+
+def test_no_early_tentative_when_the_quiet_pad_is_not_shorter_than_the_end_pad() -> None:
+    cfg = SegmenterConfig(
+        min_silence_ms=320, speech_pad_ms=64, speech_pad_end_ms=64, min_speech_ms=96,
+        tentative=True, quiet_pad_end_ms=64,
+    )  # fmt: skip
+    probs = [0.0] * 10 + [0.9] * 30 + [0.0] * 20
+    out, _ = quiet_events(probs, levels((10, 0.001), (30, 0.5), (20, 0.001)), cfg)
+    assert [type(e).__name__ for e in out] == ["Tentative", "Segment"]
+    assert out[0].end == 40 * W + 64 * 16
