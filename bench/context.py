@@ -25,7 +25,7 @@ from faster_whisper import WhisperModel
 
 from bench import report
 from bench.corpus import audio, librispeech
-from bench.machine import describe, git_rev, load1, machine, now
+from bench.machine import describe, offline_meta
 from gateway.encodings import MULAW_TO_PCM16, G711Decoder
 from shared.audio import decode_file, float32_to_pcm16
 from shared.schemas import AsrJob
@@ -131,9 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="ASR_CPU_THREADS")
     p.add_argument("--name", default="context")
     args = p.parse_args(argv)
-    meta = {"command": " ".join(["python -m bench.context", *sys.argv[1:]]), "date": now(),
-            "commit": git_rev(), "machine": machine(), "load_start": load1(),
-            "threads": args.threads}  # fmt: skip
+    meta = offline_meta("bench.context", threads=args.threads)
     out = {"meta": meta, "rows": sweep([float(x) for x in args.pads.split(",")], args.threads)}
     print(f"wrote {report.save_json(args.name, out)}")
     if args.name == "context":

@@ -23,7 +23,7 @@ import numpy as np
 
 from bench import report
 from bench.corpus import audio, librispeech
-from bench.machine import describe, git_rev, load1, machine, now
+from bench.machine import describe, offline_meta
 from shared.audio import SAMPLE_RATE, float32_to_pcm16
 from shared.schemas import AsrJob
 from shared.settings import Settings
@@ -128,8 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--endpoints", default="500,250", help="VAD_MIN_SILENCE_MS values")
     p.add_argument("--name", default="end_pad")
     args = p.parse_args(argv)
-    meta = {"command": " ".join(["python -m bench.end_pad", *sys.argv[1:]]), "date": now(),
-            "commit": git_rev(), "machine": machine(), "load_start": load1()}  # fmt: skip
+    meta = offline_meta("bench.end_pad")
     pads = [pair(v) for v in args.pads.split(",") if v]
     endpoints = [int(v) for v in args.endpoints.split(",") if v]
     out = {"meta": meta, "rows": evaluate(pads, endpoints)}

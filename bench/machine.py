@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +69,11 @@ def now() -> str:
 
 def describe(m: dict[str, Any]) -> str:
     return f"{m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM"
+
+
+def offline_meta(module: str, **extra: Any) -> dict[str, Any]:
+    """The provenance of a benchmark that runs no service (``python -m <module>`` and its
+    arguments, date, commit, machine, load at the start) and ``extra``."""
+    command = " ".join(["python -m", module, *sys.argv[1:]])
+    return {"command": command, "date": now(), "commit": git_rev(), "machine": machine(),
+            "load_start": load1(), **extra}  # fmt: skip
