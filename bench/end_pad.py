@@ -24,6 +24,7 @@ import numpy as np
 from bench import report
 from bench.corpus import audio, librispeech
 from bench.machine import describe, offline_meta
+from bench.turn_tuning import speculating_segmenter
 from shared.audio import SAMPLE_RATE, float32_to_pcm16
 from shared.schemas import AsrJob
 from shared.settings import Settings
@@ -74,11 +75,8 @@ def evaluate(pads: list[tuple[int, int]], endpoints: list[int]) -> list[dict[str
     rows = []
     for endpoint in endpoints:
         for pad_end, quiet in pads:
-            cfg = SegmenterConfig(
-                threshold=settings.vad_threshold, min_silence_ms=endpoint,
-                speech_pad_ms=settings.vad_speech_pad_ms, speech_pad_end_ms=pad_end,
-                min_speech_ms=settings.vad_min_speech_ms,
-                max_segment_s=settings.vad_max_segment_s, tentative=True,
+            cfg = speculating_segmenter(
+                settings, min_silence_ms=endpoint, speech_pad_end_ms=pad_end,
                 quiet_pad_end_ms=quiet,
             )  # fmt: skip
             pairs, n, kept, void = [], 0, 0, 0

@@ -52,19 +52,25 @@ class Pause:
     """How long the pause lasted (``inf`` for the end of the turn)."""
 
 
+def speculating_segmenter(settings: Settings, **overrides: Any) -> SegmenterConfig:
+    """The service's segmentation (Silero's thresholds, pads, lengths) with tentatives on, as a
+    session's VAD worker cuts it; ``overrides``: the fields a benchmark varies."""
+    fields: dict[str, Any] = {
+        "threshold": settings.vad_threshold,
+        "min_silence_ms": settings.vad_min_silence_ms,
+        "speech_pad_ms": settings.vad_speech_pad_ms,
+        "speech_pad_end_ms": settings.vad_speech_pad_end_ms,
+        "quiet_pad_end_ms": settings.vad_quiet_pad_end_ms,
+        "min_speech_ms": settings.vad_min_speech_ms,
+        "max_segment_s": settings.vad_max_segment_s,
+        "tentative": True,
+    }
+    return SegmenterConfig(**(fields | overrides))
+
+
 def pauses_of(utt: Any, vad: Any, settings: Settings, transcribe: Any) -> list[Pause]:
     x = np.concatenate([audio(utt.path), np.zeros(int(TAIL_S * SAMPLE_RATE), np.float32)])
-    cfg = SegmenterConfig(
-        threshold=settings.vad_threshold,
-        min_silence_ms=settings.vad_min_silence_ms,
-        speech_pad_ms=settings.vad_speech_pad_ms,
-        speech_pad_end_ms=settings.vad_speech_pad_end_ms,
-        quiet_pad_end_ms=settings.vad_quiet_pad_end_ms,
-        min_speech_ms=settings.vad_min_speech_ms,
-        max_segment_s=settings.vad_max_segment_s,
-        tentative=True,
-    )
-    seg = Segmenter(vad.stream(), cfg)
+    seg = Segmenter(vad.stream(), speculating_segmenter(settings))
     live: dict[tuple[int, int], tuple[Tentative, float]] = {}
     out: list[Pause] = []
     closed: dict[int, Pause] = {}

@@ -414,16 +414,16 @@ class Segmenter:
         )
 
     def _quiet(self, seg: _Open, start: int, end: int) -> bool:
-        """Whether ``start``..``end`` of the open utterance is quiet: every window touching it
-        scored as silence, and its RMS ``quiet_db`` under that of the speech before the pause."""
+        """Whether ``start``..``end`` of the open utterance's pause (never empty) is quiet: every
+        window touching it scored as silence, and its RMS ``quiet_db`` under that of the speech
+        before the pause."""
         w, off = self.cfg.window, self.cfg.silence_off
         if any(p >= off for s, p in seg.probs if s < end and s + w > start):
             return False
-        speech_end = seg.silence_start if seg.silence_start is not None else start
+        speech_end = start if seg.silence_start is None else seg.silence_start
         speech = self._buf[seg.onset - self._buf_start : speech_end - self._buf_start]
         tail = self._buf[start - self._buf_start : end - self._buf_start]
-        if not len(tail):
-            return True
+        # no speech before the pause: a max-length cut left only the pause in this segment
         loud = float(np.sqrt(np.mean(np.square(speech, dtype=np.float64)))) if len(speech) else 0.0
         rms = float(np.sqrt(np.mean(np.square(tail, dtype=np.float64))))
         return rms <= loud * 10 ** (self.cfg.quiet_db / 20)
