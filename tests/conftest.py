@@ -7,7 +7,7 @@ import os
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +144,28 @@ def running_service(
     finally:
         for p in reversed(procs):
             p.stop()
+
+
+LOG_TAIL_LINES = 12
+"""Lines of each service process's log that a failed test's report carries."""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test that ran against a :class:`Service` reports the tail of each of its
+    processes' logs (CI shows the end of the output, not the files the processes wrote)."""
+    report = yield
+    if report.failed and call.when == "call":
+        for name, value in getattr(item, "funcargs", {}).items():
+            if not isinstance(value, Service):
+                continue
+            for p in value.procs:
+                lines = [line[:240] for line in p.log().splitlines()[-LOG_TAIL_LINES:]]
+                state = "alive" if p.alive() else f"exited {p.proc.poll()}"
+                report.sections.append((f"{name}: {p.role} ({state}), log tail", "\n".join(lines)))
+    return report
 
 
 @pytest.fixture(scope="session")
