@@ -61,10 +61,17 @@ class Process(ServiceProcess):
         super().__init__(role, started.proc, log_path)
 
 
+SPAWNED = pytest.StashKey[list["Process"]]()
+"""The processes a test started with :func:`spawn` (their logs go into its report if it fails)."""
+
+
 @pytest.fixture
-def spawn(redis_server: EmbeddedRedis, key_prefix: str, tmp_path: Path) -> Iterator:
+def spawn(
+    redis_server: EmbeddedRedis, key_prefix: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator:
     """Start worker/gateway processes in this test's namespace; stopped at teardown."""
     started: list[Process] = []
+    request.node.stash[SPAWNED] = started
 
     def _spawn(role: str, **env: str) -> Process:
         base = {
@@ -146,25 +153,30 @@ def running_service(
             p.stop()
 
 
-LOG_TAIL_LINES = 12
-"""Lines of each service process's log that a failed test's report carries."""
+LOG_TAIL_CHARS = 1500
+"""How much of each service process's log a failed test's report carries."""
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """A failed test that ran against a :class:`Service` reports the tail of each of its
-    processes' logs (CI shows the end of the output, not the files the processes wrote)."""
+    """A failed test that ran service processes (a :class:`Service` fixture, or :func:`spawn`)
+    reports the tail of each one's log (CI shows the end of the output, not the files the
+    processes wrote)."""
     report = yield
     if report.failed and call.when == "call":
-        for name, value in getattr(item, "funcargs", {}).items():
-            if not isinstance(value, Service):
-                continue
-            for p in value.procs:
-                lines = [line[:240] for line in p.log().splitlines()[-LOG_TAIL_LINES:]]
-                state = "alive" if p.alive() else f"exited {p.proc.poll()}"
-                report.sections.append((f"{name}: {p.role} ({state}), log tail", "\n".join(lines)))
+        procs = [
+            (name, p)
+            for name, value in getattr(item, "funcargs", {}).items()
+            if isinstance(value, Service)
+            for p in value.procs
+        ] + [("spawn", p) for p in item.stash.get(SPAWNED, [])]
+        for name, p in procs:
+            state = "alive" if p.alive() else f"exited {p.proc.poll()}"
+            report.sections.append(
+                (f"{name}: {p.role} ({state}), log tail", p.tail(LOG_TAIL_CHARS))
+            )
     return report
 
 
