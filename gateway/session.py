@@ -19,6 +19,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from gateway.context import GatewayContext, counted
 from gateway.downlink import ResultsDownlink
 from gateway.protocol import (
+    CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
     CLOSE_POLICY,
     CLOSE_SERVICE_RESTART,
@@ -112,7 +113,8 @@ async def run_socket(ctx: GatewayContext, proto: SocketProtocol) -> None:
                         close, reason = await _receive_until_drained(ctx, proto)
                 finally:
                     await _stop(ticker, proto.session_id)
-                    await _end(ctx, proto, reason)
+                    if (stuck := await _end_within_deadline(ctx, proto, reason)) is not None:
+                        close = stuck
             finally:
                 downlink.close()
     finally:
@@ -217,7 +219,53 @@ async def _receive(
         return proto.close_for(err), err.code
 
 
-async def _end(ctx: GatewayContext, proto: SocketProtocol, reason: str) -> None:
+END_SLACK_S = 30.0
+"""How long ending a session may take beyond the live wait for its finals (``EOF_TIMEOUT_S``)
+and a Redis outage its last writes ride through (``REDIS_OUTAGE_TOLERANCE_S``); past the sum,
+the socket is closed anyway (:func:`_end_within_deadline`)."""
+
+
+class _Ending:
+    """Where ending a session has got to, for the log if it never finishes."""
+
+    def __init__(self) -> None:
+        self.stage = "starting"
+
+
+async def _end_within_deadline(
+    ctx: GatewayContext, proto: SocketProtocol, reason: str
+) -> tuple[int, str] | None:
+    """:func:`_end`, bounded as a whole: every step of it has its own bound, and this one
+    guarantees that no socket stays open for ever on a step that misses one. Past the deadline:
+    an ``internal_error`` frame in the protocol's shape, logged with the step it was stuck at,
+    and the close (1011) to use instead of the normal one; None when the end finished."""
+    ending = _Ending()
+    s = ctx.settings
+    budget = s.eof_timeout_s + s.redis_outage_tolerance_s + END_SLACK_S
+    deadline = asyncio.timeout(budget)
+    try:
+        async with deadline:
+            await _end(ctx, proto, reason, ending)
+        return None
+    except TimeoutError:
+        if not deadline.expired():
+            raise
+    log.error(
+        "session=%s ending (%s) took over %.0fs, stuck %s; the socket is closed",
+        proto.session_id, reason, budget, ending.stage,
+    )  # fmt: skip
+    metrics.SESSIONS_END_STUCK.inc()
+    err = ProtocolError(
+        "internal_error",
+        f"the session could not be ended within {budget:.0f} s; finals not received here stay "
+        "readable for the session TTL (resume the session to get them)",
+        CLOSE_INTERNAL_ERROR,
+    )
+    await proto.client.send(proto.error_frame(err))
+    return proto.close_for(err)
+
+
+async def _end(ctx: GatewayContext, proto: SocketProtocol, reason: str, ending: _Ending) -> None:
     client, uplink, downlink = proto.client, proto.uplink, proto.downlink
     if not uplink.announced or reason == "service_unavailable":
         return  # nothing to end, or Redis is gone: the session's keys expire with their TTL
@@ -225,9 +273,11 @@ async def _end(ctx: GatewayContext, proto: SocketProtocol, reason: str) -> None:
         return  # another socket has the session now: nothing here is this socket's to end
     try:
         if client.gone and not uplink.ended and await proto.dropped():
+            ending.stage = "flushing a dropped socket's audio"
             await uplink.flush()
             return
         if not uplink.ended:
+            ending.stage = "writing audio_end"
             await uplink.end(reason)
     except ProtocolError as exc:
         if exc.code == "session_replaced":
@@ -235,12 +285,19 @@ async def _end(ctx: GatewayContext, proto: SocketProtocol, reason: str) -> None:
         raise
     if client.gone:
         return  # finals stay on transcript:{session} for the session TTL
+    ending.stage = "waiting for the finals"
     if not await downlink.wait(ctx.settings.eof_timeout_s):
         log.warning(
             "session=%s finals still missing after %.0fs; reading the transcript stream",
             proto.session_id,
             ctx.settings.eof_timeout_s,
         )
+        ending.stage = "reading the transcript stream"
         await downlink.fill_from_transcript()
     if not client.gone:
+        ending.stage = "sending the closing message"
         await proto.closing()
+    log.info(
+        "session=%s ended (%s): %s segments, %d released; closing",
+        proto.session_id, reason, downlink.total, downlink.reorder.next,
+    )  # fmt: skip

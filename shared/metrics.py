@@ -15,6 +15,10 @@ FRAMES_THROTTLED = Counter(
     "whisper_frames_throttled_total",
     "Times a session sent more than MAX_FRAMES_PER_SECOND binary frames and was held back",
 )
+SESSIONS_END_STUCK = Counter(
+    "whisper_sessions_end_stuck_total",
+    "Sessions whose end (last finals, closing message) missed its deadline: closed with 1011",
+)
 SESSIONS_REFUSED = Counter("whisper_sessions_refused_total", "Sessions refused", ["reason"])
 SESSIONS_ROUTED = Counter(
     "whisper_sessions_routed_total", "Sessions routed to each model pool", ["pool"]

@@ -141,6 +141,23 @@ async def test_a_killed_multilingual_workers_job_goes_to_another_of_its_pool_onl
         await reclaimed_within_the_pool(svc, procs, redis_client, corpus)
 
 
+async def survivor_reclaims(
+    survivor: Any, r: aioredis.Redis, keys: Keys, victim: str, timeout: float = 30.0
+) -> None:
+    """Wait (bounded) until ``survivor`` has logged a reclaim and the killed ``victim`` holds
+    nothing in the multilingual pool's group."""
+    deadline = time.monotonic() + timeout
+    while True:
+        held = await r.xpending_range(keys.asr_jobs(MULTI_POOL), ASR_GROUP, "-", "+", 10, victim)
+        if "reclaimed job" in survivor.log() and not held:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{victim}'s jobs were not reclaimed in {timeout:.0f} s: still held {held}"
+            )
+        await asyncio.sleep(0.2)
+
+
 async def reclaimed_within_the_pool(
     svc: Service, procs: dict[str, Any], redis_client: aioredis.Redis, corpus: Path
 ) -> None:
@@ -173,7 +190,10 @@ async def reclaimed_within_the_pool(
     reference = (corpus / "other-languages" / GERMAN.replace(".wav", ".txt")).read_text()
     assert wer([(reference, text_of(msgs))]).wer <= GERMAN_MAX_WER, text_of(msgs)
     assert await transcribed_by(redis_client, keys, session_id(msgs)) == {survivor}
-    assert "reclaimed job" in procs[survivor].log()
+    # The job the victim held may be a speculative decode whose final came from the segment's
+    # ordinary job (SPECULATIVE_FINALS): then the session can end before the survivor's next
+    # claim round (ASR_CLAIM_IDLE_MS after the kill), and the reclaim follows it.
+    await survivor_reclaims(procs[survivor], redis_client, keys, victim)
     # the English worker never saw the multilingual pool's stream
     assert "reclaimed job" not in procs["asr-en-0"].log()
     consumers = await redis_client.xinfo_consumers(keys.asr_jobs(MULTI_POOL), ASR_GROUP)
