@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -31,6 +32,7 @@ from shared import tracing
 from shared.capabilities import read_pool
 from shared.keys import Keys
 from shared.redis_util import connect, live_workers
+from shared.runtime import install_task_dump
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -309,6 +311,7 @@ def create_app(settings: Settings) -> FastAPI:
         r = connect(settings.effective_redis_url, name=f"gateway-{settings.consumer_name}")
         router = ResultRouter(r, keys)
         await router.subscribe()
+        install_task_dump()  # SIGUSR1 (uvicorn keeps SIGTERM and SIGINT)
         await authenticator.load_secret(r, keys.token_secret)
         stop = asyncio.Event()
         router_task = asyncio.create_task(router.run(stop), name="result-router")
@@ -408,6 +411,7 @@ def main(settings: Settings | None = None) -> None:
     from shared.logs import configure
     from shared.runtime import start_metrics_server
 
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the lifespan dumps tasks on it
     settings = settings or Settings()
     configure(settings.log_level, settings.log_format, "gateway", settings.consumer_name)
     tracing.configure(settings.otlp_traces_endpoint, "gateway", settings.consumer_name)

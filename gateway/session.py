@@ -121,12 +121,24 @@ async def run_socket(ctx: GatewayContext, proto: SocketProtocol) -> None:
         await client.close(*close)
 
 
+TICKER_STOP_S = 5.0
+"""How long the socket loop waits for a cancelled coalescing ticker before it ends the session
+without it (a ticker flush rides through Redis errors only while it is not cancelled)."""
+
+
 async def _stop(ticker: asyncio.Task[None], session_id: str) -> None:
-    """Stop the coalescing ticker before the end is written; surface how it died, if it did."""
+    """Stop the coalescing ticker before the end is written; surface how it died, if it did.
+    Bounded: a ticker that outlives its cancel (Python 3.11 swallowed some, shared/aio.py) is
+    logged and cancelled again, never waited for for ever."""
     ticker.cancel()
-    (outcome,) = await asyncio.gather(ticker, return_exceptions=True)
-    if isinstance(outcome, Exception):
-        log.error("session=%s coalescing ticker failed", session_id, exc_info=outcome)
+    done, _ = await asyncio.wait({ticker}, timeout=TICKER_STOP_S)
+    if not done:
+        log.error("session=%s coalescing ticker still running %.0fs after its cancel",
+                  session_id, TICKER_STOP_S)  # fmt: skip
+        ticker.cancel()
+        return
+    if not ticker.cancelled() and (exc := ticker.exception()) is not None:
+        log.error("session=%s coalescing ticker failed", session_id, exc_info=exc)
 
 
 async def _receive_until_drained(

@@ -25,6 +25,51 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _on_signal, sig)
+    install_task_dump()
+
+
+def await_chain(task: asyncio.Task[Any]) -> str:
+    """Where a task is waiting: each coroutine of its ``await`` chain (``file:line function``),
+    outermost first, then what the innermost one awaits (a future, a sleep)."""
+    if task.done():
+        return "(done)"
+    hops: list[str] = []
+    obj: Any = task.get_coro()
+    for _ in range(64):  # bounded: a chain is a few dozen coroutines at most
+        frame = getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None)
+        if frame is None:
+            break
+        code = frame.f_code
+        hops.append(f"{os.path.basename(code.co_filename)}:{frame.f_lineno} {code.co_name}")
+        nxt = getattr(obj, "cr_await", None) or getattr(obj, "gi_yieldfrom", None)
+        if nxt is None:
+            break
+        obj = nxt
+    else:
+        hops.append("…")
+    if obj is not None and getattr(obj, "cr_frame", None) is None and hops:
+        # what the innermost coroutine awaits: a future (C asyncio's iterator over one)
+        hops.append("Future" if type(obj).__name__ == "FutureIter" else type(obj).__name__)
+    return " > ".join(hops) or "(no frame)"
+
+
+def dump_tasks() -> None:
+    """Log one line per task of the running loop saying where it waits (SIGUSR1)."""
+    tasks = sorted(asyncio.all_tasks(), key=lambda t: t.get_name())
+    log.warning("task dump (SIGUSR1): %d tasks", len(tasks))
+    for task in tasks:
+        log.warning("task %s: %s", task.get_name(), await_chain(task))
+
+
+def install_task_dump() -> None:
+    """``kill -USR1 <pid>`` logs where each asyncio task of the process waits: what a process
+    that stopped making progress (a session that never ends, a worker that takes nothing) is
+    stuck on, without stopping it. Only a loop of the main thread can have signal handlers: an
+    app run in another thread (a test client's) goes without."""
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
+    except (RuntimeError, ValueError):
+        log.debug("not the main thread: no SIGUSR1 task dump")
 
 
 class TaskSet:
@@ -83,6 +128,7 @@ def run_worker(role: str, settings: Any, amain: Callable[[Any], Coroutine[Any, A
     from shared import tracing
     from shared.logs import configure
 
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the loop dumps tasks on it
     configure(settings.log_level, settings.log_format, role, settings.consumer_name)
     tracing.configure(settings.otlp_traces_endpoint, role, settings.consumer_name)
     try:

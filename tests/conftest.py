@@ -4,6 +4,7 @@ whole service started as a user would start it."""
 from __future__ import annotations
 
 import os
+import signal
 import time
 import urllib.request
 import uuid
@@ -155,6 +156,9 @@ def running_service(
 
 LOG_TAIL_CHARS = 1500
 """How much of each service process's log a failed test's report carries."""
+TASK_DUMP_CHARS = 4000
+"""How much of each live process's task dump (SIGUSR1, shared/runtime.py) it carries."""
+TASK_DUMP = "task dump (SIGUSR1)"
 
 
 @pytest.hookimpl(wrapper=True)
@@ -163,7 +167,8 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """A failed test that ran service processes (a :class:`Service` fixture, or :func:`spawn`)
     reports the tail of each one's log (CI shows the end of the output, not the files the
-    processes wrote)."""
+    processes wrote), and, for each one still running, where its asyncio tasks wait (the
+    SIGUSR1 task dump): what a process that stopped making progress is stuck on."""
     report = yield
     if report.failed and call.when == "call":
         procs = [
@@ -172,11 +177,21 @@ def pytest_runtest_makereport(
             if isinstance(value, Service)
             for p in value.procs
         ] + [("spawn", p) for p in item.stash.get(SPAWNED, [])]
+        alive = [p for _name, p in procs if p.alive()]
+        for p in alive:
+            os.kill(p.pid, signal.SIGUSR1)
+        if alive:
+            time.sleep(1.0)  # each process logs its dump from its own loop
         for name, p in procs:
             state = "alive" if p.alive() else f"exited {p.proc.poll()}"
+            text = p.log()
+            cut = text.rfind(TASK_DUMP) if p in alive else -1
+            before, dump = (text, "") if cut < 0 else (text[:cut], text[cut:])
             report.sections.append(
-                (f"{name}: {p.role} ({state}), log tail", p.tail(LOG_TAIL_CHARS))
+                (f"{name}: {p.role} ({state}), log tail", before[-LOG_TAIL_CHARS:])
             )
+            if dump:
+                report.sections.append((f"{name}: {p.role}, task dump", dump[:TASK_DUMP_CHARS]))
     return report
 
 

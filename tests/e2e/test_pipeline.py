@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -219,3 +220,21 @@ def test_health_readiness_metrics(service: Service) -> None:
     with urllib.request.urlopen(service.http + "/metrics") as r:
         text = r.read().decode()
     assert "whisper_sessions_active" in text and "whisper_final_latency_seconds_bucket" in text
+
+
+async def test_sigusr1_logs_where_each_task_waits_and_the_process_goes_on(
+    service: Service,
+) -> None:
+    """``kill -USR1``: every process of the stack logs a task dump and keeps serving."""
+    for p in service.procs:
+        os.kill(p.pid, signal.SIGUSR1)
+    deadline = asyncio.get_running_loop().time() + 10
+    while not all("task dump (SIGUSR1)" in p.log() for p in service.procs):
+        assert asyncio.get_running_loop().time() < deadline, [p.role for p in service.procs]
+        await asyncio.sleep(0.1)
+    assert all(p.alive() for p in service.procs)
+    gateway = next(p for p in service.procs if p.role == "gateway").log()
+    dump = gateway[gateway.rfind("task dump (SIGUSR1)") :]
+    assert "task result-router: router.py:" in dump and "run" in dump
+    result = await stream_pcm(service.ws, load_pcm(librispeech()[0].path), speed=0)
+    assert result.finals and result.close_code == 1000

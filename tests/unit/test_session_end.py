@@ -98,3 +98,31 @@ async def test_a_timeout_raised_inside_the_end_is_not_taken_for_the_deadline() -
 
     with pytest.raises(TimeoutError, match="own timeout"):
         await session_mod._end_within_deadline(_ctx(), _Failing(False), "eof")  # type: ignore[arg-type]
+
+
+async def test_a_ticker_that_outlives_its_cancel_is_not_waited_for_for_ever(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What Python 3.11's wait_for did inside redis-py (shared/aio.py): the cancel is lost and
+    the ticker goes on ticking; the socket loop must still get to the end of the session."""
+    monkeypatch.setattr(session_mod, "TICKER_STOP_S", 0.2)
+
+    swallowed: list[bool] = []
+
+    async def deaf_ticker() -> None:
+        while True:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed.append(True)  # the first cancel is lost, as the bug lost it
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+
+    ticker = asyncio.create_task(deaf_ticker())
+    await asyncio.sleep(0.02)
+    with caplog.at_level(logging.ERROR, logger="gateway.session"):
+        await asyncio.wait_for(session_mod._stop(ticker, "s-1"), 5)
+    assert "still running" in caplog.text
+    await asyncio.wait({ticker}, timeout=2)
+    assert ticker.cancelled()  # the second cancel got through
