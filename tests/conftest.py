@@ -3,6 +3,7 @@ whole service started as a user would start it."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -90,6 +91,23 @@ def spawn(
     yield _spawn
     for p in started:
         p.stop()
+
+
+async def wait_reclaimed(
+    survivor: Process, r: aioredis.Redis, jobs: str, victim: str, timeout: float = 30.0
+) -> None:
+    """Wait (bounded) until ``survivor`` has logged a reclaim and the killed ``victim`` holds
+    nothing in the ASR group of the job stream ``jobs``."""
+    from shared.keys import ASR_GROUP
+
+    deadline = time.monotonic() + timeout
+    while True:
+        held = await r.xpending_range(jobs, ASR_GROUP, "-", "+", 10, victim)
+        if "reclaimed job" in survivor.log() and not held:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{victim}'s jobs were not reclaimed in {timeout:.0f} s: {held}")
+        await asyncio.sleep(0.2)
 
 
 def wait_http(url: str, timeout: float = 60.0, procs: list[Process] | None = None) -> None:

@@ -21,7 +21,7 @@ from shared.audio import float32_to_pcm16
 from shared.keys import ASR_GROUP, EN_POOL, MULTI_POOL, Keys
 from shared.schemas import Transcript, decode_as
 from shared.session_state import Field
-from tests.conftest import Service, librispeech, running_service
+from tests.conftest import Service, librispeech, running_service, wait_reclaimed
 from tests.e2e.test_native import receive_all, stream
 from whisper_streaming.evaluation import wer
 from whisper_streaming.listen import CLOSE_STREAM
@@ -141,23 +141,6 @@ async def test_a_killed_multilingual_workers_job_goes_to_another_of_its_pool_onl
         await reclaimed_within_the_pool(svc, procs, redis_client, corpus)
 
 
-async def survivor_reclaims(
-    survivor: Any, r: aioredis.Redis, keys: Keys, victim: str, timeout: float = 30.0
-) -> None:
-    """Wait (bounded) until ``survivor`` has logged a reclaim and the killed ``victim`` holds
-    nothing in the multilingual pool's group."""
-    deadline = time.monotonic() + timeout
-    while True:
-        held = await r.xpending_range(keys.asr_jobs(MULTI_POOL), ASR_GROUP, "-", "+", 10, victim)
-        if "reclaimed job" in survivor.log() and not held:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"{victim}'s jobs were not reclaimed in {timeout:.0f} s: still held {held}"
-            )
-        await asyncio.sleep(0.2)
-
-
 async def reclaimed_within_the_pool(
     svc: Service, procs: dict[str, Any], redis_client: aioredis.Redis, corpus: Path
 ) -> None:
@@ -193,7 +176,7 @@ async def reclaimed_within_the_pool(
     # The job the victim held may be a speculative decode whose final came from the segment's
     # ordinary job (SPECULATIVE_FINALS): then the session can end before the survivor's next
     # claim round (ASR_CLAIM_IDLE_MS after the kill), and the reclaim follows it.
-    await survivor_reclaims(procs[survivor], redis_client, keys, victim)
+    await wait_reclaimed(procs[survivor], redis_client, keys.asr_jobs(MULTI_POOL), victim)
     # the English worker never saw the multilingual pool's stream
     assert "reclaimed job" not in procs["asr-en-0"].log()
     consumers = await redis_client.xinfo_consumers(keys.asr_jobs(MULTI_POOL), ASR_GROUP)
