@@ -204,6 +204,12 @@ class ResultsDownlink:
         stream, and stop waiting for segments that never came."""
         await self.catch_up()
         if self.total is not None:
+            if lost := self.reorder.missing(self.total):
+                log.warning(
+                    "session=%s segments %s never arrived (not published, not on the transcript "
+                    "stream): given up on",
+                    self.session_id, lost[:20],
+                )  # fmt: skip
             await self._release(self.reorder.skip_to(self.total))
 
     # -- delivery -----------------------------------------------------------------------------

@@ -29,6 +29,10 @@ class ReorderBuffer(Generic[T]):
             self.next += 1
         return out
 
+    def missing(self, upto: int) -> list[int]:
+        """The segments before ``upto`` neither released nor held: what a skip gives up on."""
+        return [k for k in range(self.next, upto) if k not in self._held]
+
     def skip_to(self, segment: int) -> list[T]:
         """Give up on segments before ``segment``; release what is held from there on."""
         out = [self._held.pop(k) for k in sorted(self._held) if k < segment]

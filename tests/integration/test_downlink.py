@@ -5,6 +5,7 @@ play the ASR and VAD workers by publishing on ``results:{session}``, XADDing to
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 
@@ -216,7 +217,7 @@ async def test_resync_after_the_subscription_was_lost(ctx: GatewayContext) -> No
 
 
 async def test_fill_from_transcript_gives_up_on_segments_that_never_came(
-    ctx: GatewayContext,
+    ctx: GatewayContext, caplog: pytest.LogCaptureFixture
 ) -> None:
     rec = Recorder()
     d = downlink(ctx, rec)
@@ -226,11 +227,13 @@ async def test_fill_from_transcript_gives_up_on_segments_that_never_came(
         await publish(ctx, sid, SessionDone(session_id=sid, segments=4), final(sid, 3))
         await store(ctx, sid, final(sid, 0), final(sid, 3))
         assert not await d.wait(0.5)
-        await d.fill_from_transcript()  # segments 1 and 2 are lost: skip them
+        with caplog.at_level(logging.WARNING, logger="gateway.downlink"):
+            await d.fill_from_transcript()  # segments 1 and 2 are lost: skip them
     finally:
         d.close()
     assert rec.finals == [0, 3]
     assert d.complete
+    assert f"session={sid} segments [1, 2] never arrived" in caplog.text
 
 
 async def test_close_unregisters_from_the_router(ctx: GatewayContext) -> None:

@@ -34,6 +34,17 @@ def test_skip_to_releases_what_is_held() -> None:
     assert buf.skip_to(5) == ["e"]
 
 
+def test_missing_names_what_a_skip_gives_up_on() -> None:
+    buf: ReorderBuffer[str] = ReorderBuffer()
+    buf.push(0, "a")
+    buf.push(2, "c")
+    buf.push(4, "e")
+    assert buf.missing(6) == [1, 3, 5]
+    assert buf.missing(2) == [1]
+    buf.skip_to(6)
+    assert buf.missing(6) == []
+
+
 def test_reorder_buffer_is_bounded() -> None:
     buf: ReorderBuffer[int] = ReorderBuffer(max_held=3)
     for i in range(1, 4):
