@@ -53,10 +53,14 @@ def await_chain(task: asyncio.Task[Any]) -> str:
     return " > ".join(hops) or "(no frame)"
 
 
+TASK_DUMP = "task dump (SIGUSR1)"
+"""The line that starts a task dump in the log."""
+
+
 def dump_tasks() -> None:
     """Log one line per task of the running loop saying where it waits (SIGUSR1)."""
     tasks = sorted(asyncio.all_tasks(), key=lambda t: t.get_name())
-    log.warning("task dump (SIGUSR1): %d tasks", len(tasks))
+    log.warning("%s: %d tasks", TASK_DUMP, len(tasks))
     for task in tasks:
         log.warning("task %s: %s", task.get_name(), await_chain(task))
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from shared.runtime import TASK_DUMP
 from whisper_streaming.corpus import Utterance, corpus_dir, librispeech  # noqa: F401 (re-exported)
 from whisper_streaming.procs import ServiceProcess
 from whisper_streaming.procs import spawn as spawn_process
@@ -176,7 +177,6 @@ LOG_TAIL_CHARS = 1500
 """How much of each service process's log a failed test's report carries."""
 TASK_DUMP_CHARS = 4000
 """How much of each live process's task dump (SIGUSR1, shared/runtime.py) it carries."""
-TASK_DUMP = "task dump (SIGUSR1)"
 
 
 @pytest.hookimpl(wrapper=True)
