@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -34,6 +34,20 @@ def connect(url: str, *, name: str = "whisper-streaming") -> aioredis.Redis:
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         health_check_interval=15,
         socket_keepalive=True,
+    )
+
+
+def delivering(r: aioredis.Redis) -> aioredis.Redis:
+    """A client of the same server as ``r`` (its own connections) that never retries a command:
+    for the reads that deliver entries to a consumer (XREADGROUP ``>``). A retried delivering
+    read is not a repeat of the first: when a connection drops after Redis served the read, the
+    entries it delivered are pending to the consumer and the retry delivers others, so they
+    would wait a whole claim idle time. Its errors reach the worker's loop, which then looks at
+    what it holds (:func:`own_pending`)."""
+    pool = r.connection_pool
+    kwargs = dict(pool.connection_kwargs, retry=Retry(NoBackoff(), 0))
+    return aioredis.Redis(
+        connection_pool=type(pool)(connection_class=pool.connection_class, **kwargs)
     )
 
 
@@ -119,6 +133,39 @@ async def touch_pending(
         return set()
     kept = await r.eval(_TOUCH_LUA, 1, stream, group, consumer, *ids)
     return {k if isinstance(k, bytes) else str(k).encode() for k in kept}
+
+
+OWN_PENDING_PAGE = 100
+
+
+async def own_pending(
+    r: aioredis.Redis, stream: str, group: str, consumer: str
+) -> list[tuple[bytes, dict[bytes, bytes] | None, int]]:
+    """What Redis says ``consumer`` holds on ``stream``: each entry delivered to it and not
+    acked, with its fields (``None``: the entry was deleted meanwhile) and how often it was
+    delivered, oldest first. A process holds in memory only what it read; this is also what a
+    read whose reply was lost (Redis went down after it served the XREADGROUP), or whose
+    follow-up failed, or an earlier process of the same name, left with it. Each call counts
+    one more delivery of each entry (XREADGROUP from ``0``)."""
+    found: list[tuple[bytes, dict[bytes, bytes] | None, int]] = []
+    after: bytes | str = "0"
+    while True:
+        resp: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes] | None]]]] | None
+        resp = await r.xreadgroup(group, consumer, {stream: after}, count=OWN_PENDING_PAGE)  # type: ignore[assignment]
+        entries = [e for _stream, got in resp or [] for e in got]
+        if not entries:
+            return found
+        counts = {
+            p["message_id"]: int(p["times_delivered"])
+            for p in await r.xpending_range(
+                stream, group, min=entries[0][0], max=entries[-1][0], count=len(entries),
+                consumername=consumer,
+            )
+        }  # fmt: skip
+        found += [(i, f or None, counts.get(i, 1)) for i, f in entries]
+        if len(entries) < OWN_PENDING_PAGE:
+            return found
+        after = entries[-1][0]
 
 
 def hold_interval_s(claim_idle_ms: int) -> float:

@@ -29,10 +29,12 @@ from shared.redis_util import (
     GroupKeeper,
     Heartbeat,
     connect,
+    delivering,
     entry,
     entry_data,
     held,
     is_nogroup,
+    own_pending,
     reap_dead,
     ride_through,
     touch_pending,
@@ -106,6 +108,9 @@ class AsrWorker:
     ) -> None:
         self.s = settings
         self.r = r
+        self.reader = delivering(r)
+        """For the commands that deliver entries to this worker (XREADGROUP ``>``,
+        XAUTOCLAIM): never retried by redis-py; their errors set ``_resume``."""
         self.keys = Keys(settings.key_prefix)
         self.name = settings.consumer_name
         self.transcriber = transcriber
@@ -125,6 +130,9 @@ class AsrWorker:
             partial_share=settings.asr_partial_share,
         )
         self._last_claim = 0.0
+        self._resume = True
+        """Look at what Redis says this worker holds before the next step (at start, and after
+        every lost connection): :meth:`_resume_own`."""
         self.speakers = SpeakerLabeler(settings, r, self.keys)
         self.spec = Speculation(
             r, self.keys, settings.transcript_stream_maxlen, settings.session_ttl_s
@@ -154,6 +162,8 @@ class AsrWorker:
                 self.state.closing = stop.is_set()
                 try:
                     if not self.state.closing:
+                        if self._resume:
+                            await self._resume_own()
                         await self._claim_stale()
                     action = next_action(self.state, time.monotonic())
                     if isinstance(action, Stop):
@@ -163,6 +173,7 @@ class AsrWorker:
                     if self.state.closing:
                         break
                     log.warning("redis unavailable (%s); retrying", exc)
+                    self._resume = True
                     await asyncio.sleep(1.0)
                 except ResponseError as exc:
                     if not is_nogroup(exc):
@@ -180,6 +191,7 @@ class AsrWorker:
                 await self._leave_groups()
             except (RedisConnectionError, RedisTimeoutError, ResponseError):
                 pass
+            await self.reader.aclose()
             log.info("asr worker %s stopped", self.name)
 
     async def step(self, action: Action) -> None:
@@ -218,7 +230,7 @@ class AsrWorker:
         if not resp and action.block:  # nothing waits: block on both, woken by the first entry
             ids = {s: ">" for s in wanted}
             block = action.block_ms or READ_BLOCK_MS
-            resp = await self.r.xreadgroup(ASR_GROUP, self.name, ids, count=1, block=block)
+            resp = await self.reader.xreadgroup(ASR_GROUP, self.name, ids, count=1, block=block)
             if resp:  # the rest of a burst (a batch of finals, newer revisions) follows at once
                 resp += await self._xread({s: n - 1 for s, n in wanted.items() if n > 1})
         finals: list[Final] = []
@@ -251,7 +263,7 @@ class AsrWorker:
 
     async def _xread(self, counts: dict[str, int]) -> list[tuple[bytes | str, Entries]]:
         """Non-blocking XREADGROUP of each stream with its own COUNT, in one round trip."""
-        async with self.r.pipeline(transaction=False) as pipe:
+        async with self.reader.pipeline(transaction=False) as pipe:
             for stream, count in counts.items():
                 pipe.xreadgroup(ASR_GROUP, self.name, {stream: ">"}, count=count)
             return [part for got in await pipe.execute() for part in got or []]
@@ -357,6 +369,35 @@ class AsrWorker:
         ``ASR_CLAIM_IDLE_MS`` is not taken over and decoded again by a peer)."""
         return held(self.r, stream, ASR_GROUP, self.name, ids, self.s.asr_claim_idle_ms)
 
+    async def _resume_own(self) -> None:
+        """Decode now the final jobs that Redis says this worker holds and this process does
+        not: a read whose reply was lost when Redis went down, or whose follow-up (the marks, a
+        rank) failed, or an earlier process of the same consumer name. Left alone they would
+        wait a whole ``ASR_CLAIM_IDLE_MS`` for the claim round (a minute by default: the
+        session's end gives up first). Partials so held are dropped (their session has newer
+        ones by now)."""
+        held = {f.entry_id for f in self.state.finals}
+        for entry_id, fields, deliveries in await own_pending(
+            self.r, self.jobs, ASR_GROUP, self.name
+        ):
+            if entry_id in held:
+                continue
+            if fields is None:  # deleted meanwhile: nothing to decode
+                await self.out.ack(entry_id)
+                continue
+            log.warning("resumed job %s, held by this worker unread (delivery %d)",
+                        entry_id, deliveries)  # fmt: skip
+            await self.handle_safely(entry_id, fields, deliveries=deliveries)
+        kept = {p.entry_id for p in self.state.partials}
+        lost = [
+            i for i, _f, _n in await own_pending(self.r, self.partials, ASR_GROUP, self.name)
+            if i not in kept
+        ]  # fmt: skip
+        if lost:
+            metrics.ASR_PARTIALS.labels(self.pool, "stale").inc(len(lost))
+            await self._drop_partials(lost)
+        self._resume = False
+
     async def _claim_stale(self) -> None:
         """The claim round (workers/asr_claims.py): keep what we hold, take over a dead
         worker's jobs (decoded) and partials (dropped), remove dead consumers."""
@@ -370,7 +411,7 @@ class AsrWorker:
         await touch_pending(self.r, self.partials, ASR_GROUP, self.name, held_partials)
         await self._claim_jobs()
         await drop_stale_partials(
-            self.r, self.partials, self.name, self.s.asr_claim_idle_ms, self.pool
+            self.reader, self.partials, self.name, self.s.asr_claim_idle_ms, self.pool
         )
         await reap_dead(
             self.r, self.keys, ROLE, self.name, self.s.heartbeat_ttl_s,
@@ -380,7 +421,7 @@ class AsrWorker:
     async def _claim_jobs(self) -> None:
         cursor: bytes | str = "0-0"
         while True:
-            cursor, claimed, _deleted = await self.r.xautoclaim(
+            cursor, claimed, _deleted = await self.reader.xautoclaim(
                 self.jobs, ASR_GROUP, self.name, self.s.asr_claim_idle_ms, cursor, count=10
             )
             for entry_id, fields in claimed:

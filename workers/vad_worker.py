@@ -30,8 +30,10 @@ from shared.redis_util import (
     GroupKeeper,
     Heartbeat,
     connect,
+    delivering,
     entry_data,
     is_nogroup,
+    own_pending,
     reap_dead,
 )
 from shared.runtime import (
@@ -85,6 +87,9 @@ class VadWorker:
     def __init__(self, settings: Settings, r: aioredis.Redis, vad: VadModel) -> None:
         self.s = settings
         self.r = r
+        self.reader = delivering(r)
+        """For the commands that deliver sessions to this worker (XREADGROUP ``>``,
+        XAUTOCLAIM): never retried (shared/redis_util.py ``delivering``)."""
         self.keys = Keys(settings.key_prefix)
         self.name = settings.consumer_name
         self.vad = vad
@@ -92,6 +97,8 @@ class VadWorker:
         self.jobs = JobWriter(settings, r, self.keys)
         self._maintained_at = 0.0
         self._reaped_at = 0.0
+        self._resume = True
+        """Look at what Redis says this worker holds (at start, after a lost connection)."""
         # the ASR groups of the deployment's pools too: KEDA reads their lag even while a pool
         # is scaled to zero (a pool not named in ASR_POOLS gets them with its first job)
         pools = [p.name for p in parse_pools(settings.asr_pools)] or [EN_POOL, MULTI_POOL]
@@ -147,6 +154,8 @@ class VadWorker:
         try:
             while not stop.is_set():
                 try:
+                    if self._resume:
+                        await self._resume_own()
                     await self._maintain()
                     await self._take_sessions()
                     if self.sessions:
@@ -154,6 +163,7 @@ class VadWorker:
                         await self._close_idle()
                 except (RedisConnectionError, RedisTimeoutError) as exc:
                     log.warning("redis unavailable (%s); retrying", exc)
+                    self._resume = True
                     await asyncio.sleep(1.0)
                 except ResponseError as exc:
                     if not is_nogroup(exc):
@@ -167,7 +177,26 @@ class VadWorker:
                 await beat.remove()
             except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
                 log.warning("could not hand sessions back (%s): they are reclaimed when idle", exc)
+            await self.reader.aclose()
             log.info("vad worker %s stopped", self.name)
+
+    async def _resume_own(self) -> None:
+        """Own now the sessions that Redis says this worker holds and this process does not (a
+        read whose reply was lost when Redis went down, a follow-up that failed, an earlier
+        process of the same consumer name), taken over from their checkpoints, rather than
+        after ``VAD_CLAIM_IDLE_MS`` by the claim round."""
+        owned = {o.entry_id for o in self.sessions.values()}
+        for entry_id, fields, _deliveries in await own_pending(
+            self.r, self.keys.sessions, VAD_GROUP, self.name
+        ):
+            if entry_id in owned or len(self.sessions) >= self.s.vad_max_sessions:
+                continue  # beyond our room: the claim round gives it to a peer
+            if fields is None:  # deleted meanwhile: the session is gone
+                await self.r.xack(self.keys.sessions, VAD_GROUP, entry_id)
+                continue
+            log.warning("resumed session entry %s, held by this worker unread", entry_id)
+            await self._own(entry_id, fields, takeover=True)
+        self._resume = False
 
     async def _maintain(self) -> None:
         """Every heartbeat: keep our sessions ours, and take over sessions of dead workers."""
@@ -184,7 +213,7 @@ class VadWorker:
         room = self.s.vad_max_sessions - len(self.sessions)
         if room > 0:
             for entry_id, fields in await claim_orphans(
-                self.r, self.keys, self.name, self.s.vad_claim_idle_ms, room
+                self.reader, self.keys, self.name, self.s.vad_claim_idle_ms, room
             ):
                 await self._own(entry_id, fields, takeover=True)
         metrics.VAD_SESSIONS.set(len(self.sessions))
@@ -213,7 +242,7 @@ class VadWorker:
     async def _take_sessions(self) -> None:
         if len(self.sessions) >= self.s.vad_max_sessions:
             return
-        resp = await self.r.xreadgroup(
+        resp = await self.reader.xreadgroup(
             VAD_GROUP,
             self.name,
             {self.keys.sessions: ">"},

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from shared.audio import decode_file, float32_to_pcm16
 from shared.keys import ASR_GROUP, EN_POOL, VAD_GROUP, Keys
 from shared.redis_util import entry, entry_data
-from shared.schemas import AsrJob, SessionStart, Transcript, decode_as, encode
+from shared.schemas import AsrJob, AudioChunk, AudioEnd, SessionStart, Transcript, decode_as, encode
 from tests.integration.test_asr_worker import wait_for
 from tests.integration.test_vad_worker import stream_session, wait_done
 from whisper_streaming.up import EmbeddedRedis
@@ -252,3 +252,104 @@ async def test_a_killed_vad_workers_consumer_is_removed_after_its_session_is_tak
 
 async def _logged(worker, text: str) -> bool:
     return text in worker.log()
+
+
+async def _drop_clients(r: aioredis.Redis) -> None:
+    """Close every other client's connection, as a dropped network or a restart would."""
+    await r.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+
+
+async def test_a_job_whose_delivery_was_lost_is_decoded_when_the_worker_reconnects(
+    spawn, own_redis: EmbeddedRedis, key_prefix: str, corpus
+) -> None:
+    """Redis served a worker's XREADGROUP and the reply never reached it (the connection
+    dropped): the job is pending to the worker, which never saw it. Once the worker is back on
+    Redis it decodes the job at once, not after ASR_CLAIM_IDLE_MS (10 minutes here) in the
+    claim round. The lost reply is made exactly: the job is added and delivered to the worker's
+    consumer name in one transaction, then the worker's connections are closed."""
+    keys = Keys(key_prefix)
+    jobs = keys.asr_jobs(EN_POOL)
+    worker = spawn(
+        "asr-worker", REDIS_URL=own_redis.url, CONSUMER_NAME="asr-0",
+        ASR_CLAIM_IDLE_MS="600000", **FAST,
+    )  # fmt: skip
+    r = aioredis.Redis.from_url(own_redis.url)
+    try:
+        await wait_for(lambda: _logged(worker, "ready on"), 90)
+        async with r.pipeline(transaction=True) as pipe:
+            pipe.xadd(jobs, entry(encode(job_of(corpus, "lost"))))
+            pipe.xreadgroup(ASR_GROUP, "asr-0", {jobs: ">"}, count=1)
+            _id, delivered = await pipe.execute()
+        assert delivered and delivered[0][1], delivered  # the worker's consumer holds it now
+        await asyncio.sleep(0.5)
+        assert not await r.xrange(keys.transcript("lost"))  # the worker never saw it
+        await _drop_clients(r)
+        result = await transcribed(r, keys, "lost", 60)
+        assert "wait no longer" in result.text.lower(), result.text
+        assert "resumed job" in worker.log(), worker.log()[-3000:]
+        assert (await r.xpending(jobs, ASR_GROUP))["pending"] == 0
+        assert worker.alive()
+    finally:
+        await r.aclose()
+
+
+async def test_a_restarted_worker_decodes_the_jobs_its_name_held_at_once(
+    spawn, own_redis: EmbeddedRedis, key_prefix: str, corpus
+) -> None:
+    """A worker comes back under the same consumer name (a StatefulSet pod, a restarted
+    container) while its earlier process held a job: the job is decoded as it starts, not after
+    ASR_CLAIM_IDLE_MS."""
+    keys = Keys(key_prefix)
+    jobs = keys.asr_jobs(EN_POOL)
+    r = aioredis.Redis.from_url(own_redis.url)
+    try:
+        await r.xgroup_create(jobs, ASR_GROUP, id="0", mkstream=True)
+        await r.xadd(jobs, entry(encode(job_of(corpus, "held"))))
+        assert await r.xreadgroup(ASR_GROUP, "asr-0", {jobs: ">"}, count=1)
+        worker = spawn(
+            "asr-worker", REDIS_URL=own_redis.url, CONSUMER_NAME="asr-0",
+            ASR_CLAIM_IDLE_MS="600000", **FAST,
+        )  # fmt: skip
+        result = await transcribed(r, keys, "held", 90)
+        assert "wait no longer" in result.text.lower(), result.text
+        assert "resumed job" in worker.log(), worker.log()[-3000:]
+    finally:
+        await r.aclose()
+
+
+async def test_a_session_whose_delivery_was_lost_is_owned_when_the_vad_worker_reconnects(
+    spawn, own_redis: EmbeddedRedis, key_prefix: str, corpus
+) -> None:
+    """The same lost reply for a VAD worker's read of a new session: the worker owns the
+    session once it is back on Redis, not after VAD_CLAIM_IDLE_MS (10 minutes here)."""
+    keys = Keys(key_prefix)
+    vad = spawn(
+        "vad-worker", REDIS_URL=own_redis.url, CONSUMER_NAME="vad-0",
+        VAD_CLAIM_IDLE_MS="600000",
+    )  # fmt: skip
+    r = aioredis.Redis.from_url(own_redis.url)
+    try:
+        await wait_for(lambda: _logged(vad, "ready on"), 90)
+        start = SessionStart(session_id="lostsess", language="en")
+        async with r.pipeline(transaction=True) as pipe:
+            pipe.xadd(keys.sessions, entry(encode(start)))
+            pipe.xreadgroup(VAD_GROUP, "vad-0", {keys.sessions: ">"}, count=1)
+            _id, delivered = await pipe.execute()
+        assert delivered and delivered[0][1], delivered
+        await _drop_clients(r)
+        pcm = float32_to_pcm16(decode_file(corpus / "long" / "jfk.flac"))
+        done = asyncio.create_task(wait_done(r, keys, "lostsess", 90))
+        await asyncio.sleep(0.2)  # subscribed
+        seq = 0
+        for i in range(0, len(pcm), 32000):
+            seq += 1
+            chunk = AudioChunk(session_id="lostsess", seq=seq, pcm=pcm[i : i + 32000])
+            await r.xadd(keys.audio("lostsess"), entry(encode(chunk)))
+        await r.xadd(
+            keys.audio("lostsess"), entry(encode(AudioEnd(session_id="lostsess", seq=seq + 1)))
+        )
+        assert (await done).segments >= 1
+        assert "resumed session entry" in vad.log(), vad.log()[-3000:]
+        assert vad.alive()
+    finally:
+        await r.aclose()
