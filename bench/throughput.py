@@ -208,7 +208,7 @@ def render(out: dict[str, Any]) -> str:
             ["run", "audio s / wall s", "wall (s)", "CPU (s)", "cores busy"],
             [
                 [
-                    "offline faster-whisper (same model, same decoding)",
+                    "offline faster-whisper (same model and decoding, stock 30 s windows)",
                     off["audio_s_per_s"],
                     off["wall_s"],
                     off["cpu_s"],
