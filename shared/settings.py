@@ -431,13 +431,15 @@ class Settings(BaseSettings):
         default="auto", description="CTranslate2 compute type; auto = float16 on CUDA, int8 on CPU."
     )
     asr_cpu_threads: int = Field(default=0, ge=0, description="0 = as many as cores.")
-    asr_context_pad_s: float = Field(
-        default=5.0,
+    asr_context_pad_s: float | None = Field(
+        default=None,
         ge=0,
         le=30,
         description="Whisper's encoder sees each utterance and this much of the zero padding "
         "after it, not a whole 30 s window (workers/context.py: decodes ~3x "
-        "faster on CPU at the same WER, docs/benchmarks.md); 0 = the whole window.",
+        "faster on CPU at the same WER, docs/benchmarks.md); 0 = the whole window. Unset: 5 "
+        "for an English-only model, 0 for a multilingual one (other languages lost ~4.5 "
+        "points in the fitted context on the bundled base model).",
     )
     asr_beam_size: int = Field(
         default=0,

@@ -17,7 +17,7 @@ from shared.capabilities import TRANSCRIBE, TRANSLATE
 from shared.keyterms import hotwords as hotwords_of
 from shared.schemas import AsrJob, Transcript, Translation, Word
 from shared.settings import Settings
-from workers.context import context_for, fitted_model_class
+from workers.context import context_for, context_pad, fitted_model_class
 from workers.detection import DEFAULT_SWITCH_PROBABILITY, choose_language
 from workers.models import resolve_model
 
@@ -73,10 +73,10 @@ def load_model(settings: Settings) -> WhisperLike:
     model = fitted_model_class()(
         path, device=device, compute_type=compute, cpu_threads=settings.asr_cpu_threads
     )
-    model.context_pad_s = settings.asr_context_pad_s
+    pad = context_pad(settings.asr_context_pad_s, is_multilingual(model))
+    model.context_pad_s = pad
     log.info("loaded model %s on %s/%s in %.2fs (encoder context: %s)", path, device, compute,
-             time.monotonic() - started,
-             f"utterance + {settings.asr_context_pad_s:g} s" if settings.asr_context_pad_s else "30 s")  # fmt: skip
+             time.monotonic() - started, f"utterance + {pad:g} s" if pad else "30 s")  # fmt: skip
     return model
 
 

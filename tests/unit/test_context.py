@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from workers.context import (
+    AUTO_CONTEXT_PAD_S,
     MIN_CONTEXT_FRAMES,
     QUANTUM_FRAMES,
     content_frames,
     context_for,
+    context_pad,
     fit,
     fitted_frames,
     is_narrowband,
@@ -87,3 +89,10 @@ def test_narrowband_jobs_get_the_whole_window_for_their_decode_only() -> None:
     except RuntimeError:
         pass
     assert model.context_pad_s == 5.0
+
+
+def test_the_context_pad_is_the_setting_or_by_the_models_languages() -> None:
+    assert context_pad(None, multilingual=False) == AUTO_CONTEXT_PAD_S
+    assert context_pad(None, multilingual=True) == 0.0
+    assert context_pad(3.0, multilingual=True) == 3.0
+    assert context_pad(0.0, multilingual=False) == 0.0
