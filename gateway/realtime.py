@@ -62,6 +62,10 @@ class Item:
     rev: int = 0
     sent: list[str] = field(default_factory=list)
     """The words sent as deltas."""
+    started: bool = False
+    """``speech_started`` was sent (server VAD)."""
+    stopped: bool = False
+    """``speech_stopped`` was sent."""
     committed: bool = False
     completed: bool = False
 
@@ -217,6 +221,8 @@ class RealtimeSession:
         self._last_committed = item_id
 
     async def _vad_event(self, event: VadEvent) -> None:
+        if event.segment < self._released:  # completed and forgotten: its final came first
+            return
         vad = self.config.turn_detection is not None
         ms = round(event.time * 1000)
         item_id = self.item_id(event.segment)
@@ -224,6 +230,7 @@ class RealtimeSession:
         if event.kind == "speech_started":
             self._open = event.segment
             if vad:
+                self._item(event.segment).started = True
                 await self._send(
                     "input_audio_buffer.speech_started", audio_start_ms=ms, item_id=item_id
                 )
@@ -231,10 +238,20 @@ class RealtimeSession:
             if self._open == event.segment:
                 self._open = None
             if vad:
-                await self._send(
-                    "input_audio_buffer.speech_stopped", audio_end_ms=ms, item_id=item_id
-                )
+                await self._stopped(event.segment, ms)
                 await self._committed(event.segment)
+
+    async def _stopped(self, segment: int, ms: int) -> None:
+        """``speech_stopped`` of a started item, once, before its ``committed``: a final can
+        reach the gateway before the VAD's ``utterance_end`` (a speculative final published at
+        the cut), and OpenAI's order is stopped, committed, completed."""
+        item = self._item(segment)
+        if item.stopped:
+            return
+        item.stopped = True
+        await self._send(
+            "input_audio_buffer.speech_stopped", audio_end_ms=ms, item_id=self.item_id(segment)
+        )
 
     async def _partial(self, t: Transcript) -> None:
         item = self._item(t.segment)
@@ -263,6 +280,8 @@ class RealtimeSession:
 
     async def _final(self, t: Transcript) -> None:
         item = self._item(t.segment)
+        if item.started and not item.committed:  # the VAD's utterance_end is still to come
+            await self._stopped(t.segment, round(t.end * 1000))
         await self._committed(t.segment)
         await self._delta(t.segment, item, t.text.split())
         await self._completed(t.segment, item, t.text, t.end - t.start)

@@ -124,6 +124,10 @@ async def test_sdk_ga_session_with_server_vad(service: Service, corpus: Path) ->
     for done in [e for e in events if e.type.endswith("transcription.completed")]:
         committed = first[("input_audio_buffer.committed", done.item_id)]
         assert committed < first[(done.type, done.item_id)]
+        stopped = first.get(("input_audio_buffer.speech_stopped", done.item_id))
+        assert stopped is None or stopped < committed, (done.item_id, kinds)
+    stops = [e.item_id for e in events if e.type == "input_audio_buffer.speech_stopped"]
+    assert len(stops) == len(set(stops)), stops  # one per item
 
 
 async def test_sdk_beta_shape_with_client_commits_and_mulaw(service: Service, corpus: Path) -> None:

@@ -77,3 +77,35 @@ async def test_bad_events_are_error_events_and_the_session_goes_on() -> None:
     assert [m["type"] for m in ws.sent] == ["error", "error", "session.updated"]
     assert ws.sent[1]["error"]["code"] == "input_audio_buffer_commit_empty"
     assert rt.uplink.input_format.encoding == "mulaw" and rt.uplink.min_silence_ms == 10_000
+
+
+async def test_a_final_before_the_vads_utterance_end_keeps_openais_order() -> None:
+    """A speculative final can be published before the VAD's ``utterance_end`` reaches the
+    gateway: the item still gets speech_stopped, committed, completed in that order, and the
+    late utterance_end sends no second speech_stopped."""
+    rt, ws = session()
+    await rt._vad_event(VadEvent(session_id="s", kind="speech_started", segment=0, time=0.5))
+    await rt._final(Transcript(session_id="s", segment=0, start=0.5, end=2.25, text="Yes.",
+                               final=True))  # fmt: skip
+    await rt._vad_event(VadEvent(session_id="s", kind="utterance_end", segment=0, time=2.2))
+    kinds = [m["type"] for m in ws.sent]
+    assert kinds == [
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.input_audio_transcription.delta",
+        "conversation.item.input_audio_transcription.completed",
+    ], kinds
+    assert ws.sent[1]["audio_end_ms"] == 2250 and ws.sent[1]["item_id"] == rt.item_id(0)
+
+
+async def test_a_late_utterance_end_of_a_completed_and_released_item_sends_nothing() -> None:
+    rt, ws = session()
+    await rt._vad_event(VadEvent(session_id="s", kind="speech_started", segment=0, time=0.5))
+    await rt._final(Transcript(session_id="s", segment=0, start=0.5, end=2.25, text="Yes.",
+                               final=True))  # fmt: skip
+    rt.downlink.reorder.skip_to(1)  # the downlink released segment 0
+    await rt._after_finals()
+    sent = len(ws.sent)
+    await rt._vad_event(VadEvent(session_id="s", kind="utterance_end", segment=0, time=2.2))
+    assert ws.sent[sent:] == []  # no second speech_stopped, no second committed
