@@ -39,10 +39,10 @@ def connect(url: str, *, name: str = "whisper-streaming") -> aioredis.Redis:
 
 def delivering(r: aioredis.Redis) -> aioredis.Redis:
     """A client of the same server as ``r`` (its own connections) that never retries a command:
-    for the reads that deliver entries to a consumer (XREADGROUP ``>``). A retried delivering
-    read is not a repeat of the first: when a connection drops after Redis served the read, the
-    entries it delivered are pending to the consumer and the retry delivers others, so they
-    would wait a whole claim idle time. Its errors reach the worker's loop, which then looks at
+    for the commands that deliver entries to a consumer (XREADGROUP ``>``, XAUTOCLAIM). A
+    retried delivering command is not a repeat of the first: when a connection drops after Redis
+    served it, the entries it delivered are pending to the consumer and the retry delivers
+    others, so they would wait a whole claim idle time. Its errors reach the worker's loop, which then looks at
     what it holds (:func:`own_pending`)."""
     pool = r.connection_pool
     kwargs = dict(pool.connection_kwargs, retry=Retry(NoBackoff(), 0))
@@ -136,6 +136,7 @@ async def touch_pending(
 
 
 OWN_PENDING_PAGE = 100
+"""Entries per round trip when a consumer's pending entries are listed."""
 
 
 async def own_pending(

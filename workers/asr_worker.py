@@ -26,6 +26,7 @@ from shared import metrics, session_state, tracing
 from shared.capabilities import capabilities_of
 from shared.keys import ASR_GROUP, EN_POOL, Keys
 from shared.redis_util import (
+    OWN_PENDING_PAGE,
     GroupKeeper,
     Heartbeat,
     connect,
@@ -389,10 +390,11 @@ class AsrWorker:
                         entry_id, deliveries)  # fmt: skip
             await self.handle_safely(entry_id, fields, deliveries=deliveries)
         kept = {p.entry_id for p in self.state.partials}
-        lost = [
-            i for i, _f, _n in await own_pending(self.r, self.partials, ASR_GROUP, self.name)
-            if i not in kept
-        ]  # fmt: skip
+        held_partials = await self.r.xpending_range(  # ids only: a partial's audio is not read
+            self.partials, ASR_GROUP, min="-", max="+", count=OWN_PENDING_PAGE,
+            consumername=self.name,
+        )  # fmt: skip
+        lost = [p["message_id"] for p in held_partials if p["message_id"] not in kept]
         if lost:
             metrics.ASR_PARTIALS.labels(self.pool, "stale").inc(len(lost))
             await self._drop_partials(lost)
