@@ -6,7 +6,7 @@ no prompt) once per candidate ``ASR_CONTEXT_PAD_S`` (workers/context.py; 0 = the
 as faster-whisper does), one file at a time, in this process. For each it reports the WER
 against the references, the decode time per file (mean, p50, p95, max) and how many files needed
 a second encoder pass (Whisper stopped short of the end of the audio and decoding went on from
-its last timestamp); and the WER of the same files as a phone line carries them (8 kHz G.711
+its last timestamp), with and without the decode of a short tail (``--min-tails``); and the WER of the same files as a phone line carries them (8 kHz G.711
 μ-law, decoded by the gateway's own decoder), where a short context failed first. Writes
 ``bench-results/context.json`` and, with the default name, the *Encoder context* section of
 docs/benchmarks.md. No service: no Redis, no workers.
@@ -32,8 +32,9 @@ from shared.schemas import AsrJob
 from shared.settings import Settings
 from whisper_streaming.evaluation import wer
 from workers.asr import DecodeOptions, Transcriber, load_model
+from workers.context import MIN_TAIL_S
 
-HEADER = ["ASR_CONTEXT_PAD_S", "WER %", "decode mean (s)", "p50 (s)", "p95 (s)", "max (s)",
+HEADER = ["ASR_CONTEXT_PAD_S", "short tail (s)", "WER %", "decode mean (s)", "p50 (s)", "p95 (s)", "max (s)",
           "files with a 2nd encoder pass", "WER % on μ-law 8 kHz", "empty transcripts (μ-law)"]  # fmt: skip
 
 
@@ -49,7 +50,7 @@ def telephone(path: object) -> bytes:
     return G711Decoder("mulaw", 8000).push(codes.tobytes())
 
 
-def sweep(pads: list[float], threads: int) -> list[dict[str, Any]]:
+def sweep(pads: list[float], threads: int, tails: list[float]) -> list[dict[str, Any]]:
     settings = Settings(asr_cpu_threads=threads, asr_device="cpu")
     model: Any = load_model(settings)
     transcriber = Transcriber(model, DecodeOptions.from_settings(settings))
@@ -74,8 +75,9 @@ def sweep(pads: list[float], threads: int) -> list[dict[str, Any]]:
     transcriber.transcribe(jobs[0])  # warm-up, not timed
     rows = []
     try:
-        for pad in pads:
+        for pad, tail in [(pad, tail) for pad in pads for tail in tails]:
             model.context_pad_s = pad
+            model.min_tail_s = tail
             times, pairs, second = [], [], 0
             for u, job in zip(utts, jobs, strict=True):
                 passes.clear()
@@ -90,7 +92,7 @@ def sweep(pads: list[float], threads: int) -> list[dict[str, Any]]:
             ]
             ts = np.array(times)
             rows.append({
-                "pad_s": pad, "wer": round(100 * wer(pairs).wer, 2),
+                "pad_s": pad, "min_tail_s": tail, "wer": round(100 * wer(pairs).wer, 2),
                 "mean_s": round(float(ts.mean()), 3), "p50_s": round(float(np.median(ts)), 3),
                 "p95_s": round(float(np.percentile(ts, 95)), 3), "max_s": round(float(ts.max()), 3),
                 "second_pass": second, "files": len(utts),
@@ -106,7 +108,8 @@ def sweep(pads: list[float], threads: int) -> list[dict[str, Any]]:
 def publish(out: dict[str, Any]) -> None:
     m = out["meta"]
     rows = [
-        [("0 (whole 30 s window)" if r["pad_s"] == 0 else f"{r['pad_s']:g}"), r["wer"],
+        [("0 (whole 30 s window)" if r["pad_s"] == 0 else f"{r['pad_s']:g}"),
+         (f"{r['min_tail_s']:g}" if r.get("min_tail_s") else "decoded"), r["wer"],
          r["mean_s"], r["p50_s"], r["p95_s"], r["max_s"], r["second_pass"], r["wer_mulaw"],
          r["empty_mulaw"]]
         for r in out["rows"]
@@ -129,10 +132,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pads", default="0,0.5,1,2,3,4,6", help="ASR_CONTEXT_PAD_S values (s)")
     p.add_argument("--threads", type=int, default=1, help="ASR_CPU_THREADS")
+    p.add_argument(
+        "--min-tails",
+        default=str(MIN_TAIL_S),
+        help="a decode ends when less than this is left after its last timestamp (s; 0: "
+        "faster-whisper's own seeking decodes every tail), comma-separated (workers/context.py)",
+    )
     p.add_argument("--name", default="context")
     args = p.parse_args(argv)
     meta = offline_meta("bench.context", threads=args.threads)
-    out = {"meta": meta, "rows": sweep([float(x) for x in args.pads.split(",")], args.threads)}
+    out = {"meta": meta, "rows": sweep(
+        [float(x) for x in args.pads.split(",")], args.threads,
+        [float(x) for x in args.min_tails.split(",")],
+    )}  # fmt: skip
     print(f"wrote {report.save_json(args.name, out)}")
     if args.name == "context":
         publish(out)

@@ -16,7 +16,7 @@ from shared.settings import Settings
 from tests.conftest import librispeech
 from whisper_streaming.evaluation import wer
 from workers.asr import DecodeOptions, Transcriber, load_model
-from workers.context import AUTO_CONTEXT_PAD_S, fitted_frames
+from workers.context import AUTO_CONTEXT_PAD_S, MIN_TAIL_S, content_frames, fitted_frames
 
 
 @pytest.fixture
@@ -95,3 +95,75 @@ def test_a_multilingual_model_keeps_whole_windows_unless_told(encoder_inputs: li
     assert told.context_pad_s == 5.0
     Transcriber(told, DecodeOptions.from_settings(Settings())).transcribe(job)
     assert encoder_inputs and encoder_inputs[0] < 3000
+
+
+@pytest.fixture
+def encoder_contents(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The audio frames (before padding) of every input that reaches faster-whisper's own
+    ``encode``: a later window's is the tail it decodes."""
+    seen: list[int] = []
+    original = WhisperModel.encode
+
+    def spy(self: Any, features: np.ndarray) -> Any:
+        seen.append(content_frames(features))
+        return original(self, features)
+
+    monkeypatch.setattr(WhisperModel, "encode", spy)
+    return seen
+
+
+def test_a_short_tail_after_the_last_timestamp_is_not_decoded_again(
+    encoder_contents: list[int],
+) -> None:
+    """Every LibriSpeech file of the corpus, decoded with faster-whisper's own seeking
+    (``min_tail_s`` 0) and with the default: the default leaves out only last windows, each of a
+    tail under :data:`MIN_TAIL_S`, its text is the other windows' (the same decode), and
+    the WER is no worse (the skipped tails gave "Thank you." and the like: docs/benchmarks.md)."""
+    model = load_model(Settings())
+    transcriber = Transcriber(model, DecodeOptions.from_settings(Settings()))
+    skipped, pairs_on, pairs_off = 0, [], []
+    for i, u in enumerate(librispeech()):
+        job = AsrJob(session_id="t", segment=i, start=0.0, end=1.0, language="en",
+                     pcm=float32_to_pcm16(decode_file(u.path)))  # fmt: skip
+        model.min_tail_s = 0.0
+        encoder_contents.clear()
+        off = transcriber.transcribe(job)
+        passes_off = list(encoder_contents)
+        model.min_tail_s = MIN_TAIL_S
+        encoder_contents.clear()
+        on = transcriber.transcribe(job)
+        if len(encoder_contents) < len(passes_off):
+            skipped += 1
+            # the same windows, less the last ones: short tails each
+            n = len(encoder_contents)
+            assert encoder_contents == passes_off[:n], (u.utt_id, passes_off)
+            assert all(t < MIN_TAIL_S * 100 for t in passes_off[n:]), (u.utt_id, passes_off)
+            assert off.text.startswith(on.text), (u.utt_id, off.text, on.text)
+        else:
+            assert encoder_contents == passes_off and on.text == off.text, u.utt_id
+        pairs_on.append((u.reference, on.text))
+        pairs_off.append((u.reference, off.text))
+    assert skipped >= 1  # the corpus has such tails: else this test shows nothing
+    assert wer(pairs_on).wer <= wer(pairs_off).wer
+
+
+def test_a_job_longer_than_a_window_is_still_decoded_to_its_end(
+    encoder_contents: list[int],
+) -> None:
+    """The tail rule applies to the window that reaches the end of the audio only: 35 s of
+    speech (three held-out utterances back to back) is two windows, words past 30 s."""
+    parts, total = [], 0
+    for u in librispeech(held_out_only=True):
+        x = decode_file(u.path)
+        parts.append(x)
+        total += len(x)
+        if total >= 35 * 16000:
+            break
+    audio = np.concatenate(parts)[: 35 * 16000]
+    job = AsrJob(session_id="t", segment=0, start=0.0, end=35.0, language="en",
+                 pcm=float32_to_pcm16(audio))  # fmt: skip
+    out = Transcriber(load_model(Settings()), DecodeOptions.from_settings(Settings())).transcribe(
+        job
+    )
+    assert len(encoder_contents) >= 2
+    assert out.words and out.words[-1].end > 31.0

@@ -10,6 +10,7 @@ import pytest
 from workers.context import (
     AUTO_CONTEXT_PAD_S,
     MIN_CONTEXT_FRAMES,
+    MIN_TAIL_S,
     QUANTUM_FRAMES,
     content_frames,
     context_for,
@@ -17,6 +18,7 @@ from workers.context import (
     fit,
     fitted_frames,
     is_narrowband,
+    tail_done,
 )
 
 
@@ -96,3 +98,32 @@ def test_the_context_pad_is_the_setting_or_by_the_models_languages() -> None:
     assert context_pad(None, multilingual=True) == 0.0
     assert context_pad(3.0, multilingual=True) == 3.0
     assert context_pad(0.0, multilingual=False) == 0.0
+
+
+TS = 50_000
+"""A tokenizer's ``timestamp_begin`` in these tests: tokens from here on are timestamps."""
+
+
+def test_a_window_that_reached_the_end_and_left_a_short_tail_is_the_last() -> None:
+    # 10.43 s of audio in one window; "... sauce. <|10.12|><|10.12|>": 0.31 s after the stamp
+    tokens = [100, 200, TS + 506, TS + 506]
+    assert tail_done(tokens, TS, segment_size=1043, next_seek=1012, seek=0, window_frames=3000)
+    # the stamp past the end of the audio (faster-whisper would go back to the last word)
+    assert tail_done([100, TS + 526, TS + 526], TS, 1043, 1052, 0, 3000)
+
+
+def test_a_long_tail_unfinished_text_or_a_whole_window_is_decoded_on() -> None:
+    long_tail = round((MIN_TAIL_S + 0.3) * 100)
+    assert not tail_done([100, TS + 10, TS + 10], TS, 551, 551 - long_tail, 0, 3000)
+    # text after the last stamp: faster-whisper dropped it and decodes it again
+    assert not tail_done([100, TS + 506, TS + 506, 300], TS, 1043, 1012, 0, 3000)
+    # a whole window: more audio follows it
+    assert not tail_done([100, TS + 1490, TS + 1490], TS, 3000, 2980, 0, 3000)
+    # a later window of a long job, short tail: the same rule from its own seek
+    assert tail_done([100, TS + 245, TS + 245], TS, 520, 3490, 3000, 3000)
+    assert not tail_done([], TS, 520, 3490, 3000, 3000)
+
+
+def test_a_min_tail_of_zero_keeps_faster_whispers_own_seeking() -> None:
+    assert not tail_done([100, TS + 506, TS + 506], TS, 1043, 1012, 0, 3000, min_tail_s=0)
+    assert not tail_done([100, TS + 526, TS + 526], TS, 1043, 1052, 0, 3000, min_tail_s=0)
