@@ -56,7 +56,7 @@ async def _speech_started(session: NativeSession, event: VadEvent) -> None:
 
 async def _utterance_end(session: NativeSession, event: VadEvent) -> None:
     if session.options.utterance_end_ms is not None:
-        await session.client.send(dg.utterance_end(session.session_id, event.segment, event.time))
+        await session.utterance_end(event)
 
 
 VAD_MESSAGES: dict[str, VadHandler] = {
@@ -98,6 +98,10 @@ class NativeSession:
         self._agreements: dict[int, LocalAgreement] = {}
         self._partial_rev: dict[int, int] = {}
         self._held: dict[int, dict[str, Any]] = {}
+        self._ends_held: dict[int, VadEvent] = {}
+        """``UtteranceEnd`` of a segment whose final is not sent yet (Deepgram's order)."""
+        self._last_word_end: dict[int, float] = {}
+        """Per released segment not yet ended: its final's last word's end."""
         self._last_keepalive = 0.0
         self._received: str | None = None
         self.model = ctx.settings.asr_model or "tiny.en"
@@ -252,9 +256,34 @@ class NativeSession:
     # -- output ----------------------------------------------------------------------------------
 
     async def _final(self, t: Transcript) -> None:
+        await self._send_ends_before(t.segment)  # of earlier segments released with it, empty
         await self.client.send(
             dg.results(t, text=t.text, is_final=True, options=self.options, model=self.model)
         )
+        if t.words and self.options.utterance_end_ms is not None:
+            self._last_word_end[t.segment] = t.words[-1].end
+        await self._send_ends_before(t.segment + 1)
+
+    async def utterance_end(self, event: VadEvent) -> None:
+        """Deepgram sends ``UtteranceEnd`` after the utterance's finalized words: one whose
+        final is still on its way (the VAD's event often reaches the gateway first) is held
+        until that final was sent (:meth:`_final`, or :meth:`_after_finals` for a final without
+        text); ``last_word_end`` is the final's last
+        word's end where it has words, else the end of the segment."""
+        if event.segment >= self.downlink.reorder.next:
+            self._ends_held[event.segment] = event
+        else:
+            await self._send_end(event)
+
+    async def _send_ends_before(self, segment: int) -> None:
+        for seg in sorted(s for s in self._ends_held if s < segment):
+            await self._send_end(self._ends_held.pop(seg))
+
+    async def _send_end(self, event: VadEvent) -> None:
+        end = self._last_word_end.pop(event.segment, event.time)
+        for seg in [s for s in self._last_word_end if s < event.segment]:
+            del self._last_word_end[seg]  # segments cut at the maximum length: no end of their own
+        await self.client.send(dg.utterance_end(self.session_id, event.segment, end))
 
     async def _partial(self, t: Transcript) -> None:
         if not self.options.interim_results:
@@ -290,6 +319,7 @@ class NativeSession:
             del self._held[seg]
         for seg in [s for s in self._agreements if s < nxt]:
             del self._agreements[seg]
+        await self._send_ends_before(nxt)
         held = self._held.pop(nxt, None)
         if held is not None:
             await self._send_partial(held)

@@ -105,6 +105,12 @@ async def test_live_client_interim_results_finals_events_and_metadata(
     assert msgs[-1].duration == pytest.approx(11.0, abs=0.1)
     assert any(isinstance(m, ListenV1SpeechStarted) for m in msgs)
     assert any(isinstance(m, ListenV1UtteranceEnd) for m in msgs)
+    for i, m in enumerate(msgs):  # Deepgram's order: an utterance's final, then its end
+        if isinstance(m, ListenV1UtteranceEnd):
+            seg = m.segment  # type: ignore[attr-defined]
+            its = [j for j, f in enumerate(msgs) if isinstance(f, ListenV1Results)
+                   and f.is_final and f.segment == seg]  # type: ignore[attr-defined]  # fmt: skip
+            assert all(j < i for j in its), (seg, its, i)
     starts = [f.start for f in finals]
     assert starts == sorted(starts)
     for f in finals:
