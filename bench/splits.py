@@ -10,10 +10,11 @@ tentative, and the rule says the turn is over. Each file is then decoded three w
 
 - **unsplit**: the whole utterance as one segment (no early commit);
 - **alone**: each cut by itself, as the service decodes it today;
-- **continuation**: every cut after the first with the previous cut's last ``--left-s`` seconds
-  of audio in front (from the start of its first word there) and that cut's words as the
-  decoder's forced prefix (faster-whisper's ``prefix``), keeping the words after it; when the
-  decode stops short of the end of the audio (tiny.en does, after a prefix), the cut alone.
+- **continuation**: as the service decodes them (workers/continuation.py, ``ASR_CONTINUATION_S``
+  = ``--left-s``): every cut after the first with the previous cut's last seconds of audio in
+  front and that cut's final words (itself a continuation) as the decoder's forced prefix,
+  keeping the words after it; when the decode does not begin with the prefix or stops short of
+  the end of the audio (tiny.en may, after a prefix), the cut alone.
 
 It prints WER and the mean decode time of a cut for each, writes ``bench-results/splits.json``
 and, with the default name, the *Mid-turn splits* section of docs/benchmarks.md. Pure of the
@@ -33,43 +34,20 @@ from bench import report
 from bench.corpus import audio, librispeech
 from bench.machine import describe, offline_meta
 from bench.turn_tuning import WINDOW, speculating_segmenter
+from shared import metrics
 from shared.audio import SAMPLE_RATE, float32_to_pcm16
-from shared.schemas import AsrJob, Word
+from shared.schemas import AsrJob, Transcript
 from shared.settings import Settings
 from whisper_streaming.evaluation import wer
-from workers.asr import EARLY_STOP_GAP_S, MAX_WORD_S, DecodeOptions, Transcriber, load_model
-from workers.context import context_for
+from workers.asr import DecodeOptions, Transcriber, load_model
+from workers.continuation import Previous, context_for_next, tail_samples
 from workers.segmenter import Segment, Segmenter, Tentative
 from workers.turns import TurnConfig, end_of_turn
 
 TAIL_S = 1.5
-WORD_LEAD_S = 0.1
-"""The continuation's audio starts this long before its first prefix word."""
 
 HEADER = ["files", "decode", "cuts", "WER %", "word errors / words", "decode per cut mean (s)",
           "continuations", "fell back to alone"]  # fmt: skip
-
-
-def prefix_words(previous: list[Word], start_s: float, left_s: float) -> list[Word]:
-    """The previous cut's words that start in the last ``left_s`` seconds before ``start_s``
-    (the new cut's start): the continuation's prefix, and where its audio begins."""
-    return [w for w in previous if start_s - left_s <= w.start < start_s]
-
-
-def after_prefix(got: list[Any], prefix: list[Word]) -> list[Any] | None:
-    """The decoded words after the forced prefix, or None if the decode does not begin with the
-    prefix's words (then the continuation is not trusted)."""
-    n = len(prefix)
-    if [w.word.strip() for w in got[:n]] != [w.word.strip() for w in prefix]:
-        return None
-    return got[n:]
-
-
-def finished(words: list[Any], seconds: float) -> bool:
-    """The decode reached the end of its audio (the worker's early-stop test, workers/asr.py)."""
-    if not words or any(w.end - w.start > MAX_WORD_S for w in words):
-        return False
-    return seconds - words[-1].end <= EARLY_STOP_GAP_S
 
 
 class Decoder:
@@ -78,22 +56,18 @@ class Decoder:
         self.opts = DecodeOptions.from_settings(settings)
         self.transcriber = Transcriber(self.model, self.opts)
 
-    def alone(self, x: np.ndarray, start_s: float) -> Any:
-        job = AsrJob(session_id="bench", segment=0, start=start_s,
-                     end=start_s + len(x) / SAMPLE_RATE, pcm=float32_to_pcm16(x), language="en")  # fmt: skip
-        return self.transcriber.transcribe(job)
+    def job(self, x: np.ndarray, start_s: float, index: int = 0) -> AsrJob:
+        return AsrJob(session_id="bench", segment=index, start=round(start_s, 3),
+                      end=round(start_s + len(x) / SAMPLE_RATE, 3), pcm=float32_to_pcm16(x),
+                      language="en")  # fmt: skip
 
-    def continuation(self, x: np.ndarray, prefix: list[Word], begin_s: float) -> list[Any] | None:
-        job = AsrJob(session_id="bench", segment=0, start=begin_s,
-                     end=begin_s + len(x) / SAMPLE_RATE, pcm=b"", language="en")  # fmt: skip
-        with context_for(self.model, job):
-            segments, _ = self.model.transcribe(
-                x, language="en", beam_size=self.opts.beam_size, word_timestamps=True,
-                prefix=" ".join(w.word.strip() for w in prefix), **self.opts.whisper_kwargs(),
-            )  # fmt: skip
-            got = [w for s in segments for w in (s.words or [])]
-        rest = after_prefix(got, prefix)
-        return rest if rest is not None and finished(rest, len(x) / SAMPLE_RATE) else None
+    def alone(self, x: np.ndarray, start_s: float) -> Transcript:
+        return self.transcriber.transcribe(self.job(x, start_s))
+
+
+def continued() -> float:
+    """How many continuations the service's decoder has kept so far (its metric)."""
+    return float(metrics.ASR_CONTINUATIONS.labels("continued")._value.get())
 
 
 def cuts(
@@ -126,7 +100,7 @@ def cuts(
 def run(left: list[float], decode_ms: float) -> dict[str, Any]:
     from workers.vad_backends import make_vad
 
-    settings = Settings(asr_device="cpu", asr_cpu_threads=1)
+    settings = Settings(asr_device="cpu", asr_cpu_threads=1, asr_continuation_s=max(left))
     vad = make_vad(settings)
     decoder = Decoder(settings)
     held = {u.utt_id for u in librispeech(held_out_only=True)}
@@ -147,26 +121,32 @@ def run(left: list[float], decode_ms: float) -> dict[str, Any]:
             alone_s += time.perf_counter() - t
         f["alone"], f["alone_s"] = " ".join(r.text for r in alone), alone_s
         for left_s in left:
-            texts = [alone[0].text] if alone else []
-            spent, tried, fell = (alone[0].processing_time if alone else 0.0), 0, 0
-            for prev, s, own in zip(alone, segs[1:], alone[1:], strict=False):
-                start_s = s.start / SAMPLE_RATE
-                words = prefix_words(prev.words, start_s, left_s)
-                if not words:
-                    texts.append(own.text)
-                    spent += own.processing_time
-                    continue
-                tried += 1
-                begin_s = max(words[0].start - WORD_LEAD_S, 0.0)
-                t = time.perf_counter()
-                rest = decoder.continuation(x[int(begin_s * SAMPLE_RATE) : s.end], words, begin_s)
-                spent += time.perf_counter() - t
-                if rest is None:  # the service would decode the cut alone after this one
-                    fell += 1
-                    spent += own.processing_time
-                    texts.append(own.text)
+            texts, spent, tried, fell = [], 0.0, 0, 0
+            prev: tuple[Segment, Transcript] | None = None
+            for i, (s, own) in enumerate(zip(segs, alone, strict=True)):
+                job = decoder.job(s.audio, s.start / SAMPLE_RATE, i)
+                context = None if prev is None else context_for_next(
+                    Previous(
+                        index=i - 1, end_s=prev[0].end / SAMPLE_RATE,
+                        tail=float32_to_pcm16(prev[0].audio[-tail_samples(left_s) :]),
+                        words=tuple(prev[1].words),
+                    ),
+                    i, job.start, left_s,
+                )  # fmt: skip
+                if context is None:
+                    result = own
                 else:
-                    texts.append(" ".join(w.word.strip() for w in rest))
+                    job.context_pcm, job.context_start = context.pcm, context.start_s
+                    job.context_words = context.words
+                    before = continued()
+                    t = time.perf_counter()
+                    result = decoder.transcriber.transcribe(job)
+                    spent += time.perf_counter() - t - result.processing_time
+                    tried += 1
+                    fell += continued() == before
+                spent += result.processing_time
+                texts.append(result.text)
+                prev = (s, result)
             f[f"continuation_{left_s:g}"] = " ".join(texts)
             f[f"continuation_{left_s:g}_s"] = spent
             f[f"continuation_{left_s:g}_tried"], f[f"continuation_{left_s:g}_fell"] = tried, fell
@@ -201,7 +181,7 @@ def rows(out: dict[str, Any]) -> list[dict[str, Any]]:
 def publish(out: dict[str, Any]) -> None:
     m = out["meta"]
     body = "\n".join([
-        "### Mid-turn splits (`python -m bench.splits`)", "",
+        "#### Mid-turn splits (`python -m bench.splits`)", "",
         f"Command: `{m['command']}` · {m['date']} · commit {m['commit']} · "
         f"{describe(m['machine'])} · tiny.en int8, 1 thread, greedy, word timestamps; cuts by "
         f"the service's segmenter, Silero and the default smart rule, the tentative's text "

@@ -73,6 +73,12 @@ ASR_SPECULATIVE = Counter(
     "Speculative finals: published, stored (commit to come), late (done), void, stale (skipped)",
     ["outcome"],
 )
+ASR_CONTINUATIONS = Counter(
+    "whisper_asr_continuations_total",
+    "Mid-turn segments decoded as continuations (workers/continuation.py): continued, or alone "
+    "(the decode did not begin with the prefix or stopped short: decoded again by itself)",
+    ["outcome"],
+)
 PARTIAL_LATENCY = Histogram(
     "whisper_partial_latency_seconds",
     "From the arrival of a partial's last audio at the gateway to the partial being sent",

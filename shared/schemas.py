@@ -132,6 +132,12 @@ class AsrJob(_Msg, tag="asr_job"):
     """W3C trace context of the utterance (shared/tracing.py); empty when tracing is off."""
     keyterms: list[str] = []
     """The session's key terms (faster-whisper ``hotwords``)."""
+    context_pcm: bytes = b""
+    """A continuation (workers/continuation.py): the previous segment's audio from
+    ``context_start`` to its end, decoded in front of ``pcm`` with ``context_words`` (its final's
+    words there) as Whisper's prefix; empty: the segment alone."""
+    context_start: float = 0.0
+    context_words: list[Word] = []
     eager: bool = False
     """Speculative: publish an ``end_of_turn_eager`` :class:`TurnEvent` with the text once it is
     stored (the session opted in)."""

@@ -12,11 +12,15 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+
+from shared import metrics
 from shared.audio import SAMPLE_RATE, pcm16_to_float32
 from shared.capabilities import TRANSCRIBE, TRANSLATE
 from shared.keyterms import hotwords as hotwords_of
 from shared.schemas import AsrJob, Transcript, Translation, Word
 from shared.settings import Settings
+from workers import continuation
 from workers.context import context_for, context_pad, fitted_model_class
 from workers.detection import DEFAULT_SWITCH_PROBABILITY, choose_language
 from workers.models import resolve_model
@@ -285,6 +289,8 @@ class Transcriber:
         shared = (job.language is None or job.task == TRANSLATE) and len(audio) <= WINDOW_SAMPLES
         if self._multilingual and shared:
             result = self._decode_shared(job, audio, prompt, beam, session_language, terms)
+        elif (continued := self._continue(job, audio, prompt, beam)) is not None:
+            result = continued
         else:
             segments, info = self._model.transcribe(
                 audio,
@@ -300,6 +306,50 @@ class Transcriber:
             result = self._result(job, text, words, info.language, info.language_probability)
         result.processing_time = round(time.monotonic() - started, 4)
         return result
+
+    def _continue(
+        self, job: AsrJob, audio: Any, prompt: str | None, beam: int
+    ) -> Transcript | None:
+        """A final that continues its turn, decoded after the previous segment's audio with
+        that audio's words as the forced prefix (workers/continuation.py); ``None``: decode it
+        alone (no context, key terms given — faster-whisper drops ``hotwords`` with a prefix —,
+        or a decode that did not begin with the prefix or stopped short of the end)."""
+        if not job.final or not job.context_words or not job.context_pcm or job.keyterms:
+            return None
+        context = pcm16_to_float32(job.context_pcm)
+        offset = len(context) / SAMPLE_RATE
+        x = np.concatenate([context, audio])
+        segments, info = self._model.transcribe(
+            x,
+            language=job.language,
+            beam_size=beam,
+            word_timestamps=True,
+            initial_prompt=prompt,
+            prefix=continuation.prefix_text(job.context_words),
+            **self._opts.whisper_kwargs(),
+        )
+        got = [w for seg in segments for w in (seg.words or [])]
+        rest = continuation.after_prefix(got, job.context_words)
+        seconds = len(x) / SAMPLE_RATE
+        if rest is None or not continuation.finished(rest, seconds, EARLY_STOP_GAP_S, MAX_WORD_S):
+            metrics.ASR_CONTINUATIONS.labels("alone").inc()
+            log.info("session=%s segment=%d: not continued; decoded alone",
+                     job.session_id, job.segment)  # fmt: skip
+            return None
+        metrics.ASR_CONTINUATIONS.labels("continued").inc()
+        log.info("session=%s segment=%d: continued after %d words of segment %d",
+                 job.session_id, job.segment, len(job.context_words), job.segment - 1)  # fmt: skip
+        words = [
+            Word(
+                word=w.word,
+                start=round(job.start + max(float(w.start) - offset, 0.0), 3),
+                end=round(job.start + max(float(w.end) - offset, 0.0), 3),
+                probability=round(float(w.probability), 4),
+            )
+            for w in rest
+        ]
+        text = "".join(w.word for w in rest).strip()
+        return self._result(job, text, words, info.language, info.language_probability)
 
     def _decode_shared(
         self,

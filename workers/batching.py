@@ -80,8 +80,9 @@ class BatchTranscriber:
         without key terms: detection and translation take the shared-encoder path of
         :class:`Transcriber`, and key terms (``hotwords``) make each prompt different in length,
         so those jobs go one by one; so do narrowband jobs, whose encoder context differs
-        (workers/context.py)."""
-        if job.task != TRANSCRIBE or job.keyterms or is_narrowband(job):
+        (workers/context.py), and continuations, whose prefix and audio in front are their own
+        (workers/continuation.py)."""
+        if job.task != TRANSCRIBE or job.keyterms or is_narrowband(job) or job.context_words:
             return False
         return job.language is not None or not self._model.model.is_multilingual
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from shared import metrics, tracing
 from shared.audio import SAMPLE_RATE, float32_to_pcm16
@@ -30,6 +31,7 @@ from shared.schemas import (
 )
 from shared.session_state import Field, write
 from shared.settings import Settings
+from workers.continuation import Previous, context_for_next, tail_samples
 from workers.segmenter import Event, Partial, Segment, SpeechStart, Tentative, TentativeVoid
 from workers.speculation import Speculation, should_speculate
 from workers.turns import end_of_turn
@@ -132,6 +134,7 @@ class JobWriter:
         job = self._job(owned, t.index, t.start, t.end, float32_to_pcm16(t.audio))
         job.rev, job.speculative, job.eager = t.rev, True, owned.start.eager_eot
         job.turn = owned.turns.smart
+        self._continuation(owned, job)
         # never trimmed: its entries are work (bounded by the gateway's JOBS_STREAM_MAX)
         await self.r.xadd(self.keys.asr_jobs(owned.pool), entry(encode(job)))
         owned.speculated[t.index] = t.rev
@@ -142,12 +145,15 @@ class JobWriter:
         rev = owned.speculated.pop(seg.index, None)
         committed = False
         if rev is not None and rev == seg.tentative_rev:
+            previous = await self._previous(owned, seg, rev)  # the commit's publish clears it
             # publishes now, or when transcribed; makes the segment's partials stale at once
             await self._ride(lambda: self.spec.commit(sid, seg.index, rev), sid)
             metrics.VAD_SPECULATIVE.labels("committed").inc()
             committed = True
+            owned.previous = previous
         else:
             await self._final_job(owned, seg)
+            owned.previous = None  # its final is still to come: the next segment goes alone
         owned.segments_since_checkpoint += 1
         metrics.VAD_SEGMENTS.labels(seg.reason).inc()
         log.info(
@@ -157,9 +163,40 @@ class JobWriter:
         if owned.start.vad_events and seg.reason != "max_length":
             await self._vad_event(owned, "utterance_end", seg.index, seg.end)
 
+    def _continuation(self, owned: OwnedSession, job: AsrJob) -> None:
+        """Put the previous segment on ``job`` if ``job`` continues its turn."""
+        if owned.start.keyterms:  # faster-whisper drops hotwords with a prefix: key terms win
+            return
+        context = context_for_next(
+            owned.previous, job.segment, job.start, self.s.asr_continuation_s
+        )
+        if context is not None:
+            job.context_pcm, job.context_start = context.pcm, context.start_s
+            job.context_words = context.words
+
+    async def _previous(self, owned: OwnedSession, seg: Segment, rev: int) -> Previous | None:
+        """The committed segment with its speculative final's words, if that is stored yet
+        (otherwise the next segment is decoded alone)."""
+        if self.s.asr_continuation_s <= 0:
+            return None
+        try:
+            payload = await self.spec.stored_text(owned.start.session_id, seg.index, rev)
+            result = decode_as(payload, Transcript) if payload is not None else None
+        except (SchemaError, RedisError):  # the commit must go on: the next segment goes alone
+            return None
+        if result is None or result.error is not None or not result.words:
+            return None
+        return Previous(
+            index=seg.index,
+            end_s=round(seg.end / SAMPLE_RATE, 3),
+            tail=float32_to_pcm16(seg.audio[-tail_samples(self.s.asr_continuation_s) :]),
+            words=tuple(result.words),
+        )
+
     async def _final_job(self, owned: OwnedSession, seg: Segment) -> None:
         job = self._job(owned, seg.index, seg.start, seg.end, float32_to_pcm16(seg.audio))
         job.reason = seg.reason
+        self._continuation(owned, job)
         # the utterance's trace starts here: from its last audio's arrival to its job (endpointing)
         job.traceparent = tracing.record(
             "vad.segment", "", owned.last_received_at or job.enqueued_at,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from shared.keys import EN_POOL
 from shared.schemas import SessionStart
+from workers.continuation import Previous
 from workers.pace import PaceMeter
 from workers.segmenter import Segmenter
 from workers.turns import TurnConfig
@@ -37,6 +38,10 @@ class OwnedSession:
     """Audio entries of this session that were dead-lettered (odd PCM, undecodable)."""
     turns: TurnConfig = field(default_factory=TurnConfig)
     """The session's endpointing (workers/turns.py)."""
+    previous: Previous | None = None
+    """The last segment, if its final is known (a committed speculative final): the context of
+    the next one, if that continues the turn (workers/continuation.py). Not checkpointed: after
+    a takeover the next segment is decoded alone."""
 
     @property
     def pool(self) -> str:

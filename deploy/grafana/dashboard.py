@@ -308,11 +308,16 @@ def panels() -> list[dict[str, Any]]:
                     f"sum by (outcome) (rate(whisper_asr_speculative_total{{{NS}}}[$__rate_interval]))",
                     "asr {{outcome}}",
                 ),
+                (
+                    f"sum by (outcome) (rate(whisper_asr_continuations_total{{{NS}}}[$__rate_interval]))",
+                    "continuation {{outcome}}",
+                ),
             ],
             (0, 43, 8, 8),
             "ops",
             "Utterances transcribed from 150 ms into a pause and published at the endpoint: "
-            "committed vs void (speech resumed: wasted work) vs skipped (a final was waiting).",
+            "committed vs void (speech resumed: wasted work) vs skipped (a final was waiting); "
+            "mid-turn segments decoded as continuations of the one before, or alone.",
         ),
         *pool_panels(20, 51),
     ]

@@ -119,3 +119,36 @@ async def test_a_resumed_turn_sends_turn_resumed_then_one_final(service: Service
     assert first["segment"] == resumed["segment"] == final["segment"] == 0
     assert final["start"] <= first["start"] and final["end"] > first["end"] + 3.0
     assert wer([(reference, final["text"])]).wer <= 0.3
+
+
+async def test_a_segment_that_continues_its_turn_is_decoded_after_the_one_before(
+    service: Service,
+) -> None:
+    # two utterances, their own silences cut, with 1.2 s between them and a 1 s endpoint: two
+    # segments, the first's speculative final stored before its commit (~0.9 s to decode it),
+    # and the second's audio starts ~0.65 s after the first's ends: the ASR worker decodes it
+    # behind the first's last 3 s with their words as the prefix (workers/continuation.py),
+    # and keeps only what follows them
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    ids = ["2830-3980-0043", "1089-134691-0000"]
+    utts = {u.utt_id: u for u in librispeech()}
+
+    def speech(utt_id: str) -> np.ndarray:
+        x = decode_file(utts[utt_id].path)
+        ts = get_speech_timestamps(x, VadOptions(speech_pad_ms=0, min_silence_duration_ms=100))
+        return x[ts[0]["start"] : ts[-1]["end"]]
+
+    gap, tail = np.zeros(int(1.2 * 16000), np.float32), np.zeros(24000, np.float32)
+    pcm = float32_to_pcm16(np.concatenate([speech(ids[0]), gap, speech(ids[1]), tail]))
+    asr = [p for p in service.procs if p.role == "asr-worker"]
+    before = sum(p.log().count(": continued after") for p in asr)
+    out = finals(await session(service, "interim_results=false&endpointing=1000", pcm))
+    assert [f["segment"] for f in out] == [0, 1], out
+    logs = "".join(p.log() for p in asr)
+    assert logs.count(": continued after") > before, logs[-3000:]
+    second = out[1]
+    assert all(second["start"] - 0.05 <= w["start"] <= second["end"] for w in second["words"])
+    # the prefix is not in the second final: the first's words, repeated, would be insertions
+    assert wer([(utts[ids[1]].reference, second["text"])]).wer <= 0.3, out
+    assert wer([(utts[ids[0]].reference, out[0]["text"])]).wer <= 0.3, out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -335,6 +336,68 @@ async def test_smart_endpointing_ends_the_turn_when_the_stored_text_looks_finish
         await _speech_then(redis_client, keys, sid, float32_to_pcm16(silence))
         final = await _final_within(pubsub, 20)
         assert final is not None and final.text == text and final.end == job.end
+    await pubsub.aclose()
+
+
+async def test_the_segment_after_a_committed_speculative_final_carries_it_as_context(
+    spawn, redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    """An early commit, and the speaker goes on: the next segment's jobs carry the committed
+    final's words of its last 3 s and the audio from just before the first of them
+    (workers/continuation.py), read before the commit's publish cleared them."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    from shared.keys import ASR_GROUP
+    from shared.redis_util import ensure_group
+    from shared.schemas import Transcript, Word
+    from shared.settings import Settings
+    from tests.conftest import librispeech
+    from workers.asr_publish import FinalPublisher
+    from workers.continuation import WORD_LEAD_S
+    from workers.speculation import Speculation
+
+    keys = Keys(key_prefix)
+    await ensure_group(redis_client, keys.asr_jobs(EN_POOL), ASR_GROUP)
+    spawn("vad-worker")
+    audio = decode_file(next(u for u in librispeech() if u.utt_id == "1089-134686-0001").path)
+    end = get_speech_timestamps(audio, VadOptions(speech_pad_ms=0, min_silence_duration_ms=100))[-1]["end"]  # fmt: skip
+    speech = float32_to_pcm16(np.concatenate([audio[:end], np.zeros(4800, np.float32)]))
+    sid = "continues"
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(keys.results(sid))
+    await _speech_then(redis_client, keys, sid, speech, SessionStart(session_id=sid, language="en", smart_endpointing=True))  # fmt: skip
+
+    async def jobs_until(done: Callable[[AsrJob], bool]) -> tuple[bytes, AsrJob]:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            resp = await redis_client.xreadgroup(
+                ASR_GROUP, "t", {keys.asr_jobs(EN_POOL): ">"}, count=1, block=500
+            )
+            for _s, entries in resp or []:
+                if done(job := decode_as(entries[0][1][b"d"], AsrJob)):
+                    return entries[0][0], job
+        raise AssertionError("no such job")
+
+    entry_id, job = await jobs_until(lambda j: j.speculative and j.end >= end / 16000)
+    assert not job.context_words  # the first segment continues nothing
+    words = [
+        Word(word=" belly", start=round(job.end - 4.0, 3), end=round(job.end - 3.6, 3), probability=0.9),
+        Word(word=" counselled", start=round(job.end - 1.5, 3), end=round(job.end - 1.0, 3), probability=0.9),
+        Word(word=" him.", start=round(job.end - 0.9, 3), end=round(job.end - 0.4, 3), probability=0.9),
+    ]  # fmt: skip
+    result = Transcript(session_id=sid, segment=job.segment, start=job.start, end=job.end,
+                        text="Stuff it into you, his belly counselled him.", words=words)  # fmt: skip
+    spec = Speculation(redis_client, keys, 100, 60)
+    out = FinalPublisher(Settings(key_prefix=key_prefix), redis_client, keys, spec, EN_POOL)
+    await out.publish_and_ack(entry_id, result, job.rev, turn=job.turn)
+    final = await _final_within(pubsub, 10)
+    assert final is not None and final.end == job.end  # committed mid-pause
+    await _speech_then(redis_client, keys, sid, speech)  # the speaker goes on
+    _id, nxt = await jobs_until(lambda j: j.segment == job.segment + 1 and j.final)
+    assert [w.word for w in nxt.context_words] == [" counselled", " him."]  # its last 3 s
+    assert nxt.context_start == round(words[1].start - WORD_LEAD_S, 3)
+    assert abs(len(nxt.context_pcm) // 2 - (job.end - nxt.context_start) * 16000) <= 2
+    assert nxt.start - job.end <= 1.0
     await pubsub.aclose()
 
 
