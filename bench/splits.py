@@ -10,8 +10,8 @@ tentative, and the rule says the turn is over. Each file is then decoded three w
 
 - **unsplit**: the whole utterance as one segment (no early commit);
 - **alone**: each cut by itself, as the service decodes it today;
-- **continuation**: as the service decodes them (workers/continuation.py, ``ASR_CONTINUATION_S``
-  = ``--left-s``): every cut after the first with the previous cut's last seconds of audio in
+- **continuation**: as the service decodes them (workers/continuation.py, ``ASR_CONTINUATION``;
+  the service's context is 3 s, ``--left-s`` varies it): every cut after the first with the previous cut's last seconds of audio in
   front and that cut's final words (itself a continuation) as the decoder's forced prefix,
   keeping the words after it; when the decode does not begin with the prefix or stops short of
   the end of the audio (tiny.en may, after a prefix), the cut alone.
@@ -100,7 +100,7 @@ def cuts(
 def run(left: list[float], decode_ms: float) -> dict[str, Any]:
     from workers.vad_backends import make_vad
 
-    settings = Settings(asr_device="cpu", asr_cpu_threads=1, asr_continuation_s=max(left))
+    settings = Settings(asr_device="cpu", asr_cpu_threads=1, asr_continuation=True)
     vad = make_vad(settings)
     decoder = Decoder(settings)
     held = {u.utt_id for u in librispeech(held_out_only=True)}

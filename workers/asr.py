@@ -64,6 +64,9 @@ def resolve_auto(settings: Settings) -> Settings:
             "asr_compute_type": compute,
             "asr_beam_size": settings.asr_beam_size or AUTO_BEAM[device],
             "asr_batch_size": settings.asr_batch_size or AUTO_BATCH[device],
+            "asr_continuation": (
+                device == "cuda" if settings.asr_continuation is None else settings.asr_continuation
+            ),
         }
     )
 
@@ -95,6 +98,8 @@ class DecodeOptions:
     log_prob_threshold: float = -1.0
     compression_ratio_threshold: float = 2.4
     temperature_fallback: bool = False
+    continuation: bool = False
+    """Decode a segment that continues its turn behind the previous one (``ASR_CONTINUATION``)."""
 
     @classmethod
     def from_settings(cls, s: Settings) -> DecodeOptions:
@@ -104,6 +109,7 @@ class DecodeOptions:
             log_prob_threshold=s.asr_log_prob_threshold,
             compression_ratio_threshold=s.asr_compression_ratio_threshold,
             temperature_fallback=s.asr_temperature_fallback,
+            continuation=bool(resolve_auto(s).asr_continuation),
         )
 
     @property
@@ -314,7 +320,9 @@ class Transcriber:
         that audio's words as the forced prefix (workers/continuation.py); ``None``: decode it
         alone (no context, key terms given — faster-whisper drops ``hotwords`` with a prefix —,
         or a decode that did not begin with the prefix or stopped short of the end)."""
-        if not job.final or not job.context_words or not job.context_pcm or job.keyterms:
+        if not self._opts.continuation or not job.final or not job.context_words:
+            return None
+        if not job.context_pcm or job.keyterms:
             return None
         context = pcm16_to_float32(job.context_pcm)
         offset = len(context) / SAMPLE_RATE
@@ -328,10 +336,16 @@ class Transcriber:
             prefix=continuation.prefix_text(job.context_words),
             **self._opts.whisper_kwargs(),
         )
-        got = [w for seg in segments for w in (seg.words or [])]
+        decoded = list(segments)
+        got = [w for seg in decoded for w in (seg.words or [])]
         rest = continuation.after_prefix(got, job.context_words)
         seconds = len(x) / SAMPLE_RATE
-        if rest is None or not continuation.finished(rest, seconds, EARLY_STOP_GAP_S, MAX_WORD_S):
+        if (
+            rest is None
+            or any(is_hallucination(seg, self._opts) for seg in decoded)
+            or continuation.repeats(rest)
+            or not continuation.finished(rest, seconds, EARLY_STOP_GAP_S, MAX_WORD_S)
+        ):
             metrics.ASR_CONTINUATIONS.labels("alone").inc()
             log.info("session=%s segment=%d: not continued; decoded alone",
                      job.session_id, job.segment)  # fmt: skip

@@ -4,7 +4,7 @@ When smart endpointing commits at a pause and the speaker goes on, the next segm
 the middle of a turn: decoded alone, it has no sentence before it, and tiny models are weakest
 on short audio (``python -m bench.splits``: the cuts of the default rule cost 1.5 points of WER on
 the corpus' 72 LibriSpeech files against the same files decoded whole). Decoded as a
-*continuation*, the ASR worker puts the last ``ASR_CONTINUATION_S`` seconds of the previous
+*continuation* (``ASR_CONTINUATION``), the ASR worker puts the last 3 s (:data:`CONTEXT_S`) of the previous
 segment's audio in front of it, with that audio's final words (what the client already has) as
 Whisper's forced prefix, and keeps only the words after them.
 
@@ -23,6 +23,9 @@ from typing import Any
 from shared.audio import SAMPLE_RATE
 from shared.schemas import Word
 
+CONTEXT_S = 3.0
+"""How much of the previous segment goes in front (the corpus' WER was the same with 5 s, and
+much worse with 1–1.5 s: ``python -m bench.splits --left-s``)."""
 GAP_S = 1.0
 """A segment that starts at most this long after the previous one ended continues its turn
 (the pause of an early commit the speaker went on from); a longer pause starts afresh."""
@@ -55,13 +58,13 @@ class Context:
     words: list[Word]
 
 
-def tail_samples(seconds: float) -> int:
+def tail_samples(seconds: float = CONTEXT_S) -> int:
     """How much of a segment's end the VAD worker keeps for a context of ``seconds``."""
     return max(int((seconds + WORD_LEAD_S) * SAMPLE_RATE), 1)
 
 
 def context_for_next(
-    previous: Previous | None, index: int, start_s: float, seconds: float
+    previous: Previous | None, index: int, start_s: float, seconds: float = CONTEXT_S
 ) -> Context | None:
     """The context of segment ``index`` starting at ``start_s``: the previous segment's words
     that start in its last ``seconds`` (and lie in its kept audio), and its audio from just
@@ -90,6 +93,17 @@ def after_prefix(got: list[Any], prefix: list[Word]) -> list[Any] | None:
     if [w.word.strip() for w in got[:n]] != [w.word.strip() for w in prefix]:
         return None
     return got[n:]
+
+
+def repeats(words: list[Any], run: int = 4) -> bool:
+    """The words hold a run of at least ``run`` words said twice in a row (a decoder loop:
+    tiny.en, after a prefix, sometimes says the continuation twice)."""
+    seq = [w.word.strip().lower().strip(".,?!") for w in words]
+    for k in range(run, len(seq) // 2 + 1):
+        for i in range(len(seq) - 2 * k + 1):
+            if seq[i : i + k] == seq[i + k : i + 2 * k]:
+                return True
+    return False
 
 
 def finished(words: list[Any], seconds: float, gap_s: float, max_word_s: float) -> bool:

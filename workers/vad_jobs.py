@@ -167,9 +167,7 @@ class JobWriter:
         """Put the previous segment on ``job`` if ``job`` continues its turn."""
         if owned.start.keyterms:  # faster-whisper drops hotwords with a prefix: key terms win
             return
-        context = context_for_next(
-            owned.previous, job.segment, job.start, self.s.asr_continuation_s
-        )
+        context = context_for_next(owned.previous, job.segment, job.start)
         if context is not None:
             job.context_pcm, job.context_start = context.pcm, context.start_s
             job.context_words = context.words
@@ -177,7 +175,7 @@ class JobWriter:
     async def _previous(self, owned: OwnedSession, seg: Segment, rev: int) -> Previous | None:
         """The committed segment with its speculative final's words, if that is stored yet
         (otherwise the next segment is decoded alone)."""
-        if self.s.asr_continuation_s <= 0:
+        if self.s.asr_continuation is False:  # unset: the ASR workers' device decides
             return None
         try:
             payload = await self.spec.stored_text(owned.start.session_id, seg.index, rev)
@@ -189,7 +187,7 @@ class JobWriter:
         return Previous(
             index=seg.index,
             end_s=round(seg.end / SAMPLE_RATE, 3),
-            tail=float32_to_pcm16(seg.audio[-tail_samples(self.s.asr_continuation_s) :]),
+            tail=float32_to_pcm16(seg.audio[-tail_samples() :]),
             words=tuple(result.words),
         )
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 import websockets
 
 from shared.audio import decode_file, float32_to_pcm16
-from tests.conftest import Service, librispeech
+from tests.conftest import EmbeddedRedis, Service, librispeech, running_service
 from tests.e2e.test_native import receive_all, stream
 from whisper_streaming.evaluation import wer
 from whisper_streaming.listen import CLOSE_STREAM
@@ -122,7 +123,7 @@ async def test_a_resumed_turn_sends_turn_resumed_then_one_final(service: Service
 
 
 async def test_a_segment_that_continues_its_turn_is_decoded_after_the_one_before(
-    service: Service,
+    redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
     # two utterances, their own silences cut, with 1.2 s between them and a 1 s endpoint: two
     # segments, the first's speculative final stored before its commit (~0.9 s to decode it),
@@ -141,12 +142,12 @@ async def test_a_segment_that_continues_its_turn_is_decoded_after_the_one_before
 
     gap, tail = np.zeros(int(1.2 * 16000), np.float32), np.zeros(24000, np.float32)
     pcm = float32_to_pcm16(np.concatenate([speech(ids[0]), gap, speech(ids[1]), tail]))
-    asr = [p for p in service.procs if p.role == "asr-worker"]
-    before = sum(p.log().count(": continued after") for p in asr)
-    out = finals(await session(service, "interim_results=false&endpointing=1000", pcm))
+    # on CPU an ASR worker decodes each segment alone unless told (ASR_CONTINUATION)
+    with running_service(redis_server, tmp_path, [{"ASR_CONTINUATION": "true"}]) as service:
+        out = finals(await session(service, "interim_results=false&endpointing=1000", pcm))
+        logs = "".join(p.log() for p in service.procs if p.role == "asr-worker")
     assert [f["segment"] for f in out] == [0, 1], out
-    logs = "".join(p.log() for p in asr)
-    assert logs.count(": continued after") > before, logs[-3000:]
+    assert "segment=1: continued after" in logs, logs[-3000:]
     second = out[1]
     assert all(second["start"] - 0.05 <= w["start"] <= second["end"] for w in second["words"])
     # the prefix is not in the second final: the first's words, repeated, would be insertions

@@ -54,10 +54,16 @@ def test_the_beam_is_greedy_on_a_cpu_and_five_wide_on_a_gpu_unless_set() -> None
 def test_every_auto_setting_is_resolved_once_for_the_device() -> None:
     cpu = resolve_auto(Settings(asr_device="cpu"))
     assert (cpu.asr_compute_type, cpu.asr_beam_size, cpu.asr_batch_size) == ("int8", 1, 1)
+    assert cpu.asr_continuation is False  # its longer decode is latency on a CPU
     gpu = resolve_auto(Settings(asr_device="cuda"))
     assert (gpu.asr_compute_type, gpu.asr_beam_size, gpu.asr_batch_size) == ("float16", 5, 8)
-    chosen = Settings(asr_device="cuda", asr_compute_type="int8", asr_beam_size=3, asr_batch_size=2)
+    assert gpu.asr_continuation is True
+    chosen = Settings(asr_device="cuda", asr_compute_type="int8", asr_beam_size=3, asr_batch_size=2,
+                      asr_continuation=False)  # fmt: skip
     assert resolve_auto(chosen) == chosen
+    assert DecodeOptions.from_settings(
+        Settings(asr_device="cpu", asr_continuation=True)
+    ).continuation
 
 
 def test_key_terms_reach_the_decoder_as_hotwords() -> None:

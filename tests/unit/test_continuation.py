@@ -14,6 +14,7 @@ from workers.continuation import (
     context_for_next,
     finished,
     prefix_text,
+    repeats,
     tail_samples,
 )
 
@@ -64,7 +65,7 @@ def test_no_context_unless_the_segment_continues_the_previous_one() -> None:
     assert context_for_next(None, 4, 5.3, 3.0) is None
     assert context_for_next(previous(3.0), 5, 5.3, 3.0) is None  # not the next segment
     assert context_for_next(previous(3.0), 4, END_S + GAP_S + 0.01, 3.0) is None  # a new turn
-    assert context_for_next(previous(3.0), 4, 5.3, 0.0) is None  # ASR_CONTINUATION_S=0
+    assert context_for_next(previous(3.0), 4, 5.3, 0.0) is None  # no context asked
     assert context_for_next(previous(0.2), 4, 5.3, 0.2) is None  # no word starts in it
 
 
@@ -74,6 +75,14 @@ def test_words_after_the_prefix_are_kept_and_a_decode_that_changed_it_is_not_tru
     assert [x.word for x in after_prefix(got, prefix) or []] == [" The", " ache"]
     assert after_prefix([w(" hiss", 0.1), w(" chest.", 0.6), w(" The", 1.5)], prefix) is None
     assert after_prefix(got[:2], prefix) == []
+
+
+def test_a_continuation_said_twice_is_a_loop() -> None:
+    said = [w(x, i * 0.4) for i, x in enumerate(" On this morning the buffaloes were".split())]
+    assert not repeats(said)
+    assert repeats(said + said)  # the decoder said it again
+    assert repeats([w(x, 0.0) for x in "a F-E-G F-E-G F-E-G F-E-G F-E-G F-E-G F-E-G F-E-G".split()])
+    assert not repeats([w(x, 0.0) for x in "round and round and".split()])  # short runs are speech
 
 
 def test_a_decode_is_finished_only_when_it_reaches_the_end_of_its_audio() -> None:
