@@ -141,6 +141,14 @@ async def test_no_leaks_after_500_sessions(
     async def key_names() -> set[bytes]:
         return {k async for k in redis_client.scan_iter(match=f"{key_prefix}*")}
 
+    # the gateway is ready with one ASR worker: the baseline waits for every worker's keys (a
+    # worker still loading its model registered its capabilities after the baseline: CI, 12-04)
+    workers = [keys.capabilities("asr", f"asr-{i}") for i in range(2)]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if await redis_client.exists(*workers) == len(workers):
+            break
+        await asyncio.sleep(0.2)
     baseline_keys = await key_names()
     baseline_mem = (await redis_client.info("memory"))["used_memory"]
     speech = load_pcm(next(u for u in librispeech() if u.utt_id == "2830-3980-0043").path)
