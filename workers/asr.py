@@ -103,13 +103,14 @@ class DecodeOptions:
 
     @classmethod
     def from_settings(cls, s: Settings) -> DecodeOptions:
+        auto = resolve_auto(s)
         return cls(
-            beam_size=resolve_auto(s).asr_beam_size,
+            beam_size=auto.asr_beam_size,
             no_speech_threshold=s.asr_no_speech_threshold,
             log_prob_threshold=s.asr_log_prob_threshold,
             compression_ratio_threshold=s.asr_compression_ratio_threshold,
             temperature_fallback=s.asr_temperature_fallback,
-            continuation=bool(resolve_auto(s).asr_continuation),
+            continuation=bool(auto.asr_continuation),
         )
 
     @property
