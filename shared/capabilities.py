@@ -148,6 +148,11 @@ class Pool:
             for name, cs in sorted(members.items())
         }
 
+    def continues(self, pool: str) -> bool:
+        """Whether a live worker of ``pool`` decodes continuation contexts (a pool of CPU
+        workers does not by default: the context would only be carried and dropped)."""
+        return any(c.continuation for c in self.announced if c.pool == pool)
+
     @property
     def knowable(self) -> bool:
         """Whether every live worker said what it serves and which pool it is in (and at least

@@ -327,6 +327,9 @@ class WorkerCapabilities(msgspec.Struct, kw_only=True):
     """The model can detect the language (a multilingual model)."""
     tasks: list[str] = msgspec.field(default_factory=lambda: ["transcribe"])
     """What the model can do: ``transcribe``, and ``translate`` (into English) if multilingual."""
+    continuation: bool = False
+    """The worker decodes a job's continuation context (``ASR_CONTINUATION`` as resolved on its
+    device: on for CUDA): the VAD workers put that context on the pool's jobs only then."""
 
 
 def encode_capabilities(caps: WorkerCapabilities) -> bytes:

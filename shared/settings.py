@@ -448,8 +448,8 @@ class Settings(BaseSettings):
         "their final words as Whisper's prefix (workers/continuation.py: the cuts of smart "
         "endpointing lost 1.5 points of WER decoded alone, 0.9 as continuations; on one CPU "
         "thread it cost ~0.1 s of p95 final latency, docs/benchmarks.md *Mid-turn splits*). "
-        "Unset: on for CUDA, off on CPU (ASR workers); VAD workers put the context on the jobs "
-        "unless it is false.",
+        "Unset: on for CUDA, off on CPU (ASR workers); VAD workers put the context on a "
+        "pool's jobs while a live worker of the pool announces that it decodes them.",
     )
     asr_beam_size: int = Field(
         default=0,

@@ -566,6 +566,7 @@ async def amain(settings: Settings) -> None:
             settings.asr_pool,
             settings.asr_language_list,
         )
+        caps.continuation = options.continuation
         log.info("asr worker %s (pool %s) serves languages %s, tasks %s", settings.consumer_name,
                  caps.pool, "all" if caps.detect else caps.languages, caps.tasks)  # fmt: skip
         worker = AsrWorker(settings, r, transcriber, batcher, caps)

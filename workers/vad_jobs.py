@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from shared import metrics, tracing
 from shared.audio import SAMPLE_RATE, float32_to_pcm16
+from shared.capabilities import read_pool
 from shared.keys import ASR_GROUP, Keys
 from shared.redis_util import ensure_group, entry, ride_through
 from shared.schemas import (
@@ -48,6 +49,9 @@ class JobWriter:
         self.spec = Speculation(r, keys, settings.transcript_stream_maxlen, settings.session_ttl_s)
         self._ready: set[str] = set()
         """Pools whose job and partial streams have the ``asr`` group (made once per process)."""
+        self._continues: dict[str, tuple[float, bool]] = {}
+        """Per pool: when its workers' announcements were last read, and whether one of them
+        decodes continuation contexts."""
 
     async def ensure_pool(self, pool: str) -> None:
         """Create the pool's streams and their ``asr`` group, so that KEDA reads their lag even
@@ -172,10 +176,29 @@ class JobWriter:
             job.context_pcm, job.context_start = context.pcm, context.start_s
             job.context_words = context.words
 
+    async def continues(self, pool: str) -> bool:
+        """Whether the next segments of ``pool``'s sessions carry a continuation context:
+        ``ASR_CONTINUATION`` where set, else whether a live worker of the pool announces that
+        it decodes them (on for CUDA, off on CPU: workers/asr.py ``resolve_auto``), read again
+        once a heartbeat interval. A CPU pool's jobs so carry no audio they would drop, and a
+        commit reads no stored words for them."""
+        if self.s.asr_continuation is not None:
+            return self.s.asr_continuation
+        now = time.monotonic()
+        read_at, known = self._continues.get(pool, (float("-inf"), False))
+        if now - read_at < self.s.heartbeat_interval_s:
+            return known
+        try:
+            live = await read_pool(self.r, self.keys, self.s.heartbeat_ttl_s)
+        except RedisError:
+            return known  # the commit goes on; the next look reads again
+        self._continues[pool] = (now, live.continues(pool))
+        return live.continues(pool)
+
     async def _previous(self, owned: OwnedSession, seg: Segment, rev: int) -> Previous | None:
         """The committed segment with its speculative final's words, if that is stored yet
-        (otherwise the next segment is decoded alone)."""
-        if self.s.asr_continuation is False:  # unset: the ASR workers' device decides
+        and the pool decodes continuations (otherwise the next segment is decoded alone)."""
+        if not await self.continues(owned.pool):
             return None
         try:
             payload = await self.spec.stored_text(owned.start.session_id, seg.index, rev)

@@ -339,17 +339,20 @@ async def test_smart_endpointing_ends_the_turn_when_the_stored_text_looks_finish
     await pubsub.aclose()
 
 
+@pytest.mark.parametrize("announced", [True, False], ids=["gpu-pool", "cpu-pool"])
 async def test_the_segment_after_a_committed_speculative_final_carries_it_as_context(
-    spawn, redis_client: aioredis.Redis, key_prefix: str
+    spawn, redis_client: aioredis.Redis, key_prefix: str, announced: bool
 ) -> None:
     """An early commit, and the speaker goes on: the next segment's jobs carry the committed
     final's words of its last 3 s and the audio from just before the first of them
-    (workers/continuation.py), read before the commit's publish cleared them."""
+    (workers/continuation.py), read before the commit's publish cleared them; with
+    ``ASR_CONTINUATION`` unset, only where the pool's live worker announces that it decodes them
+    (a CUDA worker), not for a pool of CPU workers, which would drop them."""
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
     from shared.keys import ASR_GROUP
     from shared.redis_util import ensure_group
-    from shared.schemas import Transcript, Word
+    from shared.schemas import Transcript, Word, WorkerCapabilities, encode_capabilities
     from shared.settings import Settings
     from tests.conftest import librispeech
     from workers.asr_publish import FinalPublisher
@@ -358,6 +361,9 @@ async def test_the_segment_after_a_committed_speculative_final_carries_it_as_con
 
     keys = Keys(key_prefix)
     await ensure_group(redis_client, keys.asr_jobs(EN_POOL), ASR_GROUP)
+    caps = WorkerCapabilities(worker="asr-x", pool=EN_POOL, languages=["en"], continuation=announced)  # fmt: skip
+    await redis_client.zadd(keys.heartbeats("asr"), {"asr-x": time.time() + 600})
+    await redis_client.set(keys.capabilities("asr", "asr-x"), encode_capabilities(caps))
     spawn("vad-worker")
     audio = decode_file(next(u for u in librispeech() if u.utt_id == "1089-134686-0001").path)
     end = get_speech_timestamps(audio, VadOptions(speech_pad_ms=0, min_silence_duration_ms=100))[-1]["end"]  # fmt: skip
@@ -394,6 +400,11 @@ async def test_the_segment_after_a_committed_speculative_final_carries_it_as_con
     assert final is not None and final.end == job.end  # committed mid-pause
     await _speech_then(redis_client, keys, sid, speech)  # the speaker goes on
     _id, nxt = await jobs_until(lambda j: j.segment == job.segment + 1 and j.final)
+    assert nxt.start - job.end <= 1.0
+    if not announced:
+        assert not nxt.context_words and not nxt.context_pcm
+        await pubsub.aclose()
+        return
     assert [w.word for w in nxt.context_words] == [" counselled", " him."]  # its last 3 s
     assert nxt.context_start == round(words[1].start - WORD_LEAD_S, 3)
     assert abs(len(nxt.context_pcm) // 2 - (job.end - nxt.context_start) * 16000) <= 2

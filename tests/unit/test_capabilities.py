@@ -59,6 +59,17 @@ def test_announcement_round_trips_and_refuses_garbage() -> None:
         decode_capabilities(encode_capabilities(WorkerCapabilities(v=9, worker="w", languages=[])))
 
 
+def test_a_pool_continues_where_a_live_worker_of_it_announces_continuation_decodes() -> None:
+    cpu = capabilities_of(model(False), "asr-6", "tiny.en")
+    cuda = capabilities_of(model(False), "asr-7", "tiny.en")
+    cuda.continuation = True
+    assert decode_capabilities(encode_capabilities(cuda)).continuation
+    assert not Pool(live=1, announced=[cpu]).continues("en")  # a CPU pool: decoded alone
+    assert Pool(live=2, announced=[cpu, cuda]).continues("en")
+    assert not Pool(live=2, announced=[cpu, cuda]).continues("multi")  # another pool's worker
+    assert not Pool().continues("en")  # nobody live: nothing is known to decode them
+
+
 @pytest.mark.parametrize("language", ["de", "zh", "it"])
 def test_a_language_no_live_worker_serves_is_refused_naming_what_is_served(language) -> None:
     why = refusal(language, "transcribe", Pool(live=2, announced=[ENGLISH, ENGLISH]))
