@@ -87,6 +87,20 @@ def load_model(settings: Settings) -> WhisperLike:
     return model
 
 
+def session_word(
+    word: str, start: float, end: float, probability: float, origin_s: float, skip_s: float = 0.0
+) -> Word:
+    """A decoded word (times in seconds of the decoded audio) in session time: the audio began
+    at ``origin_s`` of the session after ``skip_s`` seconds of context in front (a continuation
+    decode's previous audio; a word inside it is clamped to ``origin_s``)."""
+    return Word(
+        word=word,
+        start=round(origin_s + max(float(start) - skip_s, 0.0), 3),
+        end=round(origin_s + max(float(end) - skip_s, 0.0), 3),
+        probability=round(float(probability), 4),
+    )
+
+
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 """faster-whisper's (and Whisper's) default: decode again, sampling, while the result looks bad."""
 
@@ -166,11 +180,28 @@ MAX_WORDS_PER_SECOND = 7.0
 """Fast speech runs at 4 to 5 words a second; a segment far above that is invented text."""
 
 
-def is_hallucination(seg: Any, opts: DecodeOptions) -> bool:
+def kept_ratios(segments: list[Any]) -> dict[int, float]:
+    """Per window (a segment's ``seek``), the gzip compression ratio of the text faster-whisper
+    kept of it. Its own ``compression_ratio`` is that of the window's whole decode, including
+    what the decoder said past the end of the audio, into the encoder's padding, which it then
+    drops: tiny.en, after a continuation's prefix, can say the last sentence again and again
+    out there (``Experience proves this.`` ×11 at 7–27 s of a 4 s audio), and the window's ratio
+    (5.3) would throw away the words it heard."""
+    from faster_whisper.transcribe import get_compression_ratio
+
+    texts: dict[int, list[str]] = {}
+    for seg in segments:
+        texts.setdefault(int(seg.seek), []).append(seg.text)
+    return {k: get_compression_ratio("".join(v).strip() or " ") for k, v in texts.items()}
+
+
+def is_hallucination(seg: Any, opts: DecodeOptions, kept_ratio: float | None = None) -> bool:
     """Whisper's classic failures on silence, noise and trailing audio: confident-looking text
-    ("Thank you.") where the model itself says there is probably no speech, degenerate repetition,
-    or a run of words squeezed into a fraction of a second (seen with a prompt on tiny.en)."""
-    if seg.compression_ratio > opts.compression_ratio_threshold:
+    ("Thank you.") where the model itself says there is probably no speech, degenerate repetition
+    (of the text kept, ``kept_ratio``, where given: :func:`kept_ratios`), or a run of words
+    squeezed into a fraction of a second (seen with a prompt on tiny.en)."""
+    ratio = seg.compression_ratio if kept_ratio is None else min(seg.compression_ratio, kept_ratio)
+    if ratio > opts.compression_ratio_threshold:
         return True
     if seg.no_speech_prob > opts.no_speech_threshold and seg.avg_logprob < -0.5:
         return True
@@ -341,9 +372,10 @@ class Transcriber:
         got = [w for seg in decoded for w in (seg.words or [])]
         rest = continuation.after_prefix(got, job.context_words)
         seconds = len(x) / SAMPLE_RATE
+        kept = kept_ratios(decoded)
         if (
             rest is None
-            or any(is_hallucination(seg, self._opts) for seg in decoded)
+            or any(is_hallucination(seg, self._opts, kept[seg.seek]) for seg in decoded)
             or continuation.repeats(rest)
             or not continuation.finished(rest, seconds, EARLY_STOP_GAP_S, MAX_WORD_S)
         ):
@@ -355,13 +387,7 @@ class Transcriber:
         log.info("session=%s segment=%d: continued after %d words of segment %d",
                  job.session_id, job.segment, len(job.context_words), job.segment - 1)  # fmt: skip
         words = [
-            Word(
-                word=w.word,
-                start=round(job.start + max(float(w.start) - offset, 0.0), 3),
-                end=round(job.start + max(float(w.end) - offset, 0.0), 3),
-                probability=round(float(w.probability), 4),
-            )
-            for w in rest
+            session_word(w.word, w.start, w.end, w.probability, job.start, offset) for w in rest
         ]
         text = "".join(w.word for w in rest).strip()
         return self._result(job, text, words, info.language, info.language_probability)
@@ -421,18 +447,15 @@ class Transcriber:
         """The text and words of decoded segments, less probable hallucinations."""
         texts: list[str] = []
         words: list[Word] = []
-        for seg in segments:  # the generator decodes lazily: iterate it here, in this thread
-            if is_hallucination(seg, self._opts):
+        decoded = list(segments)  # the generator decodes lazily: iterate it here, in this thread
+        kept = kept_ratios(decoded)
+        for seg in decoded:
+            if is_hallucination(seg, self._opts, kept[seg.seek]):
                 log.debug("dropped probable hallucination %r", seg.text)
                 continue
             texts.append(seg.text)
             words.extend(
-                Word(
-                    word=w.word,
-                    start=round(job.start + float(w.start), 3),
-                    end=round(job.start + float(w.end), 3),
-                    probability=round(float(w.probability), 4),
-                )
+                session_word(w.word, w.start, w.end, w.probability, job.start)
                 for w in seg.words or []
             )
         return "".join(texts).strip(), words

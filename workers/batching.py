@@ -24,7 +24,14 @@ from faster_whisper.transcribe import BatchedInferencePipeline, TranscriptionOpt
 from shared.audio import pcm16_to_float32
 from shared.capabilities import TRANSCRIBE
 from shared.schemas import AsrJob, Transcript, Word
-from workers.asr import PROMPT_MAX_CHARS, DecodeOptions, is_hallucination, transcription_options
+from workers.asr import (
+    PROMPT_MAX_CHARS,
+    DecodeOptions,
+    is_hallucination,
+    kept_ratios,
+    session_word,
+    transcription_options,
+)
 from workers.context import is_narrowband
 
 
@@ -148,6 +155,7 @@ class BatchTranscriber:
     ) -> Transcript:
         texts: list[str] = []
         words: list[Word] = []
+        kept = kept_ratios([SimpleNamespace(seek=0, text=seg["text"]) for seg in segments])
         for seg in segments:
             view = SimpleNamespace(**seg)
             # the batch path has no no-speech skip of its own: apply Whisper's rule here
@@ -155,16 +163,11 @@ class BatchTranscriber:
                 seg["no_speech_prob"] > self._opts.no_speech_threshold
                 and seg["avg_logprob"] < self._opts.log_prob_threshold
             )
-            if silent or is_hallucination(view, self._opts):
+            if silent or is_hallucination(view, self._opts, kept.get(0)):
                 continue
             texts.append(seg["text"])
             words.extend(
-                Word(
-                    word=w["word"],
-                    start=round(job.start + float(w["start"]), 3),
-                    end=round(job.start + float(w["end"]), 3),
-                    probability=round(float(w["probability"]), 4),
-                )
+                session_word(w["word"], w["start"], w["end"], w["probability"], job.start)
                 for w in seg.get("words") or []
             )
         return Transcript(

@@ -74,3 +74,25 @@ def test_key_terms_reach_the_decoder_as_hotwords() -> None:
     assert model.calls[-1]["hotwords"] == "Bartley, Beaumont"
     Transcriber(model, DecodeOptions()).transcribe(_job())
     assert model.calls[-1]["hotwords"] is None
+
+
+def _seg(text: str, window_ratio: float, seek: int = 0) -> SimpleNamespace:
+    return SimpleNamespace(seek=seek, text=text, words=[], start=0.0, end=4.0,
+                           compression_ratio=window_ratio, no_speech_prob=0.0, avg_logprob=-0.3)  # fmt: skip
+
+
+def test_repetition_is_judged_on_the_text_kept_not_on_what_the_decoder_said_past_the_audio() -> (
+    None
+):
+    from workers.asr import is_hallucination, kept_ratios
+
+    opts = DecodeOptions()
+    # the window's decode looped in the encoder's padding (ratio 5.3); what was kept is a sentence
+    heard = [_seg(" could wait no longer. Experience proves this.", 5.28)]
+    assert not is_hallucination(heard[0], opts, kept_ratios(heard)[0])
+    assert is_hallucination(heard[0], opts)  # the window's own ratio alone would drop it
+    # a loop inside the audio is still one
+    loop = [_seg(" Thank you." * 12, 6.0), _seg(" Experience proves this.", 1.0, seek=3000)]
+    kept = kept_ratios(loop)
+    assert is_hallucination(loop[0], opts, kept[0])
+    assert not is_hallucination(loop[1], opts, kept[3000])  # another window, judged apart

@@ -210,7 +210,7 @@ class FakeMultilingual:
 
 
 def _segment(text: str) -> SimpleNamespace:
-    return SimpleNamespace(text=text, words=[], start=0.0, end=1.0, compression_ratio=1.0,
+    return SimpleNamespace(seek=0, text=text, words=[], start=0.0, end=1.0, compression_ratio=1.0,
                            no_speech_prob=0.0, avg_logprob=-0.1)  # fmt: skip
 
 
