@@ -66,12 +66,16 @@ class JobWriter:
         """Redis lost groups (NOGROUP): make each pool's again with its next job."""
         self._ready.clear()
 
-    async def write(self, owned: OwnedSession, events: list[Event]) -> None:
+    async def write(
+        self, owned: OwnedSession, events: list[Event], stored: Transcript | None = None
+    ) -> None:
+        """Write what a segmenter emitted; ``stored``: the speculative final of the segment
+        being committed, as the end-of-turn rule just read it (not read again)."""
         if events:
             await self.ensure_pool(owned.pool)
         for event in events:
             if isinstance(event, Segment):
-                await self._final(owned, event)
+                await self._final(owned, event, stored)
             elif isinstance(event, Partial):
                 await self._partial_job(owned, event)
             elif isinstance(event, Tentative):
@@ -97,12 +101,12 @@ class JobWriter:
         if payload is None:
             return  # not transcribed yet: the next audio looks again
         try:
-            text = decode_as(payload, Transcript).text
+            stored = decode_as(payload, Transcript)
         except SchemaError:
             return
-        if end_of_turn(text, pause, seg.speech_s, owned.turns):
+        if end_of_turn(stored.text, pause, seg.speech_s, owned.turns):
             metrics.VAD_SPECULATIVE.labels("early").inc()
-            await self.write(owned, seg.end_turn("turn"))
+            await self.write(owned, seg.end_turn("turn"), stored)
 
     async def _void(self, owned: OwnedSession, event: TentativeVoid) -> None:
         sid = owned.start.session_id
@@ -144,12 +148,14 @@ class JobWriter:
         owned.speculated[t.index] = t.rev
         metrics.VAD_SPECULATIVE.labels("sent").inc()
 
-    async def _final(self, owned: OwnedSession, seg: Segment) -> None:
+    async def _final(
+        self, owned: OwnedSession, seg: Segment, stored: Transcript | None = None
+    ) -> None:
         sid = owned.start.session_id
         rev = owned.speculated.pop(seg.index, None)
         committed = False
         if rev is not None and rev == seg.tentative_rev:
-            previous = await self._previous(owned, seg, rev)  # the commit's publish clears it
+            previous = await self._previous(owned, seg, rev, stored)  # the publish clears it
             # publishes now, or when transcribed; makes the segment's partials stale at once
             await self._ride(lambda: self.spec.commit(sid, seg.index, rev), sid)
             metrics.VAD_SPECULATIVE.labels("committed").inc()
@@ -195,14 +201,19 @@ class JobWriter:
         self._continues[pool] = (now, live.continues(pool))
         return live.continues(pool)
 
-    async def _previous(self, owned: OwnedSession, seg: Segment, rev: int) -> Previous | None:
-        """The committed segment with its speculative final's words, if that is stored yet
-        and the pool decodes continuations (otherwise the next segment is decoded alone)."""
+    async def _previous(
+        self, owned: OwnedSession, seg: Segment, rev: int, stored: Transcript | None = None
+    ) -> Previous | None:
+        """The committed segment with its speculative final's words (``stored``, or read), if
+        that is stored yet and the pool decodes continuations (otherwise the next segment is
+        decoded alone)."""
         if not await self.continues(owned.pool):
             return None
+        result = stored if stored is not None and stored.segment == seg.index else None
         try:
-            payload = await self.spec.stored_text(owned.start.session_id, seg.index, rev)
-            result = decode_as(payload, Transcript) if payload is not None else None
+            if result is None:
+                payload = await self.spec.stored_text(owned.start.session_id, seg.index, rev)
+                result = decode_as(payload, Transcript) if payload is not None else None
         except (SchemaError, RedisError):  # the commit must go on: the next segment goes alone
             return None
         if result is None or result.error is not None or not result.words:
