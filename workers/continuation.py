@@ -24,8 +24,8 @@ from shared.audio import SAMPLE_RATE
 from shared.schemas import Word
 
 CONTEXT_S = 3.0
-"""How much of the previous segment goes in front (the corpus' WER was the same with 5 s, and
-much worse with 1–1.5 s: ``python -m bench.splits --left-s``)."""
+"""How much of the previous segment goes in front (the corpus' WER was the same with 5, 8 and
+30 s, and much worse with 1–1.5 s: ``python -m bench.splits --left-s``)."""
 GAP_S = 1.0
 """A segment that starts at most this long after the previous one ended continues its turn
 (the pause of an early commit the speaker went on from); a longer pause starts afresh."""
