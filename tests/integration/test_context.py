@@ -116,15 +116,19 @@ def test_a_short_tail_after_the_last_timestamp_is_not_decoded_again(
     encoder_contents: list[int],
 ) -> None:
     """Every LibriSpeech file of the corpus, decoded with faster-whisper's own seeking
-    (``min_tail_s`` 0) and with the default: the default leaves out only last windows, each of a
-    tail under :data:`MIN_TAIL_S`, its text is the other windows' (the same decode), and
-    the WER is no worse (the skipped tails gave "Thank you." and the like: docs/benchmarks.md)."""
+    (``min_tail_s`` 0) and with the default: the default leaves out only last windows, each of
+    audio after the last word it kept (under :data:`MIN_TAIL_S` after the window's last
+    timestamp; faster-whisper, with word timestamps, seeks back to the last word's end, so its
+    tail window can be longer: 0.66 s of silence after "…painful to myself." on one AMD EPYC),
+    its text is the other windows' (the same decode), and the WER is no worse (the skipped tails
+    gave "Thank you." and the like: docs/benchmarks.md)."""
     model = load_model(Settings())
     transcriber = Transcriber(model, DecodeOptions.from_settings(Settings()))
     skipped, pairs_on, pairs_off = 0, [], []
     for i, u in enumerate(librispeech()):
+        x = decode_file(u.path)
         job = AsrJob(session_id="t", segment=i, start=0.0, end=1.0, language="en",
-                     pcm=float32_to_pcm16(decode_file(u.path)))  # fmt: skip
+                     pcm=float32_to_pcm16(x))  # fmt: skip
         model.min_tail_s = 0.0
         encoder_contents.clear()
         off = transcriber.transcribe(job)
@@ -137,7 +141,8 @@ def test_a_short_tail_after_the_last_timestamp_is_not_decoded_again(
             # the same windows, less the last ones: short tails each
             n = len(encoder_contents)
             assert encoder_contents == passes_off[:n], (u.utt_id, passes_off)
-            assert all(t < MIN_TAIL_S * 100 for t in passes_off[n:]), (u.utt_id, passes_off)
+            after_words = len(x) / 16000 - (on.words[-1].end if on.words else 0.0)
+            assert all(t <= round(after_words * 100) + 1 for t in passes_off[n:]), (u.utt_id, passes_off, after_words)  # fmt: skip
             assert off.text.startswith(on.text), (u.utt_id, off.text, on.text)
         else:
             assert encoder_contents == passes_off and on.text == off.text, u.utt_id
