@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -180,25 +181,30 @@ MAX_WORDS_PER_SECOND = 7.0
 """Fast speech runs at 4 to 5 words a second; a segment far above that is invented text."""
 
 
-def kept_ratios(segments: list[Any]) -> dict[int, float]:
-    """Per window (a segment's ``seek``), the gzip compression ratio of the text faster-whisper
-    kept of it. Its own ``compression_ratio`` is that of the window's whole decode, including
-    what the decoder said past the end of the audio, into the encoder's padding, which it then
-    drops: tiny.en, after a continuation's prefix, can say the last sentence again and again
-    out there (``Experience proves this.`` ×11 at 7–27 s of a 4 s audio), and the window's ratio
-    (5.3) would throw away the words it heard."""
+def kept_ratio(texts: Iterable[str]) -> float:
+    """The gzip compression ratio of the text faster-whisper kept of one window's decode (its
+    segments' ``texts``). The segments' own ``compression_ratio`` is that of the window's whole
+    decode, including what the decoder said past the end of the audio, into the encoder's
+    padding, which it then drops: tiny.en, after a continuation's prefix, can say the last
+    sentence again and again out there (``Experience proves this.`` ×11 at 7–27 s of a 4 s
+    audio), and the window's ratio (5.3) would throw away the words it heard."""
     from faster_whisper.transcribe import get_compression_ratio
 
+    return float(get_compression_ratio("".join(texts).strip() or " "))
+
+
+def kept_ratios(segments: list[Any]) -> dict[int, float]:
+    """:func:`kept_ratio` per window (a segment's ``seek``) of decoded ``segments``."""
     texts: dict[int, list[str]] = {}
     for seg in segments:
         texts.setdefault(int(seg.seek), []).append(seg.text)
-    return {k: get_compression_ratio("".join(v).strip() or " ") for k, v in texts.items()}
+    return {k: kept_ratio(v) for k, v in texts.items()}
 
 
 def is_hallucination(seg: Any, opts: DecodeOptions, kept_ratio: float | None = None) -> bool:
     """Whisper's classic failures on silence, noise and trailing audio: confident-looking text
     ("Thank you.") where the model itself says there is probably no speech, degenerate repetition
-    (of the text kept, ``kept_ratio``, where given: :func:`kept_ratios`), or a run of words
+    (of the text kept, ``kept_ratio``, where given: :func:`kept_ratio`), or a run of words
     squeezed into a fraction of a second (seen with a prompt on tiny.en)."""
     ratio = seg.compression_ratio if kept_ratio is None else min(seg.compression_ratio, kept_ratio)
     if ratio > opts.compression_ratio_threshold:

@@ -28,7 +28,7 @@ from workers.asr import (
     PROMPT_MAX_CHARS,
     DecodeOptions,
     is_hallucination,
-    kept_ratios,
+    kept_ratio,
     session_word,
     transcription_options,
 )
@@ -155,7 +155,7 @@ class BatchTranscriber:
     ) -> Transcript:
         texts: list[str] = []
         words: list[Word] = []
-        kept = kept_ratios([SimpleNamespace(seek=0, text=seg["text"]) for seg in segments])
+        kept = kept_ratio(seg["text"] for seg in segments)  # one window per item
         for seg in segments:
             view = SimpleNamespace(**seg)
             # the batch path has no no-speech skip of its own: apply Whisper's rule here
@@ -163,7 +163,7 @@ class BatchTranscriber:
                 seg["no_speech_prob"] > self._opts.no_speech_threshold
                 and seg["avg_logprob"] < self._opts.log_prob_threshold
             )
-            if silent or is_hallucination(view, self._opts, kept.get(0)):
+            if silent or is_hallucination(view, self._opts, kept):
                 continue
             texts.append(seg["text"])
             words.extend(

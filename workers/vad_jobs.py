@@ -198,8 +198,9 @@ class JobWriter:
             live = await read_pool(self.r, self.keys, self.s.heartbeat_ttl_s)
         except RedisError:
             return known  # the commit goes on; the next look reads again
-        self._continues[pool] = (now, live.continues(pool))
-        return live.continues(pool)
+        known = live.continues(pool)
+        self._continues[pool] = (now, known)
+        return known
 
     async def _previous(
         self, owned: OwnedSession, seg: Segment, rev: int, stored: Transcript | None = None
